@@ -1,0 +1,63 @@
+"""Attestation evidence: what a platform vouches for, and the verifiers that check it.
+
+Every kind of evidence (mock, simulated, DCAP, …) has a verifier that turns its raw bytes into
+:class:`EvidenceClaims`: everything a client may believe about an enclave comes from there,
+never from an unsigned field next to the evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sanctorum.common.errors import InvalidEnclaveError
+from sanctorum.common.hashes import SHA256Hash
+from sanctorum.common.mode import EnclaveMode, EnclaveSecurityInfo
+
+REPORT_DATA_SIZE = 64
+
+
+@dataclass(frozen=True)
+class EvidenceClaims:
+    """What verified evidence says about an enclave instance."""
+
+    code_hash: SHA256Hash
+    signer_hash: SHA256Hash
+    product_id: int
+    revocation_level: int
+    mode: EnclaveMode
+    security: EnclaveSecurityInfo
+    report_data: bytes
+    """64 bytes the enclave chose: Sanctorum binds its keys there."""
+
+
+class EvidenceProvider(Protocol):
+    """The enclave platform's side: produces evidence over report data."""
+
+    evidence_type: str
+
+    def produce(self, report_data: bytes) -> bytes:
+        """Evidence bytes whose claims carry ``report_data``."""
+        ...
+
+
+EvidenceVerifier = Callable[[bytes], EvidenceClaims]
+_VERIFIERS: dict[str, EvidenceVerifier] = {}
+
+
+def register_verifier(evidence_type: str, verifier: EvidenceVerifier) -> None:
+    """Make ``verifier`` the checker for evidence of ``evidence_type``."""
+    _VERIFIERS[evidence_type] = verifier
+
+
+def verify_evidence(evidence_type: str, evidence: bytes) -> EvidenceClaims:
+    """Check evidence of a known type; :class:`InvalidEnclaveError` if it does not verify."""
+    verifier = _VERIFIERS.get(evidence_type)
+    if verifier is None:
+        known = ", ".join(sorted(_VERIFIERS)) or "none"
+        raise InvalidEnclaveError(
+            f"unknown attestation evidence type {evidence_type!r} (this library knows: {known}); "
+            "the enclave may be newer than this client"
+        )
+    return verifier(evidence)

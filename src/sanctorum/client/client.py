@@ -1,0 +1,196 @@
+"""EnclaveClient: verifies an enclave and exchanges mail with it."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from typing import Any
+
+from sanctorum.attestation.constraint import EnclaveConstraint
+from sanctorum.attestation.instance_info import EnclaveInstanceInfo
+from sanctorum.client.transport import EnclaveTransport
+from sanctorum.common.errors import (
+    ClientStateError,
+    EnclaveStateError,
+    InvalidKeyError,
+    MailSenderError,
+    SanctorumError,
+)
+from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
+from sanctorum.mail.format import EnclaveMail, read_mail_header, validate_topic
+from sanctorum.mail.post_office import PostOffice
+
+_STATE_VERSION = 1
+
+
+class EnclaveClient:
+    """A client of one enclave service.
+
+    It checks the enclave's attestation against ``constraint`` before sending anything, seals
+    every mail to the attested key, and accepts replies only from that enclave, in order::
+
+        client = EnclaveClient("C:9A0F… SEC:INSECURE")
+        client.start(transport)
+        reply = client.send_mail(b"hello")
+
+    ``private_key`` is the client's identity as enclaves see it (the mail's authenticated
+    sender); a fresh one is made if none is given. :meth:`save` keeps it, so keep saved state
+    secret.
+    """
+
+    def __init__(
+        self,
+        constraint: EnclaveConstraint | str,
+        private_key: Curve25519PrivateKey | None = None,
+    ) -> None:
+        self.constraint = (
+            constraint if isinstance(constraint, EnclaveConstraint)
+            else EnclaveConstraint.parse(constraint)
+        )
+        self.private_key = private_key or Curve25519PrivateKey.generate()
+        self.correlation_id = secrets.token_hex(16)
+        """The routing hint under which the host queues this client's replies."""
+        self._transport: EnclaveTransport | None = None
+        self._instance_info: EnclaveInstanceInfo | None = None
+        self._post_offices: dict[str, PostOffice] = {}
+        # Sequence state restored from save(), used if the enclave still has the same key.
+        self._saved_enclave_key: Curve25519PublicKey | None = None
+        self._saved_sequences: dict[str, tuple[int, int]] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def public_key(self) -> Curve25519PublicKey:
+        """How enclaves see this client."""
+        return self.private_key.public_key
+
+    @property
+    def enclave_instance_info(self) -> EnclaveInstanceInfo:
+        """The verified attestation of the enclave this client talks to."""
+        if self._instance_info is None:
+            raise EnclaveStateError("the client is not started: call start(transport) first")
+        return self._instance_info
+
+    def start(self, transport: EnclaveTransport) -> None:
+        """Fetch the enclave's attestation through ``transport`` and check the constraint.
+
+        Raises :class:`InvalidEnclaveError` if the attestation does not verify or fails the
+        constraint; nothing is sent to such an enclave.
+        """
+        with self._lock:
+            info = EnclaveInstanceInfo.deserialize(transport.get_attestation())
+            self.constraint.check(info)
+            self._transport = transport
+            self._adopt(info)
+
+    def _adopt(self, info: EnclaveInstanceInfo) -> None:
+        if self._instance_info is None or info.encryption_key != self._instance_info.encryption_key:
+            # A new enclave instance: topics start afresh unless saved state was for it.
+            self._post_offices.clear()
+            if info.encryption_key == self._saved_enclave_key:
+                for topic, (next_out, next_in) in self._saved_sequences.items():
+                    self._post_offices[topic] = PostOffice(
+                        self.private_key,
+                        info.encryption_key,
+                        topic,
+                        next_sequence_number=next_out,
+                        next_reply_sequence_number=next_in,
+                    )
+            self._saved_enclave_key = None
+            self._saved_sequences = {}
+        self._instance_info = info
+
+    def _post_office(self, topic: str) -> PostOffice:
+        post_office = self._post_offices.get(topic)
+        if post_office is None:
+            post_office = self.enclave_instance_info.create_post_office(self.private_key, topic)
+            self._post_offices[topic] = post_office
+        return post_office
+
+    def _require_transport(self) -> EnclaveTransport:
+        if self._transport is None:
+            raise EnclaveStateError("the client is not started: call start(transport) first")
+        return self._transport
+
+    def send_mail(
+        self, body: bytes, envelope: bytes | None = None, topic: str = "default"
+    ) -> EnclaveMail | None:
+        """Seal ``body`` to the enclave and deliver it; returns the enclave's first reply to it,
+        or None if the enclave did not reply at once (see :meth:`poll_mail`)."""
+        validate_topic(topic)
+        with self._lock:
+            transport = self._require_transport()
+            mail = self._post_office(topic).encrypt_mail(body, envelope or b"")
+            reply = transport.deliver_mail(mail, self.correlation_id)
+            return self._open_reply(reply) if reply is not None else None
+
+    def poll_mail(self) -> EnclaveMail | None:
+        """The next reply the host queued for this client, or None."""
+        with self._lock:
+            reply = self._require_transport().poll_mail(self.correlation_id)
+            return self._open_reply(reply) if reply is not None else None
+
+    def _open_reply(self, mail: bytes) -> EnclaveMail:
+        topic = read_mail_header(mail).topic
+        post_office = self._post_offices.get(topic)
+        if post_office is None:
+            raise MailSenderError(
+                f"received a reply on topic {topic!r}, on which this client sent nothing"
+            )
+        return post_office.decrypt_mail(mail)
+
+    def save(self) -> bytes:
+        """This client's identity, correlation id and sequence state, to :meth:`restore` later.
+
+        It contains the client's private key: store it as a secret.
+        """
+        with self._lock:
+            state: dict[str, Any] = {
+                "version": _STATE_VERSION,
+                "constraint": self.constraint.format(),
+                "private_key": self.private_key.encoded.hex(),
+                "correlation_id": self.correlation_id,
+            }
+            if self._instance_info is not None:
+                state["enclave_key"] = self._instance_info.encryption_key.encoded.hex()
+                state["topics"] = {
+                    topic: [office.next_sequence_number, office.next_reply_sequence_number]
+                    for topic, office in self._post_offices.items()
+                }
+            return json.dumps(state, sort_keys=True).encode()
+
+    @classmethod
+    def restore(cls, data: bytes) -> EnclaveClient:
+        """A client from :meth:`save`'s bytes; call :meth:`start` to reconnect.
+
+        If the enclave still runs the same instance, topics continue where they were; if it has
+        restarted (new key), they start afresh.
+        """
+        try:
+            state = json.loads(data)
+            if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+                raise ClientStateError(
+                    "saved client state is not of version "
+                    f"{_STATE_VERSION}; it was made by another version of Sanctorum"
+                )
+            client = cls(
+                EnclaveConstraint.parse(state["constraint"]),
+                Curve25519PrivateKey(bytes.fromhex(state["private_key"])),
+            )
+            correlation_id = state["correlation_id"]
+            if not isinstance(correlation_id, str) or not correlation_id:
+                raise ClientStateError("saved client state has no correlation id")
+            client.correlation_id = correlation_id
+            if "enclave_key" in state:
+                client._saved_enclave_key = Curve25519PublicKey(bytes.fromhex(state["enclave_key"]))
+                for topic, (next_out, next_in) in state["topics"].items():
+                    if not all(isinstance(n, int) and n >= 0 for n in (next_out, next_in)):
+                        raise ClientStateError(f"bad sequence numbers for topic {topic!r}")
+                    client._saved_sequences[validate_topic(topic)] = (next_out, next_in)
+            return client
+        except ClientStateError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, InvalidKeyError) as error:
+            raise ClientStateError(f"saved client state is malformed: {error!r}") from None
+        except SanctorumError as error:
+            raise ClientStateError(f"saved client state is invalid: {error}") from None

@@ -1,0 +1,87 @@
+"""The one error hierarchy of Sanctorum.
+
+Every error the toolkit raises on purpose derives from :class:`SanctorumError`, so callers can
+catch the whole family at one place, and every message says what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+
+class SanctorumError(Exception):
+    """Root of every error Sanctorum raises."""
+
+
+class InvalidEnclaveError(SanctorumError):
+    """Attestation evidence is malformed or does not verify, or an enclave fails a constraint."""
+
+
+class InvalidConstraintError(SanctorumError, ValueError):
+    """A constraint string or constraint value is not well formed."""
+
+
+class InvalidSignatureError(SanctorumError):
+    """A signature does not verify under the enclave's data signing key."""
+
+
+class InvalidKeyError(SanctorumError, ValueError):
+    """Key or hash bytes have the wrong length or form."""
+
+
+class MailError(SanctorumError):
+    """Base class of every Mail failure."""
+
+
+class MailFormatError(MailError):
+    """Bytes that claim to be a mail are malformed, truncated, oversized or of another version."""
+
+
+class MailDecryptionError(MailError):
+    """A mail does not decrypt: it was sealed for another key, or was altered in transit.
+
+    The most common cause is an enclave restart: the enclave has a new encryption key, so the
+    client should fetch the new attestation and send again.
+    """
+
+
+class MailSenderError(MailError):
+    """A mail decrypted but was not sent by the party it had to come from."""
+
+
+class MailSequenceError(MailError):
+    """A mail's sequence number is not the next one expected for its sender and topic."""
+
+
+class MailReplayError(MailSequenceError):
+    """A mail's sequence number was already used: the mail was replayed (or arrived late)."""
+
+
+class MailGapError(MailSequenceError):
+    """A mail's sequence number skips ahead: an earlier mail was dropped or reordered."""
+
+
+class EnclaveError(SanctorumError):
+    """Base class of failures of the host↔enclave machinery."""
+
+
+class EnclaveLoadError(EnclaveError):
+    """An enclave could not be loaded: bad class, bad configuration or unsupported mode."""
+
+
+class EnclaveStateError(EnclaveError):
+    """The enclave host was used in the wrong state (not started, already closed, …)."""
+
+
+class EnclaveCallError(EnclaveError):
+    """Code inside the enclave raised while handling a call or a mail.
+
+    The enclave's own exception is kept as ``__cause__`` where it can cross the boundary
+    (mock mode); elsewhere only its type and message travel.
+    """
+
+
+class ClientStateError(SanctorumError, ValueError):
+    """Saved client state cannot be restored: it is malformed or from another version."""
+
+
+class TransportError(SanctorumError):
+    """A client transport could not reach the host, or the host answered with an error."""

@@ -1,0 +1,102 @@
+"""The Enclave base class: subclass it to write an enclave."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from sanctorum.common.errors import EnclaveStateError
+from sanctorum.common.keys import Curve25519PublicKey
+from sanctorum.mail.format import EnclaveMail
+from sanctorum.mail.policy import MinSizePolicy
+from sanctorum.mail.post_office import PostOffice
+
+if TYPE_CHECKING:
+    from sanctorum.attestation.instance_info import EnclaveInstanceInfo
+    from sanctorum.enclave.runtime import EnclaveRuntime
+
+
+class Enclave:
+    """Base class of every enclave.
+
+    Override :meth:`receive_from_untrusted_host` to serve local calls from the host and
+    :meth:`receive_mail` to serve clients. Mail handed to :meth:`receive_mail` has already been
+    decrypted, authenticated and checked to be the next in sequence for its sender and topic.
+
+    An enclave that does not set ``thread_safe = True`` is entered by one thread at a time; the
+    runtime inside the enclave enforces it, not the (untrusted) host.
+    """
+
+    thread_safe: ClassVar[bool] = False
+    """Set to True if the enclave can handle several calls at once."""
+
+    _runtime: EnclaveRuntime | None = None
+
+    # -- hooks to override -------------------------------------------------------------------
+
+    def on_startup(self) -> None:
+        """Called once, before the first call or mail."""
+
+    def on_shutdown(self) -> None:
+        """Called once when the host closes the enclave."""
+
+    def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
+        """Handle ``EnclaveHost.call_enclave(data)``; the return value goes back to the host.
+
+        Remember the host is untrusted: treat ``data`` as attacker-controlled.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not accept calls from the host: override "
+            "receive_from_untrusted_host to handle them"
+        )
+
+    def receive_mail(self, mail: EnclaveMail, routing_hint: str | None) -> None:
+        """Handle a mail from a client. Reply with :meth:`post_office` and :meth:`post_mail`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not accept mail: override receive_mail to handle it"
+        )
+
+    # -- services of the runtime -------------------------------------------------------------
+
+    @property
+    def runtime(self) -> EnclaveRuntime:
+        if self._runtime is None:
+            raise EnclaveStateError(
+                "this enclave is not running yet: enclave services are available from "
+                "on_startup onwards, once a host has loaded and started it"
+            )
+        return self._runtime
+
+    @property
+    def enclave_instance_info(self) -> EnclaveInstanceInfo:
+        """This instance's attestation, as clients see it."""
+        return self.runtime.instance_info
+
+    def call_untrusted_host(self, data: bytes) -> bytes | None:
+        """Call the host's callback for the current ``call_enclave``; returns its answer."""
+        return self.runtime.call_untrusted_host(data)
+
+    def post_office(
+        self,
+        destination: Curve25519PublicKey | EnclaveMail,
+        topic: str | None = None,
+        min_size_policy: MinSizePolicy | None = None,
+    ) -> PostOffice:
+        """The post office for replying to ``destination`` on ``topic``.
+
+        Given a received mail, it replies to the mail's authenticated sender on the mail's topic.
+        The same post office is returned for the same destination and topic, so sequence
+        numbers continue.
+        """
+        if isinstance(destination, EnclaveMail):
+            topic = topic or destination.topic
+            destination = destination.authenticated_sender
+        return self.runtime.post_office(destination, topic or "default", min_size_policy)
+
+    def post_mail(self, encrypted_mail: bytes, routing_hint: str | None) -> None:
+        """Ask the host to deliver ``encrypted_mail`` when the current call returns."""
+        self.runtime.post_mail(encrypted_mail, routing_hint)
+
+    def sign(self, data: bytes) -> bytes:
+        """Sign ``data`` with the enclave's data signing key (clients check it with
+        ``EnclaveInstanceInfo.verifier()``)."""
+        return self.runtime.sign(data)

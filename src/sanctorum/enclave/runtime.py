@@ -1,0 +1,235 @@
+"""The enclave-side runtime: keys, attestation, the entry lock, mail checks, mail commands.
+
+It runs inside the enclave's trust boundary (in the host's process in mock mode, in the child
+process in simulation), so the checks it makes hold whatever the host does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sanctorum.attestation.evidence import EvidenceProvider
+from sanctorum.attestation.instance_info import EnclaveInstanceInfo, key_binding
+from sanctorum.common.commands import MailCommand, PostMail
+from sanctorum.common.errors import EnclaveCallError, EnclaveStateError
+from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PrivateKey
+from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE, open_mail
+from sanctorum.mail.policy import MinSizePolicy
+from sanctorum.mail.post_office import PostOffice
+from sanctorum.mail.sequence import SequenceTracker
+from sanctorum.enclave.base import Enclave
+
+HostCallback = Callable[[bytes], bytes | None]
+_T = TypeVar("_T")
+
+
+@dataclass
+class _CallContext:
+    """One entry into the enclave: where its callbacks go and what it posts."""
+
+    host_callback: HostCallback | None
+    commands: list[MailCommand] = field(default_factory=list)
+    sequence_marks: dict[PostOffice, int] = field(default_factory=dict)
+
+
+class _EnclavePostOffice(PostOffice):
+    """Reports each sealed mail to the current call, so a failed call can take it back."""
+
+    def __init__(self, runtime: EnclaveRuntime, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._runtime = runtime
+
+    def encrypt_mail(
+        self, body: bytes, envelope: bytes = b"", *, private_header: bytes = b""
+    ) -> bytes:
+        context = self._runtime._current_context()
+        if context is not None:
+            context.sequence_marks.setdefault(self, self.next_sequence_number)
+        return super().encrypt_mail(body, envelope, private_header=private_header)
+
+    def _rewind(self, sequence_number: int) -> None:
+        with self._lock:
+            self._next_sequence_number = sequence_number
+
+
+class EnclaveRuntime:
+    """Runs one enclave instance: every entry from the host goes through here."""
+
+    def __init__(
+        self,
+        enclave: Enclave,
+        evidence_provider: EvidenceProvider,
+        *,
+        max_mail_size: int = DEFAULT_MAX_MAIL_SIZE,
+    ) -> None:
+        self.enclave = enclave
+        self._evidence_provider = evidence_provider
+        self._max_mail_size = max_mail_size
+        # Fresh keys at every start: mail for an earlier instance cannot be replayed here.
+        self._signing_key = Ed25519PrivateKey.generate()
+        self._encryption_key = Curve25519PrivateKey.generate()
+        self._instance_info = self._attest()
+        self._entry_lock: contextlib.AbstractContextManager[object] = (
+            contextlib.nullcontext() if enclave.thread_safe else threading.RLock()
+        )
+        self._incoming = SequenceTracker()
+        self._post_offices: dict[tuple[Curve25519PublicKey, str], _EnclavePostOffice] = {}
+        self._post_offices_lock = threading.Lock()
+        self._local = threading.local()
+        self._started = False
+        self._closed = False
+
+    # -- attestation -------------------------------------------------------------------------
+
+    def _attest(self) -> EnclaveInstanceInfo:
+        signing = self._signing_key.public_key
+        encryption = self._encryption_key.public_key
+        evidence = self._evidence_provider.produce(key_binding(signing, encryption))
+        return EnclaveInstanceInfo(
+            signing, encryption, self._evidence_provider.evidence_type, evidence
+        )
+
+    @property
+    def instance_info(self) -> EnclaveInstanceInfo:
+        return self._instance_info
+
+    def update_attestation(self) -> EnclaveInstanceInfo:
+        """Fresh evidence for the same keys."""
+        self._instance_info = self._attest()
+        return self._instance_info
+
+    # -- entries from the host ---------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            raise EnclaveStateError("the enclave is already started")
+        self.enclave._runtime = self
+        with self._enter(None):
+            self._run_user_code("on_startup", self.enclave.on_startup)
+        self._started = True
+
+    def call(
+        self, data: bytes, host_callback: HostCallback | None
+    ) -> tuple[bytes | None, list[MailCommand]]:
+        """``receive_from_untrusted_host``: its return value and the mail commands it made."""
+        self._check_running()
+        with self._enter(host_callback) as context:
+            reply = self._run_user_code(
+                "receive_from_untrusted_host",
+                lambda: self.enclave.receive_from_untrusted_host(bytes(data)),
+            )
+            if reply is not None and not isinstance(reply, (bytes, bytearray)):
+                raise EnclaveCallError(
+                    "receive_from_untrusted_host must return bytes or None, not "
+                    f"{type(reply).__name__}"
+                )
+            return (bytes(reply) if reply is not None else None), context.commands
+
+    def deliver_mail(self, mail: bytes, routing_hint: str | None) -> list[MailCommand]:
+        """Decrypt, check the sequence, then ``receive_mail``; the mail commands it made.
+
+        A mail that does not decrypt or is out of sequence raises before the enclave sees it,
+        and leaves every piece of enclave state as it was.
+        """
+        self._check_running()
+        opened = open_mail(self._encryption_key, mail, self._max_mail_size)
+        stream = (opened.authenticated_sender, opened.topic)
+        with self._enter(None) as context:
+            self._incoming.check_and_advance(stream, opened.sequence_number)
+            self._run_user_code(
+                "receive_mail", lambda: self.enclave.receive_mail(opened, routing_hint)
+            )
+            return context.commands
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            with self._enter(None):
+                self._run_user_code("on_shutdown", self.enclave.on_shutdown)
+
+    # -- services for the enclave ------------------------------------------------------------
+
+    def call_untrusted_host(self, data: bytes) -> bytes | None:
+        context = self._current_context()
+        if context is None or context.host_callback is None:
+            raise EnclaveStateError(
+                "call_untrusted_host needs a host callback: the host must pass callback= to "
+                "call_enclave for the call that is running"
+            )
+        answer = context.host_callback(bytes(data))
+        if answer is not None and not isinstance(answer, (bytes, bytearray)):
+            raise EnclaveCallError(
+                f"the host callback returned {type(answer).__name__}, not bytes or None"
+            )
+        return bytes(answer) if answer is not None else None
+
+    def post_office(
+        self,
+        destination: Curve25519PublicKey,
+        topic: str,
+        min_size_policy: MinSizePolicy | None,
+    ) -> PostOffice:
+        key = (destination, topic)
+        with self._post_offices_lock:
+            post_office = self._post_offices.get(key)
+            if post_office is None:
+                post_office = _EnclavePostOffice(
+                    self, self._encryption_key, destination, topic, min_size_policy
+                )
+                self._post_offices[key] = post_office
+            return post_office
+
+    def post_mail(self, encrypted_mail: bytes, routing_hint: str | None) -> None:
+        context = self._current_context()
+        if context is None:
+            raise EnclaveStateError("post_mail can only be used while handling a call or mail")
+        if not isinstance(encrypted_mail, (bytes, bytearray)):
+            raise TypeError(f"post_mail takes encrypted mail bytes, not {type(encrypted_mail)}")
+        context.commands.append(PostMail(bytes(encrypted_mail), routing_hint))
+
+    def sign(self, data: bytes) -> bytes:
+        return self._signing_key.sign(data)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self._closed:
+            raise EnclaveStateError("the enclave has been closed")
+        if not self._started:
+            raise EnclaveStateError("the enclave has not been started")
+
+    def _current_context(self) -> _CallContext | None:
+        stack: list[_CallContext] = getattr(self._local, "stack", [])
+        return stack[-1] if stack else None
+
+    @contextlib.contextmanager
+    def _enter(self, host_callback: HostCallback | None) -> Iterator[_CallContext]:
+        """Take the entry lock and open a call context; a failed call takes back its mail."""
+        with self._entry_lock:
+            stack: list[_CallContext] = self._local.__dict__.setdefault("stack", [])
+            context = _CallContext(host_callback)
+            stack.append(context)
+            try:
+                yield context
+            except BaseException:
+                for post_office, sequence_number in context.sequence_marks.items():
+                    if isinstance(post_office, _EnclavePostOffice):
+                        post_office._rewind(sequence_number)
+                context.commands.clear()
+                raise
+            finally:
+                stack.pop()
+
+    def _run_user_code(self, hook: str, function: Callable[[], _T]) -> _T:
+        try:
+            return function()
+        except Exception as error:
+            raise EnclaveCallError(
+                f"the enclave's {hook} raised {type(error).__name__}: {error}"
+            ) from error

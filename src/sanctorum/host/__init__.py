@@ -1,0 +1,8 @@
+"""The host side: EnclaveHost, platforms, and where posted mail goes."""
+
+from sanctorum.attestation.mock import MockConfiguration
+from sanctorum.common.commands import MailCommand, PostMail
+from sanctorum.host.host import EnclaveHost
+from sanctorum.host.mailbox import InMemoryMailbox
+
+__all__ = ["EnclaveHost", "InMemoryMailbox", "MailCommand", "MockConfiguration", "PostMail"]

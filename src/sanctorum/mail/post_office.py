@@ -1,0 +1,98 @@
+"""PostOffice: seals mail to one destination on one topic and opens what comes back."""
+
+from __future__ import annotations
+
+import threading
+
+from sanctorum.common.errors import MailSenderError
+from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
+from sanctorum.mail.format import (
+    DEFAULT_MAX_MAIL_SIZE,
+    EnclaveMail,
+    open_mail,
+    seal_mail,
+    validate_topic,
+)
+from sanctorum.mail.policy import MinSizePolicy
+from sanctorum.mail.sequence import SequenceTracker
+
+
+class PostOffice:
+    """A conversation between ``sender_private_key`` and ``destination`` on one topic.
+
+    It numbers outgoing mail 0, 1, 2, … and checks that replies come from ``destination``, on
+    this topic, in order. Clients get one from
+    :meth:`EnclaveInstanceInfo.create_post_office`; enclaves from :meth:`Enclave.post_office`.
+    Thread-safe.
+    """
+
+    def __init__(
+        self,
+        sender_private_key: Curve25519PrivateKey,
+        destination: Curve25519PublicKey,
+        topic: str = "default",
+        min_size_policy: MinSizePolicy | None = None,
+        *,
+        next_sequence_number: int = 0,
+        next_reply_sequence_number: int = 0,
+    ) -> None:
+        self.sender_private_key = sender_private_key
+        self.destination = destination
+        self.topic = validate_topic(topic)
+        self.min_size_policy = min_size_policy or MinSizePolicy.moving_average()
+        self._next_sequence_number = next_sequence_number
+        self._replies = SequenceTracker({None: next_reply_sequence_number})
+        self._lock = threading.Lock()
+
+    @property
+    def sender_public_key(self) -> Curve25519PublicKey:
+        return self.sender_private_key.public_key
+
+    @property
+    def next_sequence_number(self) -> int:
+        """The sequence number the next mail will carry."""
+        return self._next_sequence_number
+
+    @property
+    def next_reply_sequence_number(self) -> int:
+        """The sequence number the next reply must carry."""
+        return self._replies.expected(None)
+
+    def encrypt_mail(
+        self, body: bytes, envelope: bytes = b"", *, private_header: bytes = b""
+    ) -> bytes:
+        """Seal ``body`` (secret) and ``envelope`` (authenticated, readable by the host)."""
+        with self._lock:
+            sequence_number = self._next_sequence_number
+            mail = seal_mail(
+                self.sender_private_key,
+                self.destination,
+                topic=self.topic,
+                sequence_number=sequence_number,
+                body=body,
+                envelope=envelope,
+                padded_size=self.min_size_policy.padded_size(len(body)),
+                private_header=private_header,
+            )
+            self._next_sequence_number = sequence_number + 1
+            return mail
+
+    def decrypt_mail(self, mail: bytes, max_size: int = DEFAULT_MAX_MAIL_SIZE) -> EnclaveMail:
+        """Open a reply: it must come from the destination, on this topic, in order.
+
+        Raises :class:`MailDecryptionError`, :class:`MailSenderError` or a
+        :class:`MailSequenceError`; a rejected mail changes nothing.
+        """
+        opened = open_mail(self.sender_private_key, mail, max_size)
+        if opened.authenticated_sender != self.destination:
+            raise MailSenderError(
+                "the mail was not sent by this post office's destination: "
+                f"expected {self.destination.encoded.hex()}, "
+                f"got {opened.authenticated_sender.encoded.hex()}"
+            )
+        if opened.topic != self.topic:
+            raise MailSenderError(
+                f"the mail is on topic {opened.topic!r}, not this post office's {self.topic!r}"
+            )
+        self._replies.check_and_advance(None, opened.sequence_number, "reply")
+        return opened
