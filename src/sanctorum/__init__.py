@@ -16,21 +16,109 @@ from typing import TYPE_CHECKING, Any
 
 from sanctorum._version import __version__
 
-if TYPE_CHECKING:
-    from sanctorum.attestation import EnclaveConstraint, EnclaveInstanceInfo, MockConfiguration
-    from sanctorum.client import EnclaveClient, InProcessTransport
-    from sanctorum.common import (
-        Curve25519PrivateKey,
-        Curve25519PublicKey,
-        EnclaveMode,
-        EnclaveSecurityInfo,
-        SecuritySummary,
-        SHA256Hash,
+if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
+    from sanctorum.attestation import (
+        EnclaveConstraint as EnclaveConstraint,
     )
-    from sanctorum.common.errors import *  # noqa: F403
-    from sanctorum.enclave import Enclave
-    from sanctorum.host import EnclaveHost
-    from sanctorum.mail import EnclaveMail, MinSizePolicy, PostOffice
+    from sanctorum.attestation import (
+        EnclaveInstanceInfo as EnclaveInstanceInfo,
+    )
+    from sanctorum.attestation import (
+        MockConfiguration as MockConfiguration,
+    )
+    from sanctorum.client import (
+        EnclaveClient as EnclaveClient,
+    )
+    from sanctorum.client import (
+        InProcessTransport as InProcessTransport,
+    )
+    from sanctorum.common import (
+        Curve25519PrivateKey as Curve25519PrivateKey,
+    )
+    from sanctorum.common import (
+        Curve25519PublicKey as Curve25519PublicKey,
+    )
+    from sanctorum.common import (
+        EnclaveMode as EnclaveMode,
+    )
+    from sanctorum.common import (
+        EnclaveSecurityInfo as EnclaveSecurityInfo,
+    )
+    from sanctorum.common import (
+        SecuritySummary as SecuritySummary,
+    )
+    from sanctorum.common import (
+        SHA256Hash as SHA256Hash,
+    )
+    from sanctorum.common.errors import (
+        ClientStateError as ClientStateError,
+    )
+    from sanctorum.common.errors import (
+        EnclaveCallError as EnclaveCallError,
+    )
+    from sanctorum.common.errors import (
+        EnclaveError as EnclaveError,
+    )
+    from sanctorum.common.errors import (
+        EnclaveLoadError as EnclaveLoadError,
+    )
+    from sanctorum.common.errors import (
+        EnclaveStateError as EnclaveStateError,
+    )
+    from sanctorum.common.errors import (
+        InvalidConstraintError as InvalidConstraintError,
+    )
+    from sanctorum.common.errors import (
+        InvalidEnclaveError as InvalidEnclaveError,
+    )
+    from sanctorum.common.errors import (
+        InvalidKeyError as InvalidKeyError,
+    )
+    from sanctorum.common.errors import (
+        InvalidSignatureError as InvalidSignatureError,
+    )
+    from sanctorum.common.errors import (
+        MailDecryptionError as MailDecryptionError,
+    )
+    from sanctorum.common.errors import (
+        MailError as MailError,
+    )
+    from sanctorum.common.errors import (
+        MailFormatError as MailFormatError,
+    )
+    from sanctorum.common.errors import (
+        MailGapError as MailGapError,
+    )
+    from sanctorum.common.errors import (
+        MailReplayError as MailReplayError,
+    )
+    from sanctorum.common.errors import (
+        MailSenderError as MailSenderError,
+    )
+    from sanctorum.common.errors import (
+        MailSequenceError as MailSequenceError,
+    )
+    from sanctorum.common.errors import (
+        SanctorumError as SanctorumError,
+    )
+    from sanctorum.common.errors import (
+        TransportError as TransportError,
+    )
+    from sanctorum.enclave import (
+        Enclave as Enclave,
+    )
+    from sanctorum.host import (
+        EnclaveHost as EnclaveHost,
+    )
+    from sanctorum.mail import (
+        EnclaveMail as EnclaveMail,
+    )
+    from sanctorum.mail import (
+        MinSizePolicy as MinSizePolicy,
+    )
+    from sanctorum.mail import (
+        PostOffice as PostOffice,
+    )
 
 _EXPORTS = {
     "Enclave": "sanctorum.enclave",

@@ -135,9 +135,7 @@ class EnclaveConstraint:
             product_id=_parse_int("PROD", single.get("PROD")),
             minimum_revocation_level=_parse_int("REVOKE", single.get("REVOKE")),
             minimum_security_level=_parse_security(single.get("SEC", "SECURE")),
-            max_attestation_age=(
-                parse_duration(single["EXPIRE"]) if "EXPIRE" in single else None
-            ),
+            max_attestation_age=(parse_duration(single["EXPIRE"]) if "EXPIRE" in single else None),
         )
 
     def format(self) -> str:
@@ -155,6 +153,12 @@ class EnclaveConstraint:
 
     def __str__(self) -> str:
         return self.format()
+
+    @staticmethod
+    def _accepts(required: SecuritySummary, actual: SecuritySummary) -> bool:
+        if required is SecuritySummary.INSECURE:
+            return actual is SecuritySummary.INSECURE
+        return actual >= required
 
     def check(self, info: EnclaveInstanceInfo, now: datetime | None = None) -> None:
         """Raise :class:`InvalidEnclaveError` naming the first rule ``info`` fails."""
@@ -178,12 +182,7 @@ class EnclaveConstraint:
             )
         summary = info.security_info.summary
         required = self.minimum_security_level
-        accepted_levels = (
-            {SecuritySummary.INSECURE}
-            if required is SecuritySummary.INSECURE
-            else {s for s in SecuritySummary if s >= required and s is not SecuritySummary.INSECURE}
-        )
-        if summary not in accepted_levels:
+        if not self._accepts(required, summary):
             hint = (
                 " (SEC:INSECURE accepts only insecure enclaves, so development clients are "
                 "never pointed at production by mistake)"

@@ -35,7 +35,10 @@ class EvidenceClaims:
 class EvidenceProvider(Protocol):
     """The enclave platform's side: produces evidence over report data."""
 
-    evidence_type: str
+    @property
+    def evidence_type(self) -> str:
+        """The type verifiers know this evidence by."""
+        ...
 
     def produce(self, report_data: bytes) -> bytes:
         """Evidence bytes whose claims carry ``report_data``."""

@@ -144,9 +144,7 @@ class EnclaveInstanceInfo:
         unverifiable, and never trusts a field the evidence does not back.
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise InvalidEnclaveError(
-                f"an EnclaveInstanceInfo is bytes, not {type(data).__name__}"
-            )
+            raise InvalidEnclaveError(f"an EnclaveInstanceInfo is bytes, not {type(data).__name__}")
         if len(data) > MAX_SERIALIZED_SIZE:
             raise InvalidEnclaveError(
                 f"EnclaveInstanceInfo of {len(data)} bytes is over the limit of "

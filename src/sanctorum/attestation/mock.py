@@ -47,8 +47,9 @@ class MockConfiguration:
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"MockConfiguration.{name} must be an integer from {low} to {high}, "
-                         f"not {value!r}")
+        raise ValueError(
+            f"MockConfiguration.{name} must be an integer from {low} to {high}, not {value!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def verify_mock_evidence(evidence: bytes) -> EvidenceClaims:
     millis = reader.u64("timestamp")
     report_data = reader.raw(REPORT_DATA_SIZE, "report data")
     reader.expect_end()
-    if not 1 <= product_id or revocation_level > 65534 or not 1 <= tcb_level:
+    if not product_id >= 1 or revocation_level > 65534 or not tcb_level >= 1:
         raise reader.fail("product id, revocation level or TCB level out of range")
     try:
         timestamp = datetime.fromtimestamp(millis / 1000, UTC)

@@ -45,7 +45,8 @@ class EnclaveClient:
         private_key: Curve25519PrivateKey | None = None,
     ) -> None:
         self.constraint = (
-            constraint if isinstance(constraint, EnclaveConstraint)
+            constraint
+            if isinstance(constraint, EnclaveConstraint)
             else EnclaveConstraint.parse(constraint)
         )
         self.private_key = private_key or Curve25519PrivateKey.generate()

@@ -90,9 +90,7 @@ class Reader:
 
     def raw(self, size: int, field: str) -> bytes:
         if size > self.remaining:
-            raise self.fail(
-                f"truncated in {field} (needs {size} bytes, {self.remaining} left)"
-            )
+            raise self.fail(f"truncated in {field} (needs {size} bytes, {self.remaining} left)")
         start = self._offset
         self._offset += size
         return bytes(self._data[start : self._offset])
@@ -100,9 +98,7 @@ class Reader:
     def view(self, size: int, field: str) -> memoryview:
         """Like :meth:`raw` without copying."""
         if size > self.remaining:
-            raise self.fail(
-                f"truncated in {field} (needs {size} bytes, {self.remaining} left)"
-            )
+            raise self.fail(f"truncated in {field} (needs {size} bytes, {self.remaining} left)")
         start = self._offset
         self._offset += size
         return self._data[start : self._offset]

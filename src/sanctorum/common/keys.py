@@ -38,7 +38,7 @@ class _RawKey:
         return self._raw
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._raw == self._raw  # type: ignore[attr-defined]
+        return type(other) is type(self) and isinstance(other, _RawKey) and other._raw == self._raw
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._raw))
@@ -51,11 +51,13 @@ class Curve25519PublicKey(_RawKey):
 
     def __init__(self, raw: bytes) -> None:
         self._raw = _check_size("a Curve25519 public key", raw)
-        self._key = x25519.X25519PublicKey.from_public_bytes(self._raw)
+        self._key: x25519.X25519PublicKey | None = None  # made when first needed
 
     @property
     def crypto_key(self) -> x25519.X25519PublicKey:
         """The `cryptography` key object."""
+        if self._key is None:
+            self._key = x25519.X25519PublicKey.from_public_bytes(self._raw)
         return self._key
 
     def __repr__(self) -> str:
@@ -65,7 +67,7 @@ class Curve25519PublicKey(_RawKey):
 class Curve25519PrivateKey(_RawKey):
     """A private X25519 key. Its repr never shows the secret."""
 
-    __slots__ = ("_key", "_public")
+    __slots__ = ("__weakref__", "_key", "_public")
 
     def __init__(self, raw: bytes) -> None:
         self._raw = _check_size("a Curve25519 private key", raw)

@@ -17,11 +17,11 @@ from sanctorum.attestation.instance_info import EnclaveInstanceInfo, key_binding
 from sanctorum.common.commands import MailCommand, PostMail
 from sanctorum.common.errors import EnclaveCallError, EnclaveStateError
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PrivateKey
+from sanctorum.enclave.base import Enclave
 from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE, open_mail
 from sanctorum.mail.policy import MinSizePolicy
 from sanctorum.mail.post_office import PostOffice
 from sanctorum.mail.sequence import SequenceTracker
-from sanctorum.enclave.base import Enclave
 
 HostCallback = Callable[[bytes], bytes | None]
 _T = TypeVar("_T")

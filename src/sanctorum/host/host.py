@@ -89,7 +89,9 @@ class EnclaveHost:
         """
         with self._state_lock:
             if self._state is not _State.LOADED:
-                raise EnclaveStateError(f"start() needs a freshly loaded host; it is {self._state.value}")
+                raise EnclaveStateError(
+                    f"start() needs a freshly loaded host; it is {self._state.value}"
+                )
             if on_mail_commands is None:
                 self.mailbox = InMemoryMailbox()
                 on_mail_commands = self.mailbox.handle

@@ -22,18 +22,21 @@ the private header carries fields the runtime adds that the host must not see.
 from __future__ import annotations
 
 import struct
+import threading
+import weakref
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from sanctorum.common.codec import Reader, Writer
-from sanctorum.common.errors import MailDecryptionError, MailFormatError
+from sanctorum.common.codec import Writer
+from sanctorum.common.errors import MailFormatError
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
 from sanctorum.mail.noise import (
     HANDSHAKE_OVERHEAD,
     MAX_MESSAGE_LEN,
     NOISE_X_AESGCM_SHA256,
     TAG_LEN,
+    StaticSecretCache,
     read_handshake,
     write_handshake,
 )
@@ -48,8 +51,43 @@ DEFAULT_MAX_MAIL_SIZE = 64 << 20
 """Mails above this size are refused unless the caller raises the limit."""
 
 _KNOWN_FLAGS = 0
-_LENGTHS = struct.Struct(">QQ")
+_SCRATCH_LIMIT = 4 << 20
+_scratch = threading.local()
+
+
+_static_secrets: weakref.WeakKeyDictionary[Curve25519PrivateKey, StaticSecretCache] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _static_secrets_of(key: Curve25519PrivateKey) -> StaticSecretCache:
+    """The static-static DH cache of ``key``, kept as long as the key object lives."""
+    cache = _static_secrets.get(key)
+    if cache is None:
+        cache = _static_secrets.setdefault(key, StaticSecretCache(key.crypto_key))
+    return cache
+
+
+def _scratch_buffer(size: int) -> bytearray:
+    """A writable buffer of at least ``size`` bytes, reused per thread up to 4 MiB.
+
+    Writing chunks into fresh memory and then copying it out costs a page fault per 4 KiB
+    twice over, more than the encryption itself (bench/); a warm buffer costs one copy.
+    """
+    if size > _SCRATCH_LIMIT:
+        return bytearray(size)
+    buffer: bytearray | None = getattr(_scratch, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = bytearray(1 << max(16, (size - 1).bit_length()))
+        _scratch.buffer = buffer
+    return buffer
+
+
 _PREFIX = struct.Struct(">4sBBQ")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_PAYLOAD = struct.Struct(">QQH")  # body length, padded length, private header length
+_HANDSHAKE_SIZE = HANDSHAKE_OVERHEAD + _PAYLOAD.size
 
 
 @dataclass(frozen=True)
@@ -120,69 +158,78 @@ def seal_mail(
         .bytes32(envelope)
         .getvalue()
     )
-    payload = Writer().raw(_LENGTHS.pack(body_size, padded_size)).bytes16(private_header)
+    payload = _PAYLOAD.pack(body_size, padded_size, len(private_header)) + private_header
     handshake = write_handshake(
         NOISE_X_AESGCM_SHA256,
         prologue,
-        sender.crypto_key,
+        _static_secrets_of(sender),
         recipient.crypto_key,
-        payload.getvalue(),
+        payload,
         ephemeral,
     )
     head_size = len(prologue) + 2 + len(handshake.message)
-    mail = bytearray(head_size + _body_wire_size(padded_size))
-    mail[: len(prologue)] = prologue
-    struct.pack_into(">H", mail, len(prologue), len(handshake.message))
-    mail[len(prologue) + 2 : head_size] = handshake.message
+    total_size = head_size + _body_wire_size(padded_size)
+    with memoryview(_scratch_buffer(total_size)) as out:
+        out[: len(prologue)] = prologue
+        struct.pack_into(">H", out, len(prologue), len(handshake.message))
+        out[len(prologue) + 2 : head_size] = handshake.message
+        # Encrypt chunk by chunk straight into the output buffer: no per-chunk copies.
+        plaintext = memoryview(body)
+        if padded_size > body_size:
+            plaintext = memoryview(bytes(body) + bytes(padded_size - body_size))
+        write_at = head_size
+        for start in range(0, padded_size, CHUNK_PLAINTEXT_SIZE):
+            chunk = plaintext[start : start + CHUNK_PLAINTEXT_SIZE]
+            end = write_at + len(chunk) + TAG_LEN
+            handshake.cipher.encrypt_into(b"", chunk, out[write_at:end])
+            write_at = end
+        return bytes(out[:total_size])
 
-    # Encrypt chunk by chunk straight into the output buffer: no per-chunk copies.
-    plaintext = memoryview(body)
-    if padded_size > body_size:
-        plaintext = memoryview(bytes(body) + bytes(padded_size - body_size))
-    out = memoryview(mail)
-    write_at = head_size
-    for start in range(0, padded_size, CHUNK_PLAINTEXT_SIZE):
-        chunk = plaintext[start : start + CHUNK_PLAINTEXT_SIZE]
-        end = write_at + len(chunk) + TAG_LEN
-        handshake.cipher.encrypt_into(b"", chunk, out[write_at:end])
-        write_at = end
-    return bytes(mail)
+
+def _malformed(problem: str) -> MailFormatError:
+    return MailFormatError(f"malformed mail: {problem}")
 
 
-def _parse_prefix(reader: Reader) -> tuple[int, int]:
-    magic = reader.raw(4, "protocol id")
+def _parse_header(data: bytes, max_size: int) -> tuple[MailHeader, int]:
+    """The header and where the prologue ends. Plain struct reads: this is on the hot path."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MailFormatError(f"a mail is bytes, not {type(data).__name__}")
+    size = len(data)
+    if size > max_size:
+        raise MailFormatError(
+            f"mail of {size} bytes is over the limit of {max_size} bytes; "
+            "raise max_size if such mail is expected"
+        )
+    if size < _PREFIX.size + 2:
+        raise _malformed(f"truncated in the header ({size} bytes)")
+    magic, version, flags, sequence_number = _PREFIX.unpack_from(data)
     if magic != MAGIC:
-        raise reader.fail(f"protocol id {magic!r} is not Sanctorum Mail ({MAGIC!r})")
-    version = reader.u8("version")
+        raise _malformed(f"protocol id {magic!r} is not Sanctorum Mail ({MAGIC!r})")
     if version != VERSION:
-        raise reader.fail(
+        raise _malformed(
             f"version {version} is not supported (this library reads version {VERSION}); "
             "upgrade the side that is older"
         )
-    flags = reader.u8("flags")
     if flags & ~_KNOWN_FLAGS:
-        raise reader.fail(f"unknown flags 0x{flags:02x}")
-    return flags, reader.u64("sequence number")
-
-
-def _read_header(reader: Reader) -> MailHeader:
-    _, sequence_number = _parse_prefix(reader)
-    topic = reader.text16("topic", MAX_TOPIC_SIZE)
-    if not topic:
-        raise reader.fail("empty topic")
-    envelope = reader.bytes32("envelope", MAX_ENVELOPE_SIZE)
-    return MailHeader(topic, sequence_number, envelope)
-
-
-def _reader(data: bytes, max_size: int) -> Reader:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise MailFormatError(f"a mail is bytes, not {type(data).__name__}")
-    if len(data) > max_size:
-        raise MailFormatError(
-            f"mail of {len(data)} bytes is over the limit of {max_size} bytes; "
-            "raise max_size if such mail is expected"
-        )
-    return Reader(data, error=MailFormatError, what="mail")
+        raise _malformed(f"unknown flags 0x{flags:02x}")
+    (topic_size,) = _U16.unpack_from(data, _PREFIX.size)
+    if not 0 < topic_size <= MAX_TOPIC_SIZE:
+        raise _malformed(f"topic of {topic_size} bytes (1 to {MAX_TOPIC_SIZE} allowed)")
+    offset = _PREFIX.size + 2 + topic_size
+    if size < offset + 4:
+        raise _malformed("truncated in the topic")
+    try:
+        topic = bytes(data[offset - topic_size : offset]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _malformed("topic is not valid UTF-8") from None
+    (envelope_size,) = _U32.unpack_from(data, offset)
+    if envelope_size > MAX_ENVELOPE_SIZE:
+        raise _malformed(f"envelope of {envelope_size} bytes (at most {MAX_ENVELOPE_SIZE})")
+    offset += 4 + envelope_size
+    if size < offset:
+        raise _malformed("truncated in the envelope")
+    envelope = bytes(data[offset - envelope_size : offset])
+    return MailHeader(topic, sequence_number, envelope), offset
 
 
 def read_mail_header(data: bytes, max_size: int = DEFAULT_MAX_MAIL_SIZE) -> MailHeader:
@@ -190,7 +237,7 @@ def read_mail_header(data: bytes, max_size: int = DEFAULT_MAX_MAIL_SIZE) -> Mail
 
     Nothing here is authenticated until the mail is opened by its recipient.
     """
-    return _read_header(_reader(data, max_size))
+    return _parse_header(data, max_size)[0]
 
 
 def open_mail(
@@ -201,49 +248,46 @@ def open_mail(
     Raises :class:`MailFormatError` for malformed bytes and :class:`MailDecryptionError` for
     mail sealed to another key or altered in transit.
     """
-    reader = _reader(data, max_size)
-    header = _read_header(reader)
-    prologue = bytes(memoryview(data)[: reader.offset])
-    handshake_size = reader.u16("handshake length")
-    if handshake_size < HANDSHAKE_OVERHEAD + _LENGTHS.size + 2:
-        raise reader.fail(f"handshake of {handshake_size} bytes is too short")
-    message = reader.raw(handshake_size, "handshake")
-    result = read_handshake(NOISE_X_AESGCM_SHA256, prologue, recipient.crypto_key, message)
+    header, offset = _parse_header(data, max_size)
+    view = memoryview(data)
+    prologue = bytes(view[:offset])
+    if len(data) < offset + 2:
+        raise _malformed("truncated before the handshake")
+    (handshake_size,) = _U16.unpack_from(data, offset)
+    offset += 2
+    if handshake_size < _HANDSHAKE_SIZE:
+        raise _malformed(f"handshake of {handshake_size} bytes is too short")
+    if len(data) < offset + handshake_size:
+        raise _malformed("truncated in the handshake")
+    message = bytes(view[offset : offset + handshake_size])
+    offset += handshake_size
+    result = read_handshake(NOISE_X_AESGCM_SHA256, prologue, _static_secrets_of(recipient), message)
 
-    payload = Reader(result.payload, error=MailFormatError, what="mail payload")
-    body_size, padded_size = _LENGTHS.unpack(payload.raw(_LENGTHS.size, "lengths"))
-    private_header = payload.bytes16("private header", MAX_PRIVATE_HEADER_SIZE)
-    payload.expect_end()
+    payload = result.payload
+    body_size, padded_size, private_size = _PAYLOAD.unpack_from(payload)
+    if _PAYLOAD.size + private_size != len(payload):
+        raise MailFormatError("malformed mail payload: private header length is inconsistent")
     if body_size > padded_size:
         raise MailFormatError("malformed mail payload: body longer than its padded size")
-    if reader.remaining != _body_wire_size(padded_size):
+    if len(data) - offset != _body_wire_size(padded_size):
         raise MailFormatError(
-            f"mail body is {reader.remaining} bytes but its authenticated size says "
+            f"mail body is {len(data) - offset} bytes but its authenticated size says "
             f"{_body_wire_size(padded_size)}: the mail was truncated or extended in transit"
         )
 
-    padded = bytearray(padded_size)
-    out = memoryview(padded)
-    wire = reader.rest()
-    read_at = 0
-    for start in range(0, padded_size, CHUNK_PLAINTEXT_SIZE):
-        size = min(CHUNK_PLAINTEXT_SIZE, padded_size - start)
-        result.cipher.decrypt_into(
-            b"", wire[read_at : read_at + size + TAG_LEN], out[start : start + size]
-        )
-        read_at += size + TAG_LEN
-    del out
-    if padded_size > body_size:
-        del padded[body_size:]
-    try:
-        sender = Curve25519PublicKey(result.remote_static)
-    except ValueError:  # pragma: no cover - 32 bytes are guaranteed by the handshake
-        raise MailDecryptionError("the sender key in the mail is malformed") from None
+    with memoryview(_scratch_buffer(padded_size)) as out:
+        for start in range(0, padded_size, CHUNK_PLAINTEXT_SIZE):
+            size = min(CHUNK_PLAINTEXT_SIZE, padded_size - start)
+            result.cipher.decrypt_into(
+                b"", view[offset : offset + size + TAG_LEN], out[start : start + size]
+            )
+            offset += size + TAG_LEN
+        body = bytes(out[:body_size])
     return EnclaveMail(
-        body=bytes(padded),
+        body=body,
         envelope=header.envelope,
         topic=header.topic,
         sequence_number=header.sequence_number,
-        authenticated_sender=sender,
-        private_header=private_header,
+        authenticated_sender=Curve25519PublicKey(result.remote_static),
+        private_header=payload[_PAYLOAD.size :],
     )

@@ -1,0 +1,205 @@
+"""The Mail wire format: round trips, layout, padding and every way to tamper with it."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from noise.connection import Keypair, NoiseConnection
+
+from sanctorum.common.errors import MailDecryptionError, MailFormatError, SanctorumError
+from sanctorum.common.keys import Curve25519PrivateKey
+from sanctorum.mail.format import (
+    CHUNK_PLAINTEXT_SIZE,
+    MAGIC,
+    open_mail,
+    read_mail_header,
+    seal_mail,
+)
+
+SENDER = Curve25519PrivateKey.generate()
+RECIPIENT = Curve25519PrivateKey.generate()
+
+
+def _seal(body: bytes = b"body", **kwargs: object) -> bytes:
+    arguments: dict[str, object] = {"topic": "bids", "sequence_number": 7, "body": body}
+    arguments.update(kwargs)
+    return seal_mail(SENDER, RECIPIENT.public_key, **arguments)  # type: ignore[arg-type]
+
+
+SMALL_MAIL = _seal(b"a small secret", envelope=b"env")
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        0,
+        1,
+        1024,
+        CHUNK_PLAINTEXT_SIZE - 1,
+        CHUNK_PLAINTEXT_SIZE,
+        CHUNK_PLAINTEXT_SIZE + 1,
+        3 * CHUNK_PLAINTEXT_SIZE + 17,
+        1 << 20,
+    ],
+)
+def test_round_trip_every_size(size: int) -> None:
+    body = bytes(i % 251 for i in range(size))
+    mail = _seal(body, envelope=b"plain but authenticated")
+    opened = open_mail(RECIPIENT, mail)
+    assert opened.body == body
+    assert opened.envelope == b"plain but authenticated"
+    assert opened.topic == "bids"
+    assert opened.sequence_number == 7
+    assert opened.authenticated_sender == SENDER.public_key
+    assert body not in mail or size < 8  # the body never travels in the clear
+
+
+def test_layout_matches_the_documented_format() -> None:
+    body = bytes(2 * CHUNK_PLAINTEXT_SIZE + 5)
+    mail = _seal(body, envelope=b"E")
+    assert mail[:4] == MAGIC
+    assert mail[4] == 1
+    assert mail[5] == 0
+    assert struct.unpack(">Q", mail[6:14])[0] == 7
+    assert mail[14:16] == b"\x00\x04"
+    assert mail[16:20] == b"bids"
+    assert mail[20:24] == b"\x00\x00\x00\x01"
+    assert mail[24:25] == b"E"
+    (handshake_size,) = struct.unpack(">H", mail[25:27])
+    assert handshake_size == 32 + 48 + (16 + 2) + 16
+    body_wire = len(mail) - 27 - handshake_size
+    assert body_wire == len(body) + 3 * 16  # three chunks, each with its own tag
+    header = read_mail_header(mail)
+    assert (header.topic, header.sequence_number, header.envelope) == ("bids", 7, b"E")
+
+
+def test_oracle_opens_chunks_of_a_sealed_mail() -> None:
+    """Each body chunk is a standard Noise transport message (noiseprotocol reads them)."""
+    body = bytes(range(256)) * 600
+    mail = _seal(body)
+    prologue_end = 20 + 4
+    (handshake_size,) = struct.unpack(">H", mail[prologue_end : prologue_end + 2])
+    oracle = NoiseConnection.from_name(b"Noise_X_25519_AESGCM_SHA256")
+    oracle.set_as_responder()
+    oracle.set_keypair_from_private_bytes(Keypair.STATIC, RECIPIENT.encoded)
+    oracle.set_prologue(mail[:prologue_end])
+    oracle.start_handshake()
+    start = prologue_end + 2
+    payload = bytes(oracle.read_message(mail[start : start + handshake_size]))
+    assert struct.unpack(">QQ", payload[:16]) == (len(body), len(body))
+    rest, plaintext = mail[start + handshake_size :], b""
+    while rest:
+        plaintext += bytes(oracle.decrypt(rest[:65535]))
+        rest = rest[65535:]
+    assert plaintext == body
+
+
+def test_padding_hides_length_but_not_content() -> None:
+    mail = _seal(b"short", padded_size=5000)
+    assert len(mail) > 5000
+    assert open_mail(RECIPIENT, mail).body == b"short"
+
+
+def test_private_header_round_trips() -> None:
+    mail = _seal(private_header=b"hidden fields")
+    assert open_mail(RECIPIENT, mail).private_header == b"hidden fields"
+    assert b"hidden fields" not in mail
+
+
+def test_every_single_byte_flip_is_rejected() -> None:
+    for position in range(len(SMALL_MAIL)):
+        tampered = bytearray(SMALL_MAIL)
+        tampered[position] ^= 0x01
+        with pytest.raises((MailDecryptionError, MailFormatError)):
+            open_mail(RECIPIENT, bytes(tampered))
+
+
+def test_flips_in_a_multi_chunk_body_are_rejected() -> None:
+    mail = _seal(bytes(3 * CHUNK_PLAINTEXT_SIZE))
+    for position in range(len(mail) - 1, 200, -9973):
+        tampered = bytearray(mail)
+        tampered[position] ^= 0x80
+        with pytest.raises(MailDecryptionError):
+            open_mail(RECIPIENT, bytes(tampered))
+
+
+def test_every_truncation_is_rejected() -> None:
+    for length in range(len(SMALL_MAIL)):
+        with pytest.raises((MailDecryptionError, MailFormatError)):
+            open_mail(RECIPIENT, SMALL_MAIL[:length])
+
+
+def test_truncation_at_a_chunk_boundary_is_rejected() -> None:
+    mail = _seal(bytes(2 * CHUNK_PLAINTEXT_SIZE))
+    with pytest.raises(MailFormatError, match="truncated or extended"):
+        open_mail(RECIPIENT, mail[: len(mail) - (CHUNK_PLAINTEXT_SIZE + 16)])
+
+
+def test_extension_is_rejected() -> None:
+    with pytest.raises(MailFormatError, match="truncated or extended"):
+        open_mail(RECIPIENT, SMALL_MAIL + b"\0")
+
+
+def test_reordered_chunks_are_rejected() -> None:
+    mail = _seal(bytes(range(256)) * 520)  # three chunks
+    head = len(mail) - (len(bytes(range(256)) * 520) + 3 * 16)
+    first, second = mail[head : head + 65535], mail[head + 65535 : head + 2 * 65535]
+    swapped = mail[:head] + second + first + mail[head + 2 * 65535 :]
+    with pytest.raises(MailDecryptionError):
+        open_mail(RECIPIENT, swapped)
+
+
+def test_mail_for_another_key_gives_decryption_error() -> None:
+    with pytest.raises(MailDecryptionError):
+        open_mail(Curve25519PrivateKey.generate(), SMALL_MAIL)
+
+
+def test_oversized_mail_is_refused_before_any_work() -> None:
+    with pytest.raises(MailFormatError, match="over the limit"):
+        open_mail(RECIPIENT, SMALL_MAIL, max_size=len(SMALL_MAIL) - 1)
+
+
+def test_other_version_and_protocol_are_named() -> None:
+    with pytest.raises(MailFormatError, match="version 2 is not supported"):
+        open_mail(RECIPIENT, SMALL_MAIL[:4] + b"\x02" + SMALL_MAIL[5:])
+    with pytest.raises(MailFormatError, match="not Sanctorum Mail"):
+        open_mail(RECIPIENT, b"HTTP" + SMALL_MAIL[4:])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"topic": ""}, "non-empty"),
+        ({"topic": "t" * 257}, "at most 256"),
+        ({"sequence_number": -1}, "out of range"),
+        ({"envelope": bytes((1 << 20) + 1)}, "envelope"),
+    ],
+)
+def test_bad_seal_arguments(arguments: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _seal(**arguments)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_raise_only_sanctorum_errors(data: bytes) -> None:
+    with pytest.raises(SanctorumError):
+        open_mail(RECIPIENT, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(SMALL_MAIL) - 1), st.integers(1, 255), st.integers(0, len(SMALL_MAIL)))
+def test_flipped_and_truncated_mail_raise_only_sanctorum_errors(
+    position: int, mask: int, length: int
+) -> None:
+    tampered = bytearray(SMALL_MAIL)
+    tampered[position] ^= mask
+    for candidate in (bytes(tampered), bytes(tampered[:length])):
+        with pytest.raises(SanctorumError):
+            open_mail(RECIPIENT, candidate)
+        with contextlib.suppress(SanctorumError):
+            read_mail_header(candidate)
