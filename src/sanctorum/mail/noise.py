@@ -10,6 +10,7 @@ raw X25519 and AES-GCM operations (see ``bench/``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections import OrderedDict
@@ -154,6 +155,7 @@ class StaticSecretCache:
 
     def __init__(self, static: x25519.X25519PrivateKey, max_entries: int = 4096) -> None:
         self._static = static
+        self.public_key = static.public_key().public_bytes_raw()
         self._max_entries = max_entries
         self._secrets: OrderedDict[bytes, bytes] = OrderedDict()
 
@@ -197,6 +199,7 @@ class ResponderResult(NamedTuple):
 # a method per operation reads the same but costs a third more time per mail (bench/).
 
 
+@functools.cache
 def _initial_hash(suite: NoiseSuite, hash_len: int) -> bytes:
     name = suite.name.encode("ascii")
     return (
@@ -232,7 +235,7 @@ def write_handshake(
     h = hash_function(h + ephemeral_public).digest()  # e
     keys = HKDF(algorithm, hash_len + KEY_LEN, ck, b"").derive(_dh(ephemeral, remote_static))
     ck, cipher = keys[:hash_len], CipherState(suite, keys[hash_len:])  # es: MixKey
-    encrypted_static = cipher.encrypt(h, static.public_key().public_bytes_raw())  # s
+    encrypted_static = cipher.encrypt(h, cache.public_key)  # s
     h = hash_function(h + encrypted_static).digest()
     ss = cache.shared_secret(remote_static.public_bytes_raw(), remote_static)
     keys = HKDF(algorithm, hash_len + KEY_LEN, ck, b"").derive(ss)
@@ -262,7 +265,7 @@ def read_handshake(
     hash_len = algorithm.digest_size
     ck = _initial_hash(suite, hash_len)
     h = hash_function(ck + prologue).digest()  # MixHash(prologue)
-    h = hash_function(h + static.public_key().public_bytes_raw()).digest()  # pre-message: <- s
+    h = hash_function(h + cache.public_key).digest()  # pre-message: <- s
     ephemeral_public = message[:DH_LEN]
     h = hash_function(h + ephemeral_public).digest()  # e
     ephemeral_key = x25519.X25519PublicKey.from_public_bytes(ephemeral_public)
