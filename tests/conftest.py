@@ -6,6 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from sanctorum.attestation import (
+    EnclaveInstanceInfo,
+    MockConfiguration,
+    MockEvidenceProvider,
+    key_binding,
+)
+from sanctorum.common import Curve25519PrivateKey, Ed25519PrivateKey
+
 DATA = Path(__file__).parent / "data"
 SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 
@@ -21,3 +29,16 @@ def vector_file(relative: str) -> Path:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+def mock_instance_info(
+    config: MockConfiguration,
+    signing: Ed25519PrivateKey | None = None,
+    encryption: Curve25519PrivateKey | None = None,
+) -> EnclaveInstanceInfo:
+    """An EnclaveInstanceInfo with mock evidence for ``config``, bound to the given keys."""
+    signing = signing or Ed25519PrivateKey.generate()
+    encryption = encryption or Curve25519PrivateKey.generate()
+    provider = MockEvidenceProvider.for_class("tests.Enclave", config)
+    evidence = provider.produce(key_binding(signing.public_key, encryption.public_key))
+    return EnclaveInstanceInfo(signing.public_key, encryption.public_key, "mock", evidence)

@@ -13,35 +13,23 @@ from sanctorum.attestation import (
     EnclaveConstraint,
     EnclaveInstanceInfo,
     MockConfiguration,
-    MockEvidenceProvider,
-    key_binding,
 )
 from sanctorum.attestation.constraint import format_duration, parse_duration
 from sanctorum.common import (
-    Curve25519PrivateKey,
-    Ed25519PrivateKey,
     InvalidConstraintError,
     InvalidEnclaveError,
     SecuritySummary,
     SHA256Hash,
 )
+from tests.conftest import mock_instance_info
 
 CODE = SHA256Hash.of(b"code")
 SIGNER = SHA256Hash.of(b"signer")
 
 
-def _info(**config: object) -> EnclaveInstanceInfo:
-    settings_: dict[str, object] = {
-        "code_hash": CODE,
-        "signer_hash": SIGNER,
-        "product_id": 5,
-        "revocation_level": 2,
-    }
-    settings_.update(config)
-    provider = MockEvidenceProvider.for_class("x", MockConfiguration(**settings_))  # type: ignore[arg-type]
-    signing, encryption = Ed25519PrivateKey.generate(), Curve25519PrivateKey.generate()
-    evidence = provider.produce(key_binding(signing.public_key, encryption.public_key))
-    return EnclaveInstanceInfo(signing.public_key, encryption.public_key, "mock", evidence)
+def _info() -> EnclaveInstanceInfo:
+    config = MockConfiguration(code_hash=CODE, signer_hash=SIGNER, product_id=5, revocation_level=2)
+    return mock_instance_info(config)
 
 
 INFO = _info()

@@ -25,6 +25,7 @@ from sanctorum.common import (
     SHA256Hash,
 )
 from sanctorum.mail import open_mail
+from tests.conftest import mock_instance_info
 
 SIGNING = Ed25519PrivateKey.generate()
 ENCRYPTION = Curve25519PrivateKey.generate()
@@ -38,12 +39,7 @@ CONFIG = MockConfiguration(
 PROVIDER = MockEvidenceProvider.for_class("pkg.Enclave", CONFIG)
 
 
-def _info() -> EnclaveInstanceInfo:
-    evidence = PROVIDER.produce(key_binding(SIGNING.public_key, ENCRYPTION.public_key))
-    return EnclaveInstanceInfo(SIGNING.public_key, ENCRYPTION.public_key, "mock", evidence)
-
-
-INFO = _info()
+INFO = mock_instance_info(CONFIG, SIGNING, ENCRYPTION)
 SERIALIZED = INFO.serialize()
 
 
