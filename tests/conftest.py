@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,9 @@ from sanctorum.attestation import (
     MockEvidenceProvider,
     key_binding,
 )
+from sanctorum.build import build
 from sanctorum.common import Curve25519PrivateKey, Ed25519PrivateKey
+from sanctorum.host import EnclaveHost
 
 DATA = Path(__file__).parent / "data"
 SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
@@ -42,3 +46,67 @@ def mock_instance_info(
     provider = MockEvidenceProvider.for_class("tests.Enclave", config)
     evidence = provider.produce(key_binding(signing.public_key, encryption.public_key))
     return EnclaveInstanceInfo(signing.public_key, encryption.public_key, "mock", evidence)
+
+
+ENCLAVES = Path(__file__).parent / "enclaves"
+MODES = ["mock", "simulation"]
+
+
+def write_project(directory: Path, entry: str, *, thread_safe: bool = False, **extra: str) -> Path:
+    """An enclave project in ``directory`` holding the behaviour enclaves, entry ``entry``."""
+    shutil.copy(ENCLAVES / "behaviour_enclave.py", directory / "behaviour_enclave.py")
+    settings = {
+        "name": f'"{entry.lower()}"',
+        "entry": f'"behaviour_enclave:{entry}"',
+        "product_id": "1",
+        "revocation_level": "0",
+        "thread_safe": str(thread_safe).lower(),
+        "sources": '["behaviour_enclave.py"]',
+        **extra,
+    }
+    lines = ["[enclave]"] + [f"{key} = {value}" for key, value in settings.items() if value]
+    (directory / "enclave.toml").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def bundle_for(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Builds (once per session) a bundle whose entry is the named behaviour enclave."""
+    import behaviour_enclave
+
+    built: dict[str, Path] = {}
+
+    def make(entry: str) -> Path:
+        if entry not in built:
+            thread_safe = getattr(behaviour_enclave, entry).thread_safe
+            project = write_project(tmp_path_factory.mktemp(entry), entry, thread_safe=thread_safe)
+            built[entry] = build(project).path
+        return built[entry]
+
+    return make
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    mode_name: str = request.param
+    return mode_name
+
+
+@pytest.fixture
+def load(mode: str, bundle_for: Callable[[str], Path]) -> Iterator[Callable[[str], EnclaveHost]]:
+    """Loads a behaviour enclave in the current mode; closes what it loaded afterwards."""
+    import behaviour_enclave
+
+    hosts: list[EnclaveHost] = []
+
+    def make(entry: str) -> EnclaveHost:
+        if mode == "mock":
+            host = EnclaveHost.load(getattr(behaviour_enclave, entry))
+        else:
+            host = EnclaveHost.load(bundle_for(entry), mode="simulation")
+        hosts.append(host)
+        return host
+
+    yield make
+    for host in hosts:
+        host.close()

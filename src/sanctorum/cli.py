@@ -58,8 +58,94 @@ def attestation(
             EnclaveConstraint.parse(constraint).check(info)
             typer.echo("constraint:       satisfied")
     except (SanctorumError, OSError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        raise _fail(error) from None
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(1)
+
+
+@app.command("build")
+def build_command(
+    project: Annotated[Path, typer.Argument(help="The enclave project (holds enclave.toml).")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Directory for NAME.enclave.")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="Ed25519 signing key file (from `sanctorum keygen`).")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="simulation, debug or release.")] = "simulation",
+) -> None:
+    """Bundle, measure and sign an enclave project; prints its code and signer hashes."""
+    from sanctorum.build import build, load_key
+    from sanctorum.common.errors import SanctorumError
+    from sanctorum.common.mode import EnclaveMode
+
+    try:
+        result = build(
+            project,
+            output,
+            load_key(key) if key else None,
+            EnclaveMode.parse(mode),
+        )
+    except (SanctorumError, ValueError, OSError) as error:
+        raise _fail(error) from None
+    typer.echo(f"built {result.path}")
+    typer.echo(f"code hash:   {result.code_hash}")
+    typer.echo(f"signer hash: {result.signer_hash}")
+    typer.echo(f"constraint:  C:{result.code_hash}")
+    typer.echo(f"         or: S:{result.signer_hash} PROD:{result.product_id}")
+
+
+@app.command()
+def measure(
+    project: Annotated[Path, typer.Argument(help="The enclave project (holds enclave.toml).")],
+) -> None:
+    """Print the code hash a bundle of PROJECT has, from its sources alone (for auditors)."""
+    from sanctorum.build import measure_project
+    from sanctorum.common.errors import SanctorumError
+
+    try:
+        typer.echo(str(measure_project(project)))
+    except (SanctorumError, OSError) as error:
+        raise _fail(error) from None
+
+
+@app.command()
+def sign(
+    bundle: Annotated[Path, typer.Argument(help="The .enclave bundle to sign.")],
+    key: Annotated[Path, typer.Option(help="Ed25519 signing key file.")],
+) -> None:
+    """Sign an existing bundle with your key (its code hash does not change)."""
+    from sanctorum.build import load_key
+    from sanctorum.build import sign as sign_bundle
+    from sanctorum.common.errors import SanctorumError
+
+    try:
+        result = sign_bundle(bundle, load_key(key))
+    except (SanctorumError, OSError) as error:
+        raise _fail(error) from None
+    typer.echo(f"signed {result.path}")
+    typer.echo(f"code hash:   {result.code_hash}")
+    typer.echo(f"signer hash: {result.signer_hash}")
+
+
+@app.command()
+def keygen(
+    path: Annotated[Path, typer.Argument(help="Where to write the new signing key.")],
+) -> None:
+    """Create an Ed25519 signing key for release builds; prints its signer hash."""
+    from sanctorum.build import generate_key
+    from sanctorum.common.bundle import signer_hash
+    from sanctorum.common.errors import SanctorumError
+
+    try:
+        key = generate_key(path)
+    except (SanctorumError, OSError) as error:
+        raise _fail(error) from None
+    typer.echo(f"wrote {path} (keep it secret)")
+    typer.echo(f"signer hash: {signer_hash(key.public_key)}")
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from sanctorum.attestation import mock as _mock  # noqa: F401  (registers the mock verifier)
+from sanctorum.attestation import mock as _mock  # noqa: F401  (registers its verifier)
+from sanctorum.attestation import simulated as _simulated  # noqa: F401  (registers its verifier)
 from sanctorum.attestation.evidence import EvidenceClaims, verify_evidence
 from sanctorum.common.codec import Reader, Writer
 from sanctorum.common.errors import InvalidEnclaveError

@@ -4,11 +4,14 @@ Imports nothing else of Sanctorum, so every other package may depend on it.
 """
 
 from sanctorum.common.errors import (
+    BundleError,
     ClientStateError,
     EnclaveCallError,
+    EnclaveCrashedError,
     EnclaveError,
     EnclaveLoadError,
     EnclaveStateError,
+    FrameError,
     InvalidConstraintError,
     InvalidEnclaveError,
     InvalidKeyError,
@@ -34,17 +37,20 @@ from sanctorum.common.mode import EnclaveMode, EnclaveSecurityInfo, SecuritySumm
 
 __all__ = [
     "ZERO_HASH",
+    "BundleError",
     "ClientStateError",
     "Curve25519PrivateKey",
     "Curve25519PublicKey",
     "Ed25519PrivateKey",
     "Ed25519PublicKey",
     "EnclaveCallError",
+    "EnclaveCrashedError",
     "EnclaveError",
     "EnclaveLoadError",
     "EnclaveMode",
     "EnclaveSecurityInfo",
     "EnclaveStateError",
+    "FrameError",
     "InvalidConstraintError",
     "InvalidEnclaveError",
     "InvalidKeyError",

@@ -67,6 +67,18 @@ class EnclaveLoadError(EnclaveError):
     """An enclave could not be loaded: bad class, bad configuration or unsupported mode."""
 
 
+class FrameError(EnclaveError):
+    """A frame crossing the host↔enclave boundary is malformed, oversized or out of order."""
+
+
+class EnclaveCrashedError(EnclaveError):
+    """The enclave's process died; start a fresh instance (``EnclaveHost.restart()``)."""
+
+
+class BundleError(EnclaveLoadError):
+    """An enclave project or bundle is invalid, or a bundle was altered after it was signed."""
+
+
 class EnclaveStateError(EnclaveError):
     """The enclave host was used in the wrong state (not started, already closed, …)."""
 

@@ -64,8 +64,10 @@ class EnclaveRuntime:
         enclave: Enclave,
         evidence_provider: EvidenceProvider,
         *,
+        thread_safe: bool | None = None,
         max_mail_size: int = DEFAULT_MAX_MAIL_SIZE,
     ) -> None:
+        """``thread_safe`` overrides the class attribute (a bundle's configuration decides)."""
         self.enclave = enclave
         self._evidence_provider = evidence_provider
         self._max_mail_size = max_mail_size
@@ -74,7 +76,9 @@ class EnclaveRuntime:
         self._encryption_key = Curve25519PrivateKey.generate()
         self._instance_info = self._attest()
         self._entry_lock: contextlib.AbstractContextManager[object] = (
-            contextlib.nullcontext() if enclave.thread_safe else threading.RLock()
+            contextlib.nullcontext()
+            if (enclave.thread_safe if thread_safe is None else thread_safe)
+            else threading.RLock()
         )
         self._incoming = SequenceTracker()
         self._post_offices: dict[tuple[Curve25519PublicKey, str], _EnclavePostOffice] = {}

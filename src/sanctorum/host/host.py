@@ -3,21 +3,46 @@
 from __future__ import annotations
 
 import enum
+import os
+import shutil
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.attestation.mock import MockConfiguration
+from sanctorum.common.bundle import read_bundle
 from sanctorum.common.commands import MailCommand
-from sanctorum.common.errors import EnclaveLoadError, EnclaveStateError
+from sanctorum.common.errors import BundleError, EnclaveLoadError, EnclaveStateError
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.enclave.base import Enclave
 from sanctorum.host.mailbox import InMemoryMailbox
 from sanctorum.host.platform import EnclavePlatform, MockPlatform
+from sanctorum.host.simulation import SimulationPlatform
 
 MailCommandsCallback = Callable[[list[MailCommand]], None]
 HostCallback = Callable[[bytes], bytes | None]
+
+
+@dataclass(frozen=True)
+class ModeSupport:
+    """Whether this machine can run a mode, and if not, why."""
+
+    mode: EnclaveMode
+    supported: bool
+    reason: str
+
+
+def _sgx_problems() -> list[str]:
+    problems = []
+    if not os.path.exists("/dev/sgx_enclave"):
+        problems.append("no SGX device (/dev/sgx_enclave): the CPU or VM does not expose SGX")
+    if shutil.which("gramine-sgx") is None:
+        problems.append("gramine-sgx is not on PATH")
+    problems.append("running enclaves under Gramine is not built into this version yet")
+    return problems
 
 
 class _State(enum.Enum):
@@ -36,9 +61,10 @@ class EnclaveHost:
             host.call_enclave(b"hello")
     """
 
-    def __init__(self, platform: EnclavePlatform, mode: EnclaveMode) -> None:
+    def __init__(self, make_platform: Callable[[], EnclavePlatform], mode: EnclaveMode) -> None:
         """Use :meth:`load`."""
-        self._platform = platform
+        self._make_platform = make_platform
+        self._platform = make_platform()
         self._mode = mode
         self._state = _State.LOADED
         self._state_lock = threading.Lock()
@@ -47,33 +73,70 @@ class EnclaveHost:
         """Where posted mail goes when :meth:`start` was given no ``on_mail_commands``."""
 
     @classmethod
+    def supported_modes(cls) -> list[ModeSupport]:
+        """Which modes this machine can run, and why not the others."""
+        problems = _sgx_problems()
+        support = [
+            ModeSupport(EnclaveMode.MOCK, True, "runs the enclave class in this process"),
+            ModeSupport(
+                EnclaveMode.SIMULATION, True, "runs a signed bundle in a child Python process"
+            ),
+        ]
+        for mode in (EnclaveMode.DEBUG, EnclaveMode.RELEASE):
+            support.append(ModeSupport(mode, False, "; ".join(problems)))
+        return support
+
+    @classmethod
     def load(
         cls,
-        enclave: type[Enclave],
-        mode: EnclaveMode | str = EnclaveMode.MOCK,
+        enclave: type[Enclave] | str | os.PathLike[str] | None = None,
+        mode: EnclaveMode | str | None = None,
         mock_config: MockConfiguration | None = None,
     ) -> EnclaveHost:
-        """Load ``enclave`` (an :class:`Enclave` subclass) in ``mode``; :meth:`start` runs it.
+        """Load an enclave; :meth:`start` runs it.
 
-        ``mock_config`` sets what a mock enclave claims to be (code hash, signer, product id,
-        revocation level, TCB level).
+        ``enclave`` is an :class:`Enclave` subclass (mock mode, the default for a class) or the
+        path of a ``.enclave`` bundle (simulation mode, the default for a bundle). With no
+        argument, the single bundle in the current directory or its ``build/``, or else the
+        single Enclave subclass imported so far, is loaded. ``mock_config`` sets what a mock
+        enclave claims to be (code hash, signer, product id, revocation level, TCB level).
         """
+        if enclave is None:
+            enclave = _discover()
         try:
-            mode = EnclaveMode.parse(mode)
+            parsed_mode = None if mode is None else EnclaveMode.parse(mode)
         except ValueError as error:
             raise EnclaveLoadError(str(error)) from None
-        if not (isinstance(enclave, type) and issubclass(enclave, Enclave)):
-            raise EnclaveLoadError(
-                f"{enclave!r} is not an Enclave subclass: pass the class (not an instance)"
-            )
-        if mode is not EnclaveMode.MOCK:
-            raise EnclaveLoadError(
-                f"{mode.value} mode runs an enclave from a signed bundle, which this version "
-                "cannot load yet; use mode='mock' to run the class in this process"
-            )
         if mock_config is not None and not isinstance(mock_config, MockConfiguration):
             raise EnclaveLoadError("mock_config must be a MockConfiguration")
-        return cls(MockPlatform(enclave, mock_config), mode)
+        if isinstance(enclave, (str, os.PathLike)):
+            return cls._load_bundle(Path(enclave), parsed_mode or EnclaveMode.SIMULATION)
+        if not (isinstance(enclave, type) and issubclass(enclave, Enclave)):
+            raise EnclaveLoadError(
+                f"{enclave!r} is not an Enclave subclass or a bundle path: pass the class "
+                "(not an instance) or the path of a .enclave file"
+            )
+        parsed_mode = parsed_mode or EnclaveMode.MOCK
+        if parsed_mode is not EnclaveMode.MOCK:
+            raise EnclaveLoadError(
+                f"{parsed_mode.value} mode runs an enclave from a signed bundle: build one with "
+                "`sanctorum build` and pass its path; a class runs in mock mode only"
+            )
+        return cls(lambda: MockPlatform(enclave, mock_config), parsed_mode)
+
+    @classmethod
+    def _load_bundle(cls, path: Path, mode: EnclaveMode) -> EnclaveHost:
+        if mode is EnclaveMode.MOCK:
+            raise EnclaveLoadError("mock mode runs an Enclave class; pass the class, not a bundle")
+        if mode is not EnclaveMode.SIMULATION:
+            reason = next(s.reason for s in cls.supported_modes() if s.mode is mode)
+            raise EnclaveLoadError(f"{mode.value} mode is not available here: {reason}")
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise BundleError(f"cannot read the enclave bundle {path}: {error}") from None
+        bundle = read_bundle(data, str(path))
+        return cls(lambda: SimulationPlatform(bundle, data), mode)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -98,6 +161,20 @@ class EnclaveHost:
             self._on_mail_commands = on_mail_commands
             self._platform.start()
             self._state = _State.STARTED
+        return self
+
+    def restart(self) -> EnclaveHost:
+        """Close the enclave if it still runs and start a fresh instance (new keys).
+
+        Use it after :class:`EnclaveCrashedError`. Mail commands keep going where they went.
+        """
+        callback = self._on_mail_commands
+        self.close()
+        with self._state_lock:
+            self._platform = self._make_platform()
+            self._platform.start()
+            self._state = _State.STARTED
+        self._on_mail_commands = callback
         return self
 
     def close(self) -> None:
@@ -178,3 +255,34 @@ def _as_bytes(data: object, what: str) -> bytes:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"{what} must be bytes, not {type(data).__name__}")
     return bytes(data)
+
+
+def _discover() -> type[Enclave] | Path:
+    """The single bundle near the current directory, or the single Enclave subclass loaded."""
+    here = Path.cwd()
+    bundles = sorted({*here.glob("*.enclave"), *(here / "build").glob("*.enclave")})
+    if len(bundles) == 1:
+        return bundles[0]
+    if len(bundles) > 1:
+        raise EnclaveLoadError(
+            "several enclave bundles found; pass one to EnclaveHost.load(): "
+            + ", ".join(str(path) for path in bundles)
+        )
+    classes: list[type[Enclave]] = []
+    pending = list(Enclave.__subclasses__())
+    while pending:
+        candidate = pending.pop()
+        pending.extend(candidate.__subclasses__())
+        if not candidate.__module__.startswith("sanctorum."):
+            classes.append(candidate)
+    if len(classes) == 1:
+        return classes[0]
+    if not classes:
+        raise EnclaveLoadError(
+            "no enclave found: no .enclave bundle in the current directory or build/, and no "
+            "Enclave subclass imported; pass a bundle path or a class to EnclaveHost.load()"
+        )
+    names = sorted(f"{c.__module__}.{c.__qualname__}" for c in classes)
+    raise EnclaveLoadError(
+        "several Enclave subclasses found; pass one to EnclaveHost.load(): " + ", ".join(names)
+    )

@@ -1,0 +1,294 @@
+"""The enclave bundle format: its configuration, its measurement and its signature.
+
+A bundle (``NAME.enclave``) is a zip holding ``enclave.toml``, the enclave's Python files under
+``code/`` (and bundled dependencies under ``deps/``), and ``SIGNATURE``. The **code hash** is
+SHA-256 over the runtime format version, the canonical configuration and the sorted list of
+(path, SHA-256 of content) of every other entry; the **signer hash** is SHA-256 of the Ed25519
+key that signed the code hash. Both the builder and the enclave runtime use this module, so the
+enclave measures exactly the bytes it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import tomllib
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sanctorum.common.errors import BundleError, InvalidKeyError, InvalidSignatureError
+from sanctorum.common.hashes import SHA256Hash
+from sanctorum.common.keys import Ed25519PrivateKey, Ed25519PublicKey
+
+RUNTIME_FORMAT_VERSION = 1
+"""Part of every code hash: a runtime that loads bundles differently measures differently."""
+SIGNATURE_ENTRY = "SIGNATURE"
+CODE_DIR = "code/"
+DEPS_DIR = "deps/"
+MAX_BUNDLE_SIZE = 128 << 20
+MAX_UNPACKED_SIZE = 256 << 20
+_SIGNATURE_MAGIC = b"SNCS"
+_SIGNATURE_CONTEXT = b"sanctorum-bundle-signature\0"
+_MEASUREMENT_CONTEXT = b"sanctorum-measurement\0"
+
+CONFIG_FILE = "enclave.toml"
+_KNOWN_KEYS = {
+    "name",
+    "entry",
+    "product_id",
+    "revocation_level",
+    "thread_safe",
+    "sources",
+    "dependencies",
+    "persistent_map",
+    "max_persistent_map_size",
+}
+
+
+@dataclass(frozen=True)
+class EnclaveConfig:
+    """The ``[enclave]`` table of ``enclave.toml``. Every field is part of the measurement."""
+
+    name: str
+    entry: str
+    """``module:Class`` of the Enclave subclass, as importable from the bundle."""
+    product_id: int
+    revocation_level: int
+    sources: tuple[str, ...]
+    """Files and directories (relative to the project) whose Python files form the enclave."""
+    thread_safe: bool = False
+    dependencies: tuple[str, ...] = field(default=())
+    """Installed pure-Python distributions to bundle with the enclave."""
+    persistent_map: bool = False
+    max_persistent_map_size: int = 0
+
+    def canonical(self) -> bytes:
+        """A deterministic encoding, for the code hash."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def entry_module(self) -> str:
+        return self.entry.partition(":")[0]
+
+    @property
+    def entry_class(self) -> str:
+        return self.entry.partition(":")[2]
+
+
+def _require(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in table:
+        raise BundleError(f"{where}: the setting [enclave].{key} is missing")
+    value = table[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise BundleError(f"{where}: [enclave].{key} must be a whole number, not {value!r}")
+    if not isinstance(value, kind):
+        raise BundleError(f"{where}: [enclave].{key} must be a {kind.__name__}, not {value!r}")
+    return value
+
+
+def _check_range(where: str, key: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise BundleError(f"{where}: [enclave].{key} must be from {low} to {high}, not {value}")
+
+
+def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
+    """Parse and validate ``enclave.toml``; :class:`BundleError` names any bad setting."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise BundleError(f"{where} is not valid TOML: {error}") from None
+    table = document.get("enclave")
+    if not isinstance(table, dict):
+        raise BundleError(f"{where} has no [enclave] table")
+    unknown = sorted(set(table) - _KNOWN_KEYS)
+    if unknown:
+        raise BundleError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(_KNOWN_KEYS))}"
+        )
+    name = _require(table, "name", str, where)
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise BundleError(f"{where}: [enclave].name must be letters, digits, '-', '_' or '.'")
+    entry = _require(table, "entry", str, where)
+    module, colon, cls = entry.partition(":")
+    if (
+        not colon
+        or not all(part.isidentifier() for part in module.split("."))
+        or not cls.isidentifier()
+    ):
+        raise BundleError(f"{where}: [enclave].entry must be 'module:ClassName', not {entry!r}")
+    product_id = _require(table, "product_id", int, where)
+    _check_range(where, "product_id", product_id, 1, 65535)
+    revocation_level = _require(table, "revocation_level", int, where)
+    _check_range(where, "revocation_level", revocation_level, 0, 65534)
+    sources = _require(table, "sources", list, where)
+    if not sources or not all(isinstance(s, str) and s for s in sources):
+        raise BundleError(f"{where}: [enclave].sources must be a non-empty list of paths")
+    dependencies = table.get("dependencies", [])
+    if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
+        raise BundleError(f"{where}: [enclave].dependencies must be a list of distribution names")
+    thread_safe = table.get("thread_safe", False)
+    persistent_map = table.get("persistent_map", False)
+    for key, value in (("thread_safe", thread_safe), ("persistent_map", persistent_map)):
+        if not isinstance(value, bool):
+            raise BundleError(f"{where}: [enclave].{key} must be true or false, not {value!r}")
+    max_map = table.get("max_persistent_map_size", 0)
+    if isinstance(max_map, bool) or not isinstance(max_map, int) or max_map < 0:
+        raise BundleError(f"{where}: [enclave].max_persistent_map_size must be a size in bytes ≥ 0")
+    return EnclaveConfig(
+        name=name,
+        entry=entry,
+        product_id=product_id,
+        revocation_level=revocation_level,
+        sources=tuple(sources),
+        thread_safe=thread_safe,
+        dependencies=tuple(dependencies),
+        persistent_map=persistent_map,
+        max_persistent_map_size=max_map,
+    )
+
+
+def load_config(project: Path) -> EnclaveConfig:
+    """Read ``project/enclave.toml``."""
+    path = project / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"{project} has no {CONFIG_FILE}: it is not an enclave project") from None
+    return parse_config(text, str(path))
+
+
+# -- the measurement ------------------------------------------------------------------------
+
+
+def measure(config: EnclaveConfig, files: dict[str, bytes]) -> SHA256Hash:
+    """The code hash of a bundle with ``config`` and ``files`` (every entry but SIGNATURE)."""
+    digest = hashlib.sha256(_MEASUREMENT_CONTEXT)
+    digest.update(struct.pack(">H", RUNTIME_FORMAT_VERSION))
+    canonical = config.canonical()
+    digest.update(struct.pack(">I", len(canonical)) + canonical)
+    digest.update(struct.pack(">I", len(files)))
+    for path in sorted(files):
+        encoded = path.encode("utf-8")
+        digest.update(struct.pack(">H", len(encoded)) + encoded)
+        digest.update(hashlib.sha256(files[path]).digest())
+    return SHA256Hash(digest.digest())
+
+
+# -- signing ---------------------------------------------------------------------------------
+
+DUMMY_SIGNING_KEY = Ed25519PrivateKey(hashlib.sha256(b"sanctorum dummy signing key").digest())
+"""The well-known key for simulation and debug builds. Anyone can sign with it, so release
+mode refuses bundles it signed."""
+
+
+def signer_hash(key: Ed25519PublicKey) -> SHA256Hash:
+    """The signer hash (like SGX MRSIGNER) of a signing key."""
+    return SHA256Hash.of(key.encoded)
+
+
+def encode_signature(key: Ed25519PrivateKey, code_hash: SHA256Hash) -> bytes:
+    """The SIGNATURE entry: the signer's public key and its signature over the code hash."""
+    signature = key.sign(_SIGNATURE_CONTEXT + code_hash.digest)
+    return _SIGNATURE_MAGIC + bytes([1]) + key.public_key.encoded + signature
+
+
+def _check_signature(data: bytes, code_hash: SHA256Hash, where: str) -> Ed25519PublicKey:
+    if len(data) != 4 + 1 + 32 + 64 or data[:4] != _SIGNATURE_MAGIC or data[4] != 1:
+        raise BundleError(f"{where}: the {SIGNATURE_ENTRY} entry is malformed")
+    try:
+        key = Ed25519PublicKey(data[5:37])
+        key.verify(data[37:], _SIGNATURE_CONTEXT + code_hash.digest)
+    except (InvalidKeyError, InvalidSignatureError):
+        raise BundleError(
+            f"{where} was altered after it was signed: its signature does not match its "
+            "contents (code hash " + str(code_hash) + "); rebuild and sign it again"
+        ) from None
+    return key
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle: its signature matches the measurement of its contents."""
+
+    config: EnclaveConfig
+    files: dict[str, bytes]
+    code_hash: SHA256Hash
+    signer: Ed25519PublicKey
+
+    @property
+    def signer_hash(self) -> SHA256Hash:
+        return signer_hash(self.signer)
+
+    @property
+    def signed_with_dummy_key(self) -> bool:
+        return self.signer == DUMMY_SIGNING_KEY.public_key
+
+    def python_files(self) -> dict[str, bytes]:
+        """Importable files keyed by their path relative to the import root."""
+        result = {}
+        for path, content in self.files.items():
+            for root in (CODE_DIR, DEPS_DIR):
+                if path.startswith(root):
+                    result[path[len(root) :]] = content
+        return result
+
+
+def _safe_name(name: str) -> bool:
+    parts = name.split("/")
+    return (
+        bool(name)
+        and not name.startswith("/")
+        and "\\" not in name
+        and all(part not in ("", ".", "..") for part in parts)
+    )
+
+
+def read_bundle(data: bytes, where: str = "the bundle") -> Bundle:
+    """Parse a bundle, recompute its code hash and check its signature.
+
+    Raises :class:`BundleError` for anything malformed, oversized, or altered after signing.
+    """
+    if len(data) > MAX_BUNDLE_SIZE:
+        raise BundleError(f"{where} is {len(data)} bytes, over the limit of {MAX_BUNDLE_SIZE}")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+            names = [info.filename for info in infos]
+            if len(set(names)) != len(names):
+                raise BundleError(f"{where} has duplicate entries")
+            if sum(info.file_size for info in infos) > MAX_UNPACKED_SIZE:
+                raise BundleError(f"{where} unpacks to more than {MAX_UNPACKED_SIZE} bytes")
+            entries = {}
+            for info in infos:
+                if info.is_dir() or not _safe_name(info.filename):
+                    raise BundleError(f"{where} has an unsafe entry name {info.filename!r}")
+                entries[info.filename] = archive.read(info)
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as error:
+        raise BundleError(f"{where} is not a valid enclave bundle: {error}") from None
+    signature = entries.pop(SIGNATURE_ENTRY, None)
+    if signature is None:
+        raise BundleError(f"{where} is not signed: it has no {SIGNATURE_ENTRY} entry")
+    config_bytes = entries.get(CONFIG_FILE)
+    if config_bytes is None:
+        raise BundleError(f"{where} has no {CONFIG_FILE}")
+    try:
+        config_text = config_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError(f"{where}: {CONFIG_FILE} is not UTF-8") from None
+    config = parse_config(config_text, f"{where}: {CONFIG_FILE}")
+    for name in entries:
+        if name != CONFIG_FILE and not name.startswith((CODE_DIR, DEPS_DIR)):
+            raise BundleError(f"{where} has an unexpected entry {name!r}")
+    code_hash = measure(config, entries)
+    signer = _check_signature(signature, code_hash, where)
+    return Bundle(config, entries, code_hash, signer)

@@ -1,0 +1,313 @@
+"""The framed protocol between a host and an enclave in another process (sans-IO).
+
+Every frame is ``u32 length`` followed by that many bytes: ``u8 version``, ``u8 type``,
+``u64 call id``, ``u64 parent call id``, payload. The call id ties a request to its answer and
+to the host callbacks it makes; the parent id marks a call the host makes from inside one of
+those callbacks, so the enclave runs it on the thread that is waiting (re-entry).
+
+:class:`FrameDecoder` turns bytes into :class:`Frame` objects and :class:`BadFrame` events; it
+never raises on bad input and recovers after an oversized frame by skipping it, so one bad frame
+costs one error reply, not the connection. Payload helpers encode the values each frame carries.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from sanctorum.common.codec import Reader, Writer
+from sanctorum.common.commands import MailCommand, PostMail
+from sanctorum.common.errors import (
+    BundleError,
+    EnclaveCallError,
+    EnclaveCrashedError,
+    EnclaveLoadError,
+    EnclaveStateError,
+    FrameError,
+    MailDecryptionError,
+    MailFormatError,
+    MailGapError,
+    MailReplayError,
+    MailSenderError,
+    SanctorumError,
+)
+
+VERSION = 1
+_HEADER = struct.Struct(">IBBQQ")
+_LENGTH = struct.Struct(">I")
+_HEADER_BODY = _HEADER.size - _LENGTH.size
+DEFAULT_MAX_FRAME_SIZE = 160 << 20
+MAX_DATA_SIZE = 128 << 20
+
+
+class FrameType(enum.IntEnum):
+    LOAD = 1
+    """host → enclave: mode and bundle bytes; answered by READY or ERROR."""
+    READY = 2
+    """enclave → host: the serialized EnclaveInstanceInfo."""
+    CALL = 3
+    """host → enclave: call_enclave data."""
+    CALL_RESULT = 4
+    """enclave → host: optional reply and mail commands."""
+    HOST_CALLBACK = 5
+    """enclave → host: call_untrusted_host data, under the call that made it."""
+    HOST_CALLBACK_RESULT = 6
+    """host → enclave: the callback's optional answer."""
+    DELIVER_MAIL = 7
+    """host → enclave: routing hint and mail."""
+    MAIL_RESULT = 8
+    """enclave → host: mail commands."""
+    UPDATE_ATTESTATION = 9
+    """host → enclave: produce fresh evidence."""
+    ATTESTATION = 10
+    """enclave → host: the serialized EnclaveInstanceInfo."""
+    SHUTDOWN = 11
+    """host → enclave: run on_shutdown and exit."""
+    SHUTDOWN_DONE = 12
+    """enclave → host: on_shutdown has run."""
+    ERROR = 13
+    """either way: error code and message, in answer to the frame with this call id."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: FrameType
+    call_id: int
+    payload: bytes = b""
+    parent_id: int = 0
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """A frame that could not be parsed; answer it with an ERROR frame."""
+
+    call_id: int
+    reason: str
+
+
+def encode_frame(frame: Frame) -> bytes:
+    return (
+        _HEADER.pack(
+            _HEADER_BODY + len(frame.payload),
+            VERSION,
+            frame.type,
+            frame.call_id,
+            frame.parent_id,
+        )
+        + frame.payload
+    )
+
+
+class FrameDecoder:
+    """Feed it bytes as they arrive; it returns the complete frames and bad-frame events."""
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self._buffer = bytearray()
+        self._max_frame_size = max_frame_size
+        self._skip = 0
+
+    def feed(self, data: bytes) -> list[Frame | BadFrame]:
+        events: list[Frame | BadFrame] = []
+        self._buffer += data
+        while True:
+            if self._skip:
+                skipped = min(self._skip, len(self._buffer))
+                del self._buffer[:skipped]
+                self._skip -= skipped
+                if self._skip:
+                    return events
+            if len(self._buffer) < _LENGTH.size:
+                return events
+            (length,) = _LENGTH.unpack_from(self._buffer)
+            if length > self._max_frame_size:
+                events.append(
+                    BadFrame(
+                        0,
+                        f"frame of {length} bytes is over the limit of "
+                        f"{self._max_frame_size}; skipped",
+                    )
+                )
+                del self._buffer[: _LENGTH.size]
+                self._skip = length
+                continue
+            if len(self._buffer) < _LENGTH.size + length:
+                return events
+            body = bytes(self._buffer[_LENGTH.size : _LENGTH.size + length])
+            del self._buffer[: _LENGTH.size + length]
+            events.append(_parse(body))
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete frame."""
+        return len(self._buffer)
+
+
+def _parse(body: bytes) -> Frame | BadFrame:
+    if len(body) < _HEADER_BODY:
+        return BadFrame(0, f"frame of {len(body)} bytes is shorter than a frame header")
+    version, kind, call_id, parent_id = struct.unpack_from(">BBQQ", body)
+    if version != VERSION:
+        return BadFrame(call_id, f"frame version {version} is not {VERSION}")
+    try:
+        frame_type = FrameType(kind)
+    except ValueError:
+        return BadFrame(call_id, f"unknown frame type {kind}")
+    return Frame(frame_type, call_id, body[_HEADER_BODY:], parent_id)
+
+
+# -- payloads ---------------------------------------------------------------------------------
+
+
+def _reader(payload: bytes, what: str) -> Reader:
+    return Reader(payload, error=FrameError, what=what)
+
+
+def encode_optional_bytes(value: bytes | None) -> bytes:
+    if value is None:
+        return b"\0"
+    return Writer().u8(1).bytes32(value).getvalue()
+
+
+def decode_optional_bytes(payload: bytes, what: str) -> bytes | None:
+    reader = _reader(payload, what)
+    value = _read_optional_bytes(reader)
+    reader.expect_end()
+    return value
+
+
+def _read_optional_bytes(reader: Reader) -> bytes | None:
+    present = reader.u8("presence flag")
+    if present == 0:
+        return None
+    if present != 1:
+        raise reader.fail(f"presence flag is {present}, not 0 or 1")
+    return reader.bytes32("data", MAX_DATA_SIZE)
+
+
+def _write_optional_text(writer: Writer, text: str | None) -> None:
+    if text is None:
+        writer.u8(0)
+    else:
+        writer.u8(1).text16(text)
+
+
+def _read_optional_text(reader: Reader) -> str | None:
+    present = reader.u8("presence flag")
+    if present == 0:
+        return None
+    if present != 1:
+        raise reader.fail(f"presence flag is {present}, not 0 or 1")
+    return reader.text16("text")
+
+
+def _write_commands(writer: Writer, commands: list[MailCommand]) -> None:
+    writer.u32(len(commands))
+    for command in commands:
+        writer.u8(1)
+        _write_optional_text(writer, command.routing_hint)
+        writer.bytes32(command.mail)
+
+
+def _read_commands(reader: Reader) -> list[MailCommand]:
+    count = reader.u32("command count")
+    if count > reader.remaining:
+        raise reader.fail(f"{count} commands cannot fit in {reader.remaining} bytes")
+    commands: list[MailCommand] = []
+    for _ in range(count):
+        kind = reader.u8("command kind")
+        if kind != 1:
+            raise reader.fail(f"unknown mail command kind {kind}")
+        hint = _read_optional_text(reader)
+        commands.append(PostMail(reader.bytes32("mail", MAX_DATA_SIZE), hint))
+    return commands
+
+
+def encode_call_result(reply: bytes | None, commands: list[MailCommand]) -> bytes:
+    writer = Writer().raw(encode_optional_bytes(reply))
+    _write_commands(writer, commands)
+    return writer.getvalue()
+
+
+def decode_call_result(payload: bytes) -> tuple[bytes | None, list[MailCommand]]:
+    reader = _reader(payload, "call result")
+    reply = _read_optional_bytes(reader)
+    commands = _read_commands(reader)
+    reader.expect_end()
+    return reply, commands
+
+
+def encode_commands(commands: list[MailCommand]) -> bytes:
+    writer = Writer()
+    _write_commands(writer, commands)
+    return writer.getvalue()
+
+
+def decode_commands(payload: bytes) -> list[MailCommand]:
+    reader = _reader(payload, "mail result")
+    commands = _read_commands(reader)
+    reader.expect_end()
+    return commands
+
+
+def encode_deliver_mail(mail: bytes, routing_hint: str | None) -> bytes:
+    writer = Writer()
+    _write_optional_text(writer, routing_hint)
+    return writer.bytes32(mail).getvalue()
+
+
+def decode_deliver_mail(payload: bytes) -> tuple[bytes, str | None]:
+    reader = _reader(payload, "deliver-mail frame")
+    hint = _read_optional_text(reader)
+    mail = reader.bytes32("mail", MAX_DATA_SIZE)
+    reader.expect_end()
+    return mail, hint
+
+
+def encode_load(mode: str, bundle: bytes) -> bytes:
+    return Writer().text16(mode).bytes32(bundle).getvalue()
+
+
+def decode_load(payload: bytes) -> tuple[str, bytes]:
+    reader = _reader(payload, "load frame")
+    mode = reader.text16("mode", 32)
+    bundle = reader.bytes32("bundle", MAX_DATA_SIZE)
+    reader.expect_end()
+    return mode, bundle
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+# Most specific first: an error crosses the boundary as the first class it is an instance of.
+_ERROR_CODES: list[tuple[int, type[SanctorumError]]] = [
+    (2, MailDecryptionError),
+    (3, MailFormatError),
+    (4, MailReplayError),
+    (5, MailGapError),
+    (6, MailSenderError),
+    (7, FrameError),
+    (8, EnclaveStateError),
+    (9, BundleError),
+    (10, EnclaveLoadError),
+    (11, EnclaveCrashedError),
+    (1, EnclaveCallError),
+]
+_CLASSES = dict(_ERROR_CODES)
+_UNKNOWN = 0
+
+
+def encode_error(error: BaseException) -> bytes:
+    code = next((code for code, cls in _ERROR_CODES if isinstance(error, cls)), _UNKNOWN)
+    return Writer().u8(code).bytes32(str(error).encode("utf-8", "replace")).getvalue()
+
+
+def decode_error(payload: bytes) -> SanctorumError:
+    """The exception an ERROR frame stands for (never raises on a malformed one)."""
+    try:
+        reader = _reader(payload, "error frame")
+        code = reader.u8("error code")
+        message = reader.bytes32("message", 1 << 20).decode("utf-8", "replace")
+        reader.expect_end()
+    except FrameError as error:
+        return error
+    return _CLASSES.get(code, SanctorumError)(message)

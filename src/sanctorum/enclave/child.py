@@ -1,0 +1,261 @@
+"""The enclave side of simulation mode: ``python -m sanctorum.enclave.child FD``.
+
+It serves one enclave over the socket ``FD``: the host sends the bundle, the child measures and
+verifies it, imports the entry class from the measured bytes, and attests with simulated
+evidence. Every frame is validated; a bad one gets an ERROR frame, never a crash. Each call runs
+on a worker thread and enters the enclave through the runtime, whose entry lock serialises
+enclaves that are not thread-safe, whatever the host sends.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from sanctorum.attestation.simulated import SimulatedEvidenceProvider
+from sanctorum.common.bundle import read_bundle
+from sanctorum.common.errors import (
+    EnclaveCallError,
+    EnclaveCrashedError,
+    EnclaveLoadError,
+    FrameError,
+    SanctorumError,
+)
+from sanctorum.common.frames import (
+    BadFrame,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    decode_deliver_mail,
+    decode_error,
+    decode_load,
+    decode_optional_bytes,
+    encode_call_result,
+    encode_commands,
+    encode_error,
+    encode_frame,
+)
+from sanctorum.enclave.base import Enclave
+from sanctorum.enclave.importer import BundleFinder
+from sanctorum.enclave.runtime import EnclaveRuntime
+
+_MAX_WORKERS = 64
+_RECEIVE_SIZE = 1 << 20
+_CLOSED = Frame(FrameType.ERROR, 0)  # sentinel: the host went away
+
+
+class EnclaveServer:
+    """Serves one enclave over a connected socket until SHUTDOWN or end of stream."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+        self._send_lock = threading.Lock()
+        self._runtime: EnclaveRuntime | None = None
+        self._workers = ThreadPoolExecutor(_MAX_WORKERS, thread_name_prefix="enclave-call")
+        # Calls that wait for a host callback's answer, by call id.
+        self._waiting: dict[int, queue.SimpleQueue[Frame]] = {}
+        self._waiting_lock = threading.Lock()
+        self._running = True
+
+    # -- the receive loop --------------------------------------------------------------------
+
+    def serve(self) -> None:
+        decoder = FrameDecoder()
+        try:
+            while self._running:
+                data = self._connection.recv(_RECEIVE_SIZE)
+                if not data:
+                    break
+                for event in decoder.feed(data):
+                    self._dispatch(event)
+        finally:
+            self._running = False
+            with self._waiting_lock:
+                for inbox in self._waiting.values():
+                    inbox.put(_CLOSED)
+            self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def _dispatch(self, event: Frame | BadFrame) -> None:
+        if isinstance(event, BadFrame):
+            self._send_error(event.call_id, FrameError(f"bad frame: {event.reason}"))
+            return
+        frame = event
+        if frame.type is FrameType.LOAD:
+            self._load(frame)
+        elif self._runtime is None:
+            self._send_error(
+                frame.call_id,
+                FrameError(f"{frame.type.name} before LOAD: the enclave is not loaded yet"),
+            )
+        elif frame.type in (FrameType.CALL, FrameType.DELIVER_MAIL, FrameType.UPDATE_ATTESTATION):
+            if frame.parent_id:
+                self._route_to_waiting(frame.parent_id, frame, "a nested call")
+            else:
+                self._workers.submit(self._serve_call, frame)
+        elif frame.type in (FrameType.HOST_CALLBACK_RESULT, FrameType.ERROR):
+            self._route_to_waiting(frame.call_id, frame, "a host callback answer")
+        elif frame.type is FrameType.SHUTDOWN:
+            self._shutdown(frame)
+        else:
+            self._send_error(
+                frame.call_id,
+                FrameError(f"{frame.type.name} frames are sent by enclaves, not to them"),
+            )
+
+    def _route_to_waiting(self, call_id: int, frame: Frame, what: str) -> None:
+        with self._waiting_lock:
+            inbox = self._waiting.get(call_id)
+        if inbox is None:
+            self._send_error(
+                frame.call_id,
+                FrameError(
+                    f"out of order: {what} for call {call_id}, which is not waiting for the host"
+                ),
+            )
+        else:
+            inbox.put(frame)
+
+    # -- frames ------------------------------------------------------------------------------
+
+    def _send(self, frame: Frame) -> None:
+        data = encode_frame(frame)
+        with self._send_lock:
+            try:
+                self._connection.sendall(data)
+            except OSError:
+                self._running = False
+
+    def _send_error(self, call_id: int, error: BaseException) -> None:
+        self._send(Frame(FrameType.ERROR, call_id, encode_error(error)))
+
+    def _load(self, frame: Frame) -> None:
+        if self._runtime is not None:
+            self._send_error(
+                frame.call_id, FrameError("out of order: the enclave is already loaded")
+            )
+            return
+        try:
+            mode, bundle_bytes = decode_load(frame.payload)
+            if mode != "simulation":
+                raise EnclaveLoadError(f"this enclave process runs simulation mode, not {mode!r}")
+            bundle = read_bundle(bundle_bytes)
+            BundleFinder(bundle.python_files()).install()
+            enclave_class = _import_entry(bundle.config.entry_module, bundle.config.entry_class)
+            provider = SimulatedEvidenceProvider(
+                code_hash=bundle.code_hash,
+                signer_hash=bundle.signer_hash,
+                product_id=bundle.config.product_id,
+                revocation_level=bundle.config.revocation_level,
+            )
+            try:
+                enclave = enclave_class()
+            except Exception as error:
+                raise EnclaveLoadError(
+                    f"could not create {bundle.config.entry}: {type(error).__name__}: {error}"
+                ) from error
+            runtime = EnclaveRuntime(enclave, provider, thread_safe=bundle.config.thread_safe)
+            runtime.start()
+        except SanctorumError as error:
+            self._send_error(frame.call_id, error)
+            return
+        except Exception as error:  # anything else still becomes an answer, not a crash
+            self._send_error(frame.call_id, EnclaveLoadError(f"{type(error).__name__}: {error}"))
+            return
+        self._runtime = runtime
+        self._send(Frame(FrameType.READY, frame.call_id, runtime.instance_info.serialize()))
+
+    def _serve_call(self, frame: Frame) -> None:
+        """Run one CALL / DELIVER_MAIL / UPDATE_ATTESTATION and send its answer."""
+        runtime = self._runtime
+        assert runtime is not None
+        try:
+            if frame.type is FrameType.CALL:
+                reply, commands = runtime.call(
+                    frame.payload, lambda data: self._call_host(frame.call_id, data)
+                )
+                answer = Frame(
+                    FrameType.CALL_RESULT, frame.call_id, encode_call_result(reply, commands)
+                )
+            elif frame.type is FrameType.DELIVER_MAIL:
+                mail, routing_hint = decode_deliver_mail(frame.payload)
+                commands = runtime.deliver_mail(mail, routing_hint)
+                answer = Frame(FrameType.MAIL_RESULT, frame.call_id, encode_commands(commands))
+            else:
+                info = runtime.update_attestation()
+                answer = Frame(FrameType.ATTESTATION, frame.call_id, info.serialize())
+        except SanctorumError as error:
+            answer = Frame(FrameType.ERROR, frame.call_id, encode_error(error))
+        except Exception as error:
+            answer = Frame(
+                FrameType.ERROR,
+                frame.call_id,
+                encode_error(EnclaveCallError(f"{type(error).__name__}: {error}")),
+            )
+        self._send(answer)
+
+    def _call_host(self, call_id: int, data: bytes) -> bytes | None:
+        """call_untrusted_host: ask the host and wait, running nested calls meanwhile."""
+        inbox: queue.SimpleQueue[Frame] = queue.SimpleQueue()
+        with self._waiting_lock:
+            if call_id in self._waiting:
+                raise EnclaveCallError("call_untrusted_host is already waiting for this call")
+            self._waiting[call_id] = inbox
+        try:
+            self._send(Frame(FrameType.HOST_CALLBACK, call_id, data))
+            while True:
+                frame = inbox.get()
+                if frame is _CLOSED:
+                    raise EnclaveCrashedError("the host closed the connection")
+                if frame.type is FrameType.HOST_CALLBACK_RESULT:
+                    return decode_optional_bytes(frame.payload, "host callback answer")
+                if frame.type is FrameType.ERROR:
+                    raise EnclaveCallError(
+                        f"the host callback failed: {decode_error(frame.payload)}"
+                    )
+                self._serve_call(frame)  # a nested call from inside the callback
+        finally:
+            with self._waiting_lock:
+                del self._waiting[call_id]
+
+    def _shutdown(self, frame: Frame) -> None:
+        runtime = self._runtime
+        try:
+            if runtime is not None:
+                runtime.close()
+        except SanctorumError as error:
+            self._send_error(frame.call_id, error)
+        else:
+            self._send(Frame(FrameType.SHUTDOWN_DONE, frame.call_id))
+        self._running = False
+
+
+def _import_entry(module_name: str, class_name: str) -> type[Enclave]:
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise EnclaveLoadError(
+            f"importing the entry module {module_name!r} from the bundle failed: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    enclave_class = getattr(module, class_name, None)
+    if not (isinstance(enclave_class, type) and issubclass(enclave_class, Enclave)):
+        raise EnclaveLoadError(f"{module_name}:{class_name} is not an Enclave subclass")
+    return enclave_class
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not argv[1].isdigit():
+        print("usage: python -m sanctorum.enclave.child FD", file=sys.stderr)
+        return 2
+    with socket.socket(fileno=int(argv[1])) as connection:
+        EnclaveServer(connection).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,262 @@
+"""Simulation mode: the enclave runs in a child process; only frames cross the boundary."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+from sanctorum.attestation.instance_info import EnclaveInstanceInfo
+from sanctorum.common.bundle import Bundle
+from sanctorum.common.commands import MailCommand
+from sanctorum.common.errors import (
+    EnclaveCallError,
+    EnclaveCrashedError,
+    EnclaveLoadError,
+    FrameError,
+    InvalidEnclaveError,
+)
+from sanctorum.common.frames import (
+    BadFrame,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    decode_call_result,
+    decode_commands,
+    decode_error,
+    encode_deliver_mail,
+    encode_error,
+    encode_frame,
+    encode_load,
+    encode_optional_bytes,
+)
+
+HostCallback = Callable[[bytes], bytes | None]
+
+START_TIMEOUT = 60.0
+SHUTDOWN_TIMEOUT = 10.0
+_RECEIVE_SIZE = 1 << 20
+
+
+class _Crashed:
+    """Put in every waiting queue when the child goes away."""
+
+
+_CRASHED = _Crashed()
+
+
+class SimulationPlatform:
+    """Runs a verified bundle in a child Python process and talks to it in frames."""
+
+    def __init__(self, bundle: Bundle, bundle_bytes: bytes) -> None:
+        self._bundle = bundle
+        self._bundle_bytes = bundle_bytes
+        self._process: subprocess.Popen[bytes] | None = None
+        self._connection: socket.socket | None = None
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, queue.SimpleQueue[Frame | _Crashed]] = {}
+        self._pending_lock = threading.Lock()
+        self._crashed: str | None = None
+        self._local = threading.local()
+        self._instance_info: EnclaveInstanceInfo | None = None
+
+    # -- process and connection --------------------------------------------------------------
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._process
+
+    def start(self) -> None:
+        host_end, child_end = socket.socketpair()
+        try:
+            self._process = subprocess.Popen(  # noqa: S603  (our own module, no shell)
+                [sys.executable, "-m", "sanctorum.enclave.child", str(child_end.fileno())],
+                pass_fds=[child_end.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        except OSError as error:
+            host_end.close()
+            raise EnclaveLoadError(f"could not start the enclave process: {error}") from None
+        finally:
+            child_end.close()
+        self._connection = host_end
+        threading.Thread(target=self._receive, name="enclave-receiver", daemon=True).start()
+        answer = self._request(
+            Frame(FrameType.LOAD, 0, encode_load("simulation", self._bundle_bytes)),
+            FrameType.READY,
+            timeout=START_TIMEOUT,
+        )
+        assert isinstance(answer, Frame)
+        info = EnclaveInstanceInfo.deserialize(answer.payload)
+        if info.code_hash != self._bundle.code_hash:
+            raise InvalidEnclaveError(
+                f"the enclave attests code hash {info.code_hash}, but the bundle measures "
+                f"{self._bundle.code_hash}"
+            )
+        self._instance_info = info
+
+    def _receive(self) -> None:
+        connection = self._connection
+        assert connection is not None
+        decoder = FrameDecoder()
+        try:
+            while True:
+                data = connection.recv(_RECEIVE_SIZE)
+                if not data:
+                    break
+                for event in decoder.feed(data):
+                    if isinstance(event, BadFrame):
+                        continue  # nothing waits for it; the caller times out or crashes
+                    with self._pending_lock:
+                        inbox = self._pending.get(event.call_id)
+                    if inbox is not None:
+                        inbox.put(event)
+        except OSError:
+            pass
+        self._mark_crashed("the enclave process closed its connection")
+
+    def _mark_crashed(self, reason: str) -> None:
+        process = self._process
+        if process is not None:
+            try:
+                code = process.wait(timeout=1)
+                reason = f"the enclave process exited with status {code}"
+            except subprocess.TimeoutExpired:
+                pass
+        with self._pending_lock:
+            if self._crashed is None:
+                self._crashed = reason
+            for inbox in self._pending.values():
+                inbox.put(_CRASHED)
+
+    def _send(self, frame: Frame) -> None:
+        connection = self._connection
+        if connection is None or self._crashed is not None:
+            raise EnclaveCrashedError(f"the enclave has crashed: {self._crashed}")
+        with self._send_lock:
+            try:
+                connection.sendall(encode_frame(frame))
+            except OSError as error:
+                raise EnclaveCrashedError(f"the enclave has crashed: {error}") from None
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _request(
+        self,
+        frame: Frame,
+        answer_type: FrameType,
+        callback: HostCallback | None = None,
+        timeout: float | None = None,
+    ) -> Frame:
+        """Send ``frame`` and wait for its answer, serving host callbacks meanwhile."""
+        inbox: queue.SimpleQueue[Frame | _Crashed] = queue.SimpleQueue()
+        with self._pending_lock:
+            if self._crashed is not None:
+                raise EnclaveCrashedError(f"the enclave has crashed: {self._crashed}")
+            self._pending[frame.call_id] = inbox
+        try:
+            self._send(frame)
+            while True:
+                try:
+                    event = inbox.get(timeout=timeout)
+                except queue.Empty:
+                    raise EnclaveCrashedError(
+                        f"the enclave did not answer {frame.type.name} within {timeout} s"
+                    ) from None
+                if isinstance(event, _Crashed):
+                    raise EnclaveCrashedError(f"the enclave has crashed: {self._crashed}")
+                if event.type is answer_type:
+                    return event
+                if event.type is FrameType.ERROR:
+                    raise decode_error(event.payload)
+                if event.type is FrameType.HOST_CALLBACK:
+                    self._serve_callback(frame.call_id, event, callback)
+                else:
+                    raise FrameError(
+                        f"the enclave answered {frame.type.name} with {event.type.name}"
+                    )
+        finally:
+            with self._pending_lock:
+                del self._pending[frame.call_id]
+
+    def _serve_callback(self, call_id: int, event: Frame, callback: HostCallback | None) -> None:
+        stack: list[int] = self._local.__dict__.setdefault("calls", [])
+        stack.append(call_id)  # calls the callback makes are nested under this one
+        try:
+            if callback is None:
+                raise EnclaveCallError(
+                    "call_untrusted_host needs a host callback: pass callback= to call_enclave"
+                )
+            answer = callback(event.payload)
+            if answer is not None and not isinstance(answer, (bytes, bytearray)):
+                raise EnclaveCallError(
+                    f"the host callback returned {type(answer).__name__}, not bytes or None"
+                )
+            reply = Frame(
+                FrameType.HOST_CALLBACK_RESULT,
+                call_id,
+                encode_optional_bytes(bytes(answer) if answer is not None else None),
+            )
+        except Exception as error:
+            reply = Frame(
+                FrameType.ERROR,
+                call_id,
+                encode_error(EnclaveCallError(f"{type(error).__name__}: {error}")),
+            )
+        finally:
+            stack.pop()
+        self._send(reply)
+
+    def _new_frame(self, frame_type: FrameType, payload: bytes = b"") -> Frame:
+        stack: list[int] = self._local.__dict__.get("calls", [])
+        return Frame(frame_type, next(self._ids), payload, stack[-1] if stack else 0)
+
+    # -- the platform interface --------------------------------------------------------------
+
+    @property
+    def enclave_instance_info(self) -> EnclaveInstanceInfo:
+        assert self._instance_info is not None
+        return self._instance_info
+
+    def call_enclave(
+        self, data: bytes, callback: HostCallback | None
+    ) -> tuple[bytes | None, list[MailCommand]]:
+        answer = self._request(
+            self._new_frame(FrameType.CALL, data), FrameType.CALL_RESULT, callback
+        )
+        return decode_call_result(answer.payload)
+
+    def deliver_mail(self, mail: bytes, routing_hint: str | None) -> list[MailCommand]:
+        frame = self._new_frame(FrameType.DELIVER_MAIL, encode_deliver_mail(mail, routing_hint))
+        return decode_commands(self._request(frame, FrameType.MAIL_RESULT).payload)
+
+    def update_attestation(self) -> EnclaveInstanceInfo:
+        answer = self._request(self._new_frame(FrameType.UPDATE_ATTESTATION), FrameType.ATTESTATION)
+        info = EnclaveInstanceInfo.deserialize(answer.payload)
+        self._instance_info = info
+        return info
+
+    def close(self) -> None:
+        process, connection = self._process, self._connection
+        if process is None or connection is None:
+            return
+        try:
+            if self._crashed is None:
+                self._request(
+                    self._new_frame(FrameType.SHUTDOWN),
+                    FrameType.SHUTDOWN_DONE,
+                    timeout=SHUTDOWN_TIMEOUT,
+                )
+        finally:
+            try:
+                process.wait(timeout=SHUTDOWN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            connection.close()

@@ -1,0 +1,96 @@
+"""Enclaves for the behaviour suite. They report their state through calls, so the same tests
+run in mock mode (in process) and in simulation mode (in a child process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+from sanctorum import Enclave, EnclaveMail
+from sanctorum.common import Curve25519PrivateKey
+
+
+class Recorder(Enclave):
+    """Records what reaches it; replies to mail with the body upper-cased."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.mails: list[list[object]] = []
+
+    def on_startup(self) -> None:
+        self.events.append("startup")
+
+    def on_shutdown(self) -> None:
+        # Proof that on_shutdown ran, visible after the enclave is gone.
+        path = os.environ.get("SANCTORUM_TEST_SHUTDOWN_FILE")
+        if path:
+            with open(path, "a") as file:
+                file.write("shutdown\n")
+
+    def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
+        command, _, argument = data.partition(b" ")
+        if command == b"state":
+            return json.dumps({"events": self.events, "mails": self.mails}).encode()
+        self.events.append(f"call {data.decode(errors='replace')}")
+        if command == b"ask":
+            return self.call_untrusted_host(argument)
+        if command == b"nested":
+            answer = self.call_untrusted_host(b"go deeper")
+            return b"outer(" + (answer or b"") + b")"
+        if command == b"raise":
+            raise ValueError("bad input from host")
+        if command == b"none":
+            return None
+        if command == b"post":
+            office = self.post_office(Curve25519PrivateKey.generate().public_key, "notes")
+            self.post_mail(office.encrypt_mail(b"note"), "hint-1")
+            return b"posted"
+        if command == b"sign":
+            return self.sign(argument)
+        if command == b"crash":
+            os._exit(3)
+        return data[::-1]
+
+    def receive_mail(self, mail: EnclaveMail, routing_hint: str | None) -> None:
+        self.mails.append(
+            [
+                mail.body.decode(errors="replace"),
+                mail.envelope.decode(errors="replace"),
+                mail.topic,
+                mail.sequence_number,
+                mail.authenticated_sender.encoded.hex(),
+            ]
+        )
+        if mail.body == b"fail":
+            self.post_mail(self.post_office(mail).encrypt_mail(b"never sent"), routing_hint)
+            raise RuntimeError("handler failed")
+        if mail.body == b"silent":
+            return
+        reply = self.post_office(mail).encrypt_mail(mail.body.upper(), b"reply-envelope")
+        self.post_mail(reply, routing_hint)
+
+
+class Slow(Enclave):
+    """Counts how many calls are inside it at once."""
+
+    def __init__(self) -> None:
+        self.inside = 0
+        self.most_inside = 0
+        self.lock = threading.Lock()
+
+    def receive_from_untrusted_host(self, data: bytes) -> bytes:
+        if data == b"most":
+            return str(self.most_inside).encode()
+        with self.lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(0.05)
+        with self.lock:
+            self.inside -= 1
+        return data
+
+
+class SlowThreadSafe(Slow):
+    thread_safe = True
