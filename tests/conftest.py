@@ -52,12 +52,15 @@ ENCLAVES = Path(__file__).parent / "enclaves"
 MODES = ["mock", "simulation"]
 
 
-def write_project(directory: Path, entry: str, *, thread_safe: bool = False, **extra: str) -> Path:
-    """An enclave project in ``directory`` holding the behaviour enclaves, entry ``entry``."""
+def write_project(
+    directory: Path, entry_class: str, *, thread_safe: bool = False, **extra: str
+) -> Path:
+    """An enclave project in ``directory`` holding the behaviour enclaves; ``extra`` settings
+    replace the defaults (an empty value drops the setting)."""
     shutil.copy(ENCLAVES / "behaviour_enclave.py", directory / "behaviour_enclave.py")
     settings = {
-        "name": f'"{entry.lower()}"',
-        "entry": f'"behaviour_enclave:{entry}"',
+        "name": f'"{entry_class.lower()}"',
+        "entry": f'"behaviour_enclave:{entry_class}"',
         "product_id": "1",
         "revocation_level": "0",
         "thread_safe": str(thread_safe).lower(),

@@ -6,13 +6,15 @@ from sanctorum import Enclave, EnclaveMail
 
 
 class ReverseEnclave(Enclave):
-    """Replies to every mail with its body reversed; counts the calls from its host."""
+    """Replies to every mail with its body reversed; tells its host how many mails came."""
 
     def on_startup(self) -> None:
         self.mails_received = 0
 
     def receive_from_untrusted_host(self, data: bytes) -> bytes:
-        # The host is untrusted: a local call only ever gets the reversed bytes back.
+        # The host is untrusted: it may learn how many mails arrived, nothing of their content.
+        if data == b"mails":
+            return str(self.mails_received).encode()
         return data[::-1]
 
     def receive_mail(self, mail: EnclaveMail, routing_hint: str | None) -> None:

@@ -51,10 +51,16 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         SHA256Hash as SHA256Hash,
     )
     from sanctorum.common.errors import (
+        BundleError as BundleError,
+    )
+    from sanctorum.common.errors import (
         ClientStateError as ClientStateError,
     )
     from sanctorum.common.errors import (
         EnclaveCallError as EnclaveCallError,
+    )
+    from sanctorum.common.errors import (
+        EnclaveCrashedError as EnclaveCrashedError,
     )
     from sanctorum.common.errors import (
         EnclaveError as EnclaveError,
@@ -64,6 +70,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
     )
     from sanctorum.common.errors import (
         EnclaveStateError as EnclaveStateError,
+    )
+    from sanctorum.common.errors import (
+        FrameError as FrameError,
     )
     from sanctorum.common.errors import (
         InvalidConstraintError as InvalidConstraintError,
@@ -157,6 +166,9 @@ _EXPORTS = {
             "EnclaveCallError",
             "ClientStateError",
             "TransportError",
+            "BundleError",
+            "EnclaveCrashedError",
+            "FrameError",
         ],
         "sanctorum.common.errors",
     ),

@@ -273,8 +273,10 @@ def read_bundle(data: bytes, where: str = "the bundle") -> Bundle:
                 entries[info.filename] = archive.read(info)
     except BundleError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as error:
-        raise BundleError(f"{where} is not a valid enclave bundle: {error}") from None
+    except Exception as error:  # zipfile and zlib raise many kinds on corrupt input
+        raise BundleError(
+            f"{where} is not a valid enclave bundle: {type(error).__name__}: {error}"
+        ) from None
     signature = entries.pop(SIGNATURE_ENTRY, None)
     if signature is None:
         raise BundleError(f"{where} is not signed: it has no {SIGNATURE_ENTRY} entry")

@@ -1,0 +1,116 @@
+"""The host↔enclave frame codec: round trips, recovery from bad frames, and fuzzing."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sanctorum.common.commands import PostMail
+from sanctorum.common.errors import (
+    EnclaveCallError,
+    FrameError,
+    MailGapError,
+    SanctorumError,
+)
+from sanctorum.common.frames import (
+    BadFrame,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    decode_call_result,
+    decode_commands,
+    decode_deliver_mail,
+    decode_error,
+    decode_load,
+    decode_optional_bytes,
+    encode_call_result,
+    encode_commands,
+    encode_deliver_mail,
+    encode_error,
+    encode_frame,
+    encode_load,
+    encode_optional_bytes,
+)
+
+FRAMES = [
+    Frame(FrameType.CALL, 1, b"data"),
+    Frame(FrameType.HOST_CALLBACK_RESULT, 2**64 - 1, b"", parent_id=7),
+    Frame(FrameType.DELIVER_MAIL, 3, bytes(100_000), parent_id=1),
+]
+
+
+def test_round_trip_in_one_piece_and_byte_by_byte() -> None:
+    stream = b"".join(encode_frame(frame) for frame in FRAMES)
+    assert FrameDecoder().feed(stream) == FRAMES
+    decoder = FrameDecoder()
+    events = []
+    for index in range(len(stream)):
+        events += decoder.feed(stream[index : index + 1])
+    assert events == FRAMES
+    assert decoder.buffered == 0
+
+
+def test_oversized_frame_is_skipped_and_the_stream_recovers() -> None:
+    decoder = FrameDecoder(max_frame_size=1000)
+    big = encode_frame(Frame(FrameType.CALL, 5, bytes(5000)))
+    small = encode_frame(Frame(FrameType.CALL, 6, b"after"))
+    events = decoder.feed(big[:3000]) + decoder.feed(big[3000:] + small)
+    assert isinstance(events[0], BadFrame)
+    assert "over the limit" in events[0].reason
+    assert events[1:] == [Frame(FrameType.CALL, 6, b"after")]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\x01\x03", "shorter than a frame header"),
+        (struct.pack(">BBQQ", 9, 3, 4, 0), "version 9"),
+        (struct.pack(">BBQQ", 1, 99, 4, 0), "unknown frame type 99"),
+    ],
+)
+def test_malformed_frames_become_events(body: bytes, reason: str) -> None:
+    events = FrameDecoder().feed(struct.pack(">I", len(body)) + body)
+    assert len(events) == 1
+    assert isinstance(events[0], BadFrame)
+    assert reason in events[0].reason
+
+
+def test_payloads_round_trip() -> None:
+    commands = [PostMail(b"mail-1", "hint"), PostMail(b"", None)]
+    assert decode_call_result(encode_call_result(b"reply", commands)) == (b"reply", commands)
+    assert decode_call_result(encode_call_result(None, [])) == (None, [])
+    assert decode_commands(encode_commands(commands)) == commands
+    assert decode_deliver_mail(encode_deliver_mail(b"m", "r")) == (b"m", "r")
+    assert decode_deliver_mail(encode_deliver_mail(b"m", None)) == (b"m", None)
+    assert decode_load(encode_load("simulation", b"zip")) == ("simulation", b"zip")
+    assert decode_optional_bytes(encode_optional_bytes(None), "x") is None
+
+
+def test_errors_keep_their_class() -> None:
+    for error in (MailGapError("gap"), EnclaveCallError("boom"), FrameError("bad")):
+        decoded = decode_error(encode_error(error))
+        assert type(decoded) is type(error)
+        assert str(decoded) == str(error)
+    assert type(decode_error(encode_error(KeyError("x")))) is SanctorumError
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_decoder_never_raises(chunks: list[bytes]) -> None:
+    decoder = FrameDecoder(max_frame_size=4096)
+    for chunk in chunks:
+        for event in decoder.feed(chunk):
+            assert isinstance(event, (Frame, BadFrame))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_payload_decoders_raise_only_frame_errors(payload: bytes) -> None:
+    for decode in (decode_call_result, decode_commands, decode_deliver_mail, decode_load):
+        with contextlib.suppress(FrameError):  # anything else fails the test
+            decode(payload)
+    assert isinstance(decode_error(payload), SanctorumError)
