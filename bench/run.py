@@ -7,11 +7,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import boundary_bench
 import mail_bench
 
 
 def main() -> int:
     results = [mail_bench.report()]
+    print()
+    results.append(boundary_bench.report())
     print()
     print("all targets met" if all(results) else "some targets missed (see MISSED above)")
     return 0

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from types import TracebackType
 from typing import TypeVar
 
 from sanctorum.attestation.evidence import EvidenceProvider
@@ -27,13 +27,49 @@ HostCallback = Callable[[bytes], bytes | None]
 _T = TypeVar("_T")
 
 
-@dataclass
 class _CallContext:
     """One entry into the enclave: where its callbacks go and what it posts."""
 
-    host_callback: HostCallback | None
-    commands: list[MailCommand] = field(default_factory=list)
-    sequence_marks: dict[PostOffice, int] = field(default_factory=dict)
+    __slots__ = ("commands", "host_callback", "sequence_marks")
+
+    def __init__(self, host_callback: HostCallback | None) -> None:
+        self.host_callback = host_callback
+        self.commands: list[MailCommand] = []
+        self.sequence_marks: dict[PostOffice, int] = {}
+
+
+class _Entry:
+    """Entering the enclave: takes the entry lock and opens a call context; a call that fails
+    takes back the mail it posted. (A class, not a generator: it is on every call's path.)"""
+
+    __slots__ = ("_context", "_lock", "_stack")
+
+    def __init__(self, runtime: EnclaveRuntime, host_callback: HostCallback | None) -> None:
+        self._lock = runtime._entry_lock
+        self._stack = runtime._call_stack()
+        self._context = _CallContext(host_callback)
+
+    def __enter__(self) -> _CallContext:
+        self._lock.__enter__()
+        self._stack.append(self._context)
+        return self._context
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is not None:
+                context = self._context
+                for post_office, sequence_number in context.sequence_marks.items():
+                    if isinstance(post_office, _EnclavePostOffice):
+                        post_office._rewind(sequence_number)
+                context.commands.clear()
+        finally:
+            self._stack.pop()
+            self._lock.__exit__(exc_type, exc, traceback)
 
 
 class _EnclavePostOffice(PostOffice):
@@ -86,6 +122,7 @@ class EnclaveRuntime:
         self._local = threading.local()
         self._started = False
         self._closed = False
+        self._running = False  # started and not closed: the one check on the hot path
 
     # -- attestation -------------------------------------------------------------------------
 
@@ -112,20 +149,22 @@ class EnclaveRuntime:
         if self._started:
             raise EnclaveStateError("the enclave is already started")
         self.enclave._runtime = self
-        with self._enter(None):
+        with _Entry(self, None):
             self._run_user_code("on_startup", self.enclave.on_startup)
         self._started = True
+        self._running = True
 
     def call(
         self, data: bytes, host_callback: HostCallback | None
     ) -> tuple[bytes | None, list[MailCommand]]:
         """``receive_from_untrusted_host``: its return value and the mail commands it made."""
-        self._check_running()
-        with self._enter(host_callback) as context:
-            reply = self._run_user_code(
-                "receive_from_untrusted_host",
-                lambda: self.enclave.receive_from_untrusted_host(bytes(data)),
-            )
+        if not self._running:
+            self._check_running()
+        with _Entry(self, host_callback) as context:
+            try:
+                reply = self.enclave.receive_from_untrusted_host(data)
+            except Exception as error:
+                raise _user_code_error("receive_from_untrusted_host", error) from error
             if reply is not None and not isinstance(reply, (bytes, bytearray)):
                 raise EnclaveCallError(
                     "receive_from_untrusted_host must return bytes or None, not "
@@ -139,10 +178,11 @@ class EnclaveRuntime:
         A mail that does not decrypt or is out of sequence raises before the enclave sees it,
         and leaves every piece of enclave state as it was.
         """
-        self._check_running()
+        if not self._running:
+            self._check_running()
         opened = open_mail(self._encryption_key, mail, self._max_mail_size)
         stream = (opened.authenticated_sender, opened.topic)
-        with self._enter(None) as context:
+        with _Entry(self, None) as context:
             self._incoming.check_and_advance(stream, opened.sequence_number)
             self._run_user_code(
                 "receive_mail", lambda: self.enclave.receive_mail(opened, routing_hint)
@@ -153,8 +193,9 @@ class EnclaveRuntime:
         if self._closed:
             return
         self._closed = True
+        self._running = False
         if self._started:
-            with self._enter(None):
+            with _Entry(self, None):
                 self._run_user_code("on_shutdown", self.enclave.on_shutdown)
 
     # -- services for the enclave ------------------------------------------------------------
@@ -208,32 +249,23 @@ class EnclaveRuntime:
         if not self._started:
             raise EnclaveStateError("the enclave has not been started")
 
-    def _current_context(self) -> _CallContext | None:
-        stack: list[_CallContext] = getattr(self._local, "stack", [])
-        return stack[-1] if stack else None
+    def _call_stack(self) -> list[_CallContext]:
+        try:
+            stack: list[_CallContext] = self._local.stack
+        except AttributeError:
+            stack = self._local.stack = []
+        return stack
 
-    @contextlib.contextmanager
-    def _enter(self, host_callback: HostCallback | None) -> Iterator[_CallContext]:
-        """Take the entry lock and open a call context; a failed call takes back its mail."""
-        with self._entry_lock:
-            stack: list[_CallContext] = self._local.__dict__.setdefault("stack", [])
-            context = _CallContext(host_callback)
-            stack.append(context)
-            try:
-                yield context
-            except BaseException:
-                for post_office, sequence_number in context.sequence_marks.items():
-                    if isinstance(post_office, _EnclavePostOffice):
-                        post_office._rewind(sequence_number)
-                context.commands.clear()
-                raise
-            finally:
-                stack.pop()
+    def _current_context(self) -> _CallContext | None:
+        stack = self._call_stack()
+        return stack[-1] if stack else None
 
     def _run_user_code(self, hook: str, function: Callable[[], _T]) -> _T:
         try:
             return function()
         except Exception as error:
-            raise EnclaveCallError(
-                f"the enclave's {hook} raised {type(error).__name__}: {error}"
-            ) from error
+            raise _user_code_error(hook, error) from error
+
+
+def _user_code_error(hook: str, error: Exception) -> EnclaveCallError:
+    return EnclaveCallError(f"the enclave's {hook} raised {type(error).__name__}: {error}")

@@ -215,9 +215,13 @@ class EnclaveHost:
         ``callback`` answers the enclave's ``call_untrusted_host`` during this call. Raises
         :class:`EnclaveCallError` if the enclave's code raised.
         """
-        self._require_started()
-        reply, commands = self._platform.call_enclave(_as_bytes(data, "data"), callback)
-        self._dispatch(commands)
+        if self._state is not _State.STARTED:
+            self._require_started()
+        if type(data) is not bytes:
+            data = _as_bytes(data, "data")
+        reply, commands = self._platform.call_enclave(data, callback)
+        if commands:
+            self._dispatch(commands)
         return reply
 
     def deliver_mail(self, mail: bytes, routing_hint: str | None = None) -> None:
