@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sanctorum.common.codec import Reader, Writer
 from sanctorum.common.commands import MailCommand, PostMail
@@ -70,12 +71,15 @@ class FrameType(enum.IntEnum):
     """either way: error code and message, in answer to the frame with this call id."""
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     type: FrameType
     call_id: int
     payload: bytes = b""
     parent_id: int = 0
+
+
+_TYPES = {frame_type.value: frame_type for frame_type in FrameType}
+_HEADER_FIELDS = struct.Struct(">BBQQ")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,11 @@ class FrameDecoder:
         self._skip = 0
 
     def feed(self, data: bytes) -> list[Frame | BadFrame]:
+        if not self._buffer and not self._skip and len(data) >= _LENGTH.size:
+            # Fast path: exactly one whole frame, the usual case for a call or its answer.
+            (length,) = _LENGTH.unpack_from(data)
+            if len(data) == _LENGTH.size + length and length <= self._max_frame_size:
+                return [_parse(data[_LENGTH.size :])]
         events: list[Frame | BadFrame] = []
         self._buffer += data
         while True:
@@ -146,12 +155,11 @@ class FrameDecoder:
 def _parse(body: bytes) -> Frame | BadFrame:
     if len(body) < _HEADER_BODY:
         return BadFrame(0, f"frame of {len(body)} bytes is shorter than a frame header")
-    version, kind, call_id, parent_id = struct.unpack_from(">BBQQ", body)
+    version, kind, call_id, parent_id = _HEADER_FIELDS.unpack_from(body)
     if version != VERSION:
         return BadFrame(call_id, f"frame version {version} is not {VERSION}")
-    try:
-        frame_type = FrameType(kind)
-    except ValueError:
+    frame_type = _TYPES.get(kind)
+    if frame_type is None:
         return BadFrame(call_id, f"unknown frame type {kind}")
     return Frame(frame_type, call_id, body[_HEADER_BODY:], parent_id)
 
@@ -223,13 +231,24 @@ def _read_commands(reader: Reader) -> list[MailCommand]:
     return commands
 
 
+_NO_COMMANDS = struct.pack(">I", 0)
+
+
 def encode_call_result(reply: bytes | None, commands: list[MailCommand]) -> bytes:
+    if not commands:  # the common case, kept short: it is on every call's path
+        if reply is None:
+            return b"\0" + _NO_COMMANDS
+        return b"\1" + _LENGTH.pack(len(reply)) + reply + _NO_COMMANDS
     writer = Writer().raw(encode_optional_bytes(reply))
     _write_commands(writer, commands)
     return writer.getvalue()
 
 
 def decode_call_result(payload: bytes) -> tuple[bytes | None, list[MailCommand]]:
+    if payload[-4:] == _NO_COMMANDS and payload[:1] == b"\1":
+        (size,) = _LENGTH.unpack_from(payload, 1)
+        if 1 + 4 + size + 4 == len(payload) and size <= MAX_DATA_SIZE:
+            return payload[5 : 5 + size], []
     reader = _reader(payload, "call result")
     reply = _read_optional_bytes(reader)
     commands = _read_commands(reader)

@@ -2,9 +2,14 @@
 
 It serves one enclave over the socket ``FD``: the host sends the bundle, the child measures and
 verifies it, imports the entry class from the measured bytes, and attests with simulated
-evidence. Every frame is validated; a bad one gets an ERROR frame, never a crash. Each call runs
-on a worker thread and enters the enclave through the runtime, whose entry lock serialises
-enclaves that are not thread-safe, whatever the host sends.
+evidence. Every frame is validated; a bad one gets an ERROR frame, never a crash.
+
+An enclave that is not thread-safe is served on the one thread that reads the socket: calls run
+one after another, in the order they arrive, and a call waiting for a host callback reads the
+socket itself, running the calls nested in that callback and keeping others for later. (Handing
+each call to a worker thread would cost more than the rest of a round trip.) A thread-safe
+enclave's calls run on a pool of worker threads. Either way every call enters through the
+runtime, whose entry lock holds whatever the host sends.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import queue
 import socket
 import sys
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from sanctorum.attestation.simulated import SimulatedEvidenceProvider
@@ -43,6 +49,7 @@ from sanctorum.enclave.importer import BundleFinder
 from sanctorum.enclave.runtime import EnclaveRuntime
 
 _MAX_WORKERS = 64
+_CALL_TYPES = (FrameType.CALL, FrameType.DELIVER_MAIL, FrameType.UPDATE_ATTESTATION)
 _RECEIVE_SIZE = 1 << 20
 _CLOSED = Frame(FrameType.ERROR, 0)  # sentinel: the host went away
 
@@ -59,24 +66,38 @@ class EnclaveServer:
         self._waiting: dict[int, queue.SimpleQueue[Frame]] = {}
         self._waiting_lock = threading.Lock()
         self._running = True
+        self._inline = True  # serve calls on the reading thread (not thread-safe enclaves)
+        self._decoder = FrameDecoder()
+        self._events: deque[Frame | BadFrame] = deque()  # decoded, not yet handled
+        self._deferred: deque[Frame | BadFrame] = deque()  # arrived while a call was busy
 
     # -- the receive loop --------------------------------------------------------------------
 
     def serve(self) -> None:
-        decoder = FrameDecoder()
         try:
             while self._running:
-                data = self._connection.recv(_RECEIVE_SIZE)
-                if not data:
+                event = self._deferred.popleft() if self._deferred else self._read_event()
+                if event is None:
                     break
-                for event in decoder.feed(data):
-                    self._dispatch(event)
+                self._dispatch(event)
         finally:
             self._running = False
             with self._waiting_lock:
                 for inbox in self._waiting.values():
                     inbox.put(_CLOSED)
             self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def _read_event(self) -> Frame | BadFrame | None:
+        """The next frame from the socket, or None at the end of the stream."""
+        while not self._events:
+            try:
+                data = self._connection.recv(_RECEIVE_SIZE)
+            except OSError:
+                return None
+            if not data:
+                return None
+            self._events.extend(self._decoder.feed(data))
+        return self._events.popleft()
 
     def _dispatch(self, event: Frame | BadFrame) -> None:
         if isinstance(event, BadFrame):
@@ -90,9 +111,11 @@ class EnclaveServer:
                 frame.call_id,
                 FrameError(f"{frame.type.name} before LOAD: the enclave is not loaded yet"),
             )
-        elif frame.type in (FrameType.CALL, FrameType.DELIVER_MAIL, FrameType.UPDATE_ATTESTATION):
+        elif frame.type in _CALL_TYPES:
             if frame.parent_id:
                 self._route_to_waiting(frame.parent_id, frame, "a nested call")
+            elif self._inline:
+                self._serve_call(frame)
             else:
                 self._workers.submit(self._serve_call, frame)
         elif frame.type in (FrameType.HOST_CALLBACK_RESULT, FrameType.ERROR):
@@ -165,6 +188,7 @@ class EnclaveServer:
             self._send_error(frame.call_id, EnclaveLoadError(f"{type(error).__name__}: {error}"))
             return
         self._runtime = runtime
+        self._inline = not bundle.config.thread_safe
         self._send(Frame(FrameType.READY, frame.call_id, runtime.instance_info.serialize()))
 
     def _serve_call(self, frame: Frame) -> None:
@@ -198,6 +222,8 @@ class EnclaveServer:
 
     def _call_host(self, call_id: int, data: bytes) -> bytes | None:
         """call_untrusted_host: ask the host and wait, running nested calls meanwhile."""
+        if self._inline:
+            return self._call_host_inline(call_id, data)
         inbox: queue.SimpleQueue[Frame] = queue.SimpleQueue()
         with self._waiting_lock:
             if call_id in self._waiting:
@@ -219,6 +245,24 @@ class EnclaveServer:
         finally:
             with self._waiting_lock:
                 del self._waiting[call_id]
+
+    def _call_host_inline(self, call_id: int, data: bytes) -> bytes | None:
+        """call_untrusted_host on the reading thread: read until the answer comes."""
+        self._send(Frame(FrameType.HOST_CALLBACK, call_id, data))
+        while True:
+            event = self._read_event()
+            if event is None:
+                raise EnclaveCrashedError("the host closed the connection")
+            if isinstance(event, BadFrame):
+                self._send_error(event.call_id, FrameError(f"bad frame: {event.reason}"))
+            elif event.call_id == call_id and event.type is FrameType.HOST_CALLBACK_RESULT:
+                return decode_optional_bytes(event.payload, "host callback answer")
+            elif event.call_id == call_id and event.type is FrameType.ERROR:
+                raise EnclaveCallError(f"the host callback failed: {decode_error(event.payload)}")
+            elif event.parent_id == call_id and event.type in _CALL_TYPES:
+                self._serve_call(event)  # nested in the callback: runs now, on this thread
+            else:
+                self._deferred.append(event)  # the enclave is busy: handled after this call
 
     def _shutdown(self, frame: Frame) -> None:
         runtime = self._runtime

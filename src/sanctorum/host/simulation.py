@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
@@ -42,11 +43,15 @@ SHUTDOWN_TIMEOUT = 10.0
 _RECEIVE_SIZE = 1 << 20
 
 
-class _Crashed:
-    """Put in every waiting queue when the child goes away."""
+class _Signal:
+    """Tokens put in a waiting call's inbox besides frames."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
-_CRASHED = _Crashed()
+_CRASHED = _Signal("crashed")  # the child went away
+_WAKE = _Signal("wake")  # the reader stopped: look again, and read if nobody does
 
 
 class SimulationPlatform:
@@ -59,8 +64,12 @@ class SimulationPlatform:
         self._connection: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._pending: dict[int, queue.SimpleQueue[Frame | _Crashed]] = {}
+        self._pending: dict[int, queue.SimpleQueue[Frame | _Signal]] = {}
         self._pending_lock = threading.Lock()
+        # No reader thread: a waiting caller reads the socket itself (leader/follower), so the
+        # answer to a lone call reaches its caller without a thread hand-off.
+        self._reader_lock = threading.Lock()
+        self._decoder = FrameDecoder()
         self._crashed: str | None = None
         self._local = threading.local()
         self._instance_info: EnclaveInstanceInfo | None = None
@@ -86,7 +95,6 @@ class SimulationPlatform:
         finally:
             child_end.close()
         self._connection = host_end
-        threading.Thread(target=self._receive, name="enclave-receiver", daemon=True).start()
         answer = self._request(
             Frame(FrameType.LOAD, 0, encode_load("simulation", self._bundle_bytes)),
             FrameType.READY,
@@ -101,25 +109,80 @@ class SimulationPlatform:
             )
         self._instance_info = info
 
-    def _receive(self) -> None:
+    def _read_until_answered(
+        self, inbox: queue.SimpleQueue[Frame | _Signal], deadline: float | None
+    ) -> None:
+        """Read frames, handing each to its caller, until ``inbox`` has something.
+
+        Called with the reader lock held.
+        """
         connection = self._connection
         assert connection is not None
-        decoder = FrameDecoder()
-        try:
-            while True:
+        while inbox.empty():
+            if deadline is not None:
+                # Only start-up and shutdown have deadlines; calls block without a syscall
+                # to change the socket's timeout on every round trip.
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                connection.settimeout(remaining)
+            try:
                 data = connection.recv(_RECEIVE_SIZE)
-                if not data:
-                    break
-                for event in decoder.feed(data):
-                    if isinstance(event, BadFrame):
-                        continue  # nothing waits for it; the caller times out or crashes
-                    with self._pending_lock:
-                        inbox = self._pending.get(event.call_id)
-                    if inbox is not None:
-                        inbox.put(event)
-        except OSError:
-            pass
-        self._mark_crashed("the enclave process closed its connection")
+            except TimeoutError:
+                raise
+            except OSError:
+                data = b""
+            finally:
+                if deadline is not None:
+                    connection.settimeout(None)
+            if not data:
+                self._mark_crashed("the enclave process closed its connection")
+                return
+            for event in self._decoder.feed(data):
+                if isinstance(event, BadFrame):
+                    continue  # nothing waits for it; its caller times out or sees the crash
+                with self._pending_lock:
+                    target = self._pending.get(event.call_id)
+                if target is not None:
+                    target.put(event)
+
+    def _next_event(
+        self, inbox: queue.SimpleQueue[Frame | _Signal], timeout: float | None
+    ) -> Frame | _Signal:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if not inbox.empty():
+                event = inbox.get_nowait()
+                if event is not _WAKE:
+                    return event
+                continue
+            if self._reader_lock.acquire(blocking=False):
+                try:
+                    self._read_until_answered(inbox, deadline)
+                except TimeoutError:
+                    raise EnclaveCrashedError(
+                        f"the enclave did not answer within {timeout} s"
+                    ) from None
+                finally:
+                    self._reader_lock.release()
+                    self._wake_waiters(inbox)
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                event = inbox.get(timeout=remaining)
+            except queue.Empty:
+                raise EnclaveCrashedError(
+                    f"the enclave did not answer within {timeout} s"
+                ) from None
+            if event is not _WAKE:
+                return event
+
+    def _wake_waiters(self, mine: queue.SimpleQueue[Frame | _Signal]) -> None:
+        """After reading, wake the other waiting callers: one of them takes over the socket."""
+        with self._pending_lock:
+            for inbox in self._pending.values():
+                if inbox is not mine:
+                    inbox.put(_WAKE)
 
     def _mark_crashed(self, reason: str) -> None:
         process = self._process
@@ -155,7 +218,7 @@ class SimulationPlatform:
         timeout: float | None = None,
     ) -> Frame:
         """Send ``frame`` and wait for its answer, serving host callbacks meanwhile."""
-        inbox: queue.SimpleQueue[Frame | _Crashed] = queue.SimpleQueue()
+        inbox: queue.SimpleQueue[Frame | _Signal] = queue.SimpleQueue()
         with self._pending_lock:
             if self._crashed is not None:
                 raise EnclaveCrashedError(f"the enclave has crashed: {self._crashed}")
@@ -163,13 +226,8 @@ class SimulationPlatform:
         try:
             self._send(frame)
             while True:
-                try:
-                    event = inbox.get(timeout=timeout)
-                except queue.Empty:
-                    raise EnclaveCrashedError(
-                        f"the enclave did not answer {frame.type.name} within {timeout} s"
-                    ) from None
-                if isinstance(event, _Crashed):
+                event = self._next_event(inbox, timeout)
+                if isinstance(event, _Signal):
                     raise EnclaveCrashedError(f"the enclave has crashed: {self._crashed}")
                 if event.type is answer_type:
                     return event
