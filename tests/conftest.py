@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from sanctorum.attestation import (
 )
 from sanctorum.build import build
 from sanctorum.common import Curve25519PrivateKey, Ed25519PrivateKey
+from sanctorum.enclave.sealing import SIMULATION_SECRET_ENV
 from sanctorum.host import EnclaveHost
 
 DATA = Path(__file__).parent / "data"
@@ -33,6 +35,19 @@ def vector_file(relative: str) -> Path:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _simulated_platform_secret(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Simulation enclaves seal with a secret made for this test run, not the user's own."""
+    path = tmp_path_factory.mktemp("platform") / "secret"
+    previous = os.environ.get(SIMULATION_SECRET_ENV)
+    os.environ[SIMULATION_SECRET_ENV] = str(path)
+    yield
+    if previous is None:
+        del os.environ[SIMULATION_SECRET_ENV]
+    else:
+        os.environ[SIMULATION_SECRET_ENV] = previous
 
 
 def mock_instance_info(
@@ -81,8 +96,16 @@ def bundle_for(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 
     def make(entry: str) -> Path:
         if entry not in built:
-            thread_safe = getattr(behaviour_enclave, entry).thread_safe
-            project = write_project(tmp_path_factory.mktemp(entry), entry, thread_safe=thread_safe)
+            cls = getattr(behaviour_enclave, entry)
+            extra = {}
+            if cls.persistent_map_size is not None:
+                extra = {
+                    "persistent_map": "true",
+                    "max_persistent_map_size": str(cls.persistent_map_size),
+                }
+            project = write_project(
+                tmp_path_factory.mktemp(entry), entry, thread_safe=cls.thread_safe, **extra
+            )
             built[entry] = build(project).path
         return built[entry]
 

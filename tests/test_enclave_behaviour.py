@@ -25,7 +25,7 @@ from sanctorum import (
     SecuritySummary,
 )
 from sanctorum.common import Curve25519PrivateKey
-from sanctorum.host import PostMail
+from sanctorum.host import MailCommand, PostMail
 from sanctorum.mail import PostOffice
 
 Load = Callable[[str], EnclaveHost]
@@ -108,11 +108,13 @@ def test_enclave_exceptions_reach_the_host(host: EnclaveHost) -> None:
 
 
 def test_calls_can_post_mail(load: Load) -> None:
-    batches: list[list[PostMail]] = []
+    batches: list[list[MailCommand]] = []
     host = load("Recorder").start(on_mail_commands=batches.append)
     assert host.call_enclave(b"post") == b"posted"
     assert len(batches) == 1
-    assert batches[0][0].routing_hint == "hint-1"
+    (command,) = batches[0]
+    assert isinstance(command, PostMail)
+    assert command.routing_hint == "hint-1"
 
 
 # -- mail -------------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def test_mail_reaches_the_enclave_decrypted_with_its_sender(host: EnclaveHost) -
 
 
 def test_mail_commands_carry_the_routing_hint(load: Load) -> None:
-    batches: list[list[PostMail]] = []
+    batches: list[list[MailCommand]] = []
     host = load("Recorder").start(on_mail_commands=batches.append)
     office = _office(host)
     host.deliver_mail(office.encrypt_mail(b"a"), "client-1")
@@ -137,6 +139,7 @@ def test_mail_commands_carry_the_routing_hint(load: Load) -> None:
     assert host.mailbox is None
     assert len(batches) == 1
     (command,) = batches[0]
+    assert isinstance(command, PostMail)
     assert command.routing_hint == "client-1"
     assert office.decrypt_mail(command.mail).body == b"A"
 

@@ -45,6 +45,11 @@ def test_non_bytes_input_is_refused(host: EnclaveHost) -> None:
         host.deliver_mail("text")  # type: ignore[arg-type]
 
 
+def test_persistent_map_needs_enabling(host: EnclaveHost) -> None:
+    with pytest.raises(EnclaveStateError, match="no persistent map: enable it"):
+        _ = host.mock_enclave.persistent_map
+
+
 def test_enclave_services_need_a_running_enclave() -> None:
     with pytest.raises(EnclaveStateError, match="not running yet"):
         _ = Recorder().enclave_instance_info

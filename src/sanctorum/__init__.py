@@ -69,6 +69,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         EnclaveLoadError as EnclaveLoadError,
     )
     from sanctorum.common.errors import (
+        EnclaveRollbackError as EnclaveRollbackError,
+    )
+    from sanctorum.common.errors import (
         EnclaveStateError as EnclaveStateError,
     )
     from sanctorum.common.errors import (
@@ -108,7 +111,13 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         MailSequenceError as MailSequenceError,
     )
     from sanctorum.common.errors import (
+        PersistentMapFullError as PersistentMapFullError,
+    )
+    from sanctorum.common.errors import (
         SanctorumError as SanctorumError,
+    )
+    from sanctorum.common.errors import (
+        SealedStateError as SealedStateError,
     )
     from sanctorum.common.errors import (
         TransportError as TransportError,
@@ -167,6 +176,9 @@ _EXPORTS = {
             "ClientStateError",
             "TransportError",
             "BundleError",
+            "EnclaveRollbackError",
+            "PersistentMapFullError",
+            "SealedStateError",
             "EnclaveCrashedError",
             "FrameError",
         ],

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sanctorum.common.commands import PostMail
+from sanctorum.common.commands import MailCommand, PostMail, StoreSealedState
 from sanctorum.common.errors import (
     EnclaveCallError,
     FrameError,
@@ -80,13 +80,18 @@ def test_malformed_frames_become_events(body: bytes, reason: str) -> None:
 
 
 def test_payloads_round_trip() -> None:
-    commands = [PostMail(b"mail-1", "hint"), PostMail(b"", None)]
+    commands: list[MailCommand] = [
+        PostMail(b"mail-1", "hint"),
+        StoreSealedState(b"blob"),
+        PostMail(b"", None),
+    ]
     assert decode_call_result(encode_call_result(b"reply", commands)) == (b"reply", commands)
     assert decode_call_result(encode_call_result(None, [])) == (None, [])
     assert decode_commands(encode_commands(commands)) == commands
     assert decode_deliver_mail(encode_deliver_mail(b"m", "r")) == (b"m", "r")
     assert decode_deliver_mail(encode_deliver_mail(b"m", None)) == (b"m", None)
-    assert decode_load(encode_load("simulation", b"zip")) == ("simulation", b"zip")
+    assert decode_load(encode_load("simulation", b"zip")) == ("simulation", b"zip", None)
+    assert decode_load(encode_load("simulation", b"zip", b"s")) == ("simulation", b"zip", b"s")
     assert decode_optional_bytes(encode_optional_bytes(None), "x") is None
 
 

@@ -94,3 +94,40 @@ class Slow(Enclave):
 
 class SlowThreadSafe(Slow):
     thread_safe = True
+
+
+class Counter(Enclave):
+    """Counts mails in its persistent map; host calls read and change the map."""
+
+    persistent_map_size = 4096
+
+    def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
+        command, _, argument = data.partition(b" ")
+        state = self.persistent_map
+        if command == b"dump":
+            return json.dumps(
+                {key: value.decode() for key, value in sorted(state.items())}
+            ).encode()
+        if command == b"set":
+            key, _, value = argument.partition(b"=")
+            state[key.decode()] = value
+            return b"ok"
+        if command == b"delete":
+            del state[argument.decode()]
+            return b"ok"
+        if command == b"set-then-fail":
+            state["doomed"] = b"x"
+            raise RuntimeError("failed after changing the map")
+        if command == b"big":
+            state["big"] = bytes(int(argument))
+            return b"ok"
+        return None
+
+    def receive_mail(self, mail: EnclaveMail, routing_hint: str | None) -> None:
+        count = int(self.persistent_map.get("count", b"0")) + 1
+        self.persistent_map["count"] = str(count).encode()
+        self.post_mail(self.post_office(mail).encrypt_mail(str(count).encode()), routing_hint)
+
+
+class ThreadSafeCounter(Counter):
+    thread_safe = True

@@ -12,6 +12,7 @@ from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.client.transport import EnclaveTransport
 from sanctorum.common.errors import (
     ClientStateError,
+    EnclaveRollbackError,
     EnclaveStateError,
     InvalidKeyError,
     MailSenderError,
@@ -20,6 +21,7 @@ from sanctorum.common.errors import (
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
 from sanctorum.mail.format import EnclaveMail, read_mail_header, validate_topic
 from sanctorum.mail.post_office import PostOffice
+from sanctorum.mail.private_header import COMMIT_ID_SIZE, CommitHeader
 
 _STATE_VERSION = 1
 
@@ -37,12 +39,18 @@ class EnclaveClient:
     ``private_key`` is the client's identity as enclaves see it (the mail's authenticated
     sender); a fresh one is made if none is given. :meth:`save` keeps it, so keep saved state
     secret.
+
+    With ``rollback_detection`` (the default), a reply from an enclave with persistent state
+    raises :class:`EnclaveRollbackError` if the enclave no longer remembers the last state it
+    told this client about: the host restarted it from an older copy of its state.
     """
 
     def __init__(
         self,
         constraint: EnclaveConstraint | str,
         private_key: Curve25519PrivateKey | None = None,
+        *,
+        rollback_detection: bool = True,
     ) -> None:
         self.constraint = (
             constraint
@@ -58,6 +66,8 @@ class EnclaveClient:
         # Sequence state restored from save(), used if the enclave still has the same key.
         self._saved_enclave_key: Curve25519PublicKey | None = None
         self._saved_sequences: dict[str, tuple[int, int]] = {}
+        self.rollback_detection = rollback_detection
+        self._last_commit: bytes | None = None  # the enclave state we last heard of
         self._lock = threading.RLock()
 
     @property
@@ -138,7 +148,17 @@ class EnclaveClient:
             raise MailSenderError(
                 f"received a reply on topic {topic!r}, on which this client sent nothing"
             )
-        return post_office.decrypt_mail(mail)
+        reply = post_office.decrypt_mail(mail)
+        header = CommitHeader.decode(reply.private_header)
+        if header is not None:
+            if self.rollback_detection and header.last_told != self._last_commit:
+                raise EnclaveRollbackError(
+                    "the enclave has been rolled back: it answers from a state older than the "
+                    "one it last told this client about (the host restarted it from an old "
+                    "copy of its sealed state); do not trust this answer"
+                )
+            self._last_commit = header.commit_id
+        return reply
 
     def save(self) -> bytes:
         """This client's identity, correlation id and sequence state, to :meth:`restore` later.
@@ -151,6 +171,8 @@ class EnclaveClient:
                 "constraint": self.constraint.format(),
                 "private_key": self.private_key.encoded.hex(),
                 "correlation_id": self.correlation_id,
+                "rollback_detection": self.rollback_detection,
+                "last_commit": self._last_commit.hex() if self._last_commit else None,
             }
             if self._instance_info is not None:
                 state["enclave_key"] = self._instance_info.encryption_key.encoded.hex()
@@ -177,7 +199,13 @@ class EnclaveClient:
             client = cls(
                 EnclaveConstraint.parse(state["constraint"]),
                 Curve25519PrivateKey(bytes.fromhex(state["private_key"])),
+                rollback_detection=bool(state.get("rollback_detection", True)),
             )
+            last_commit = state.get("last_commit")
+            if last_commit is not None:
+                client._last_commit = bytes.fromhex(last_commit)
+                if len(client._last_commit) != COMMIT_ID_SIZE:
+                    raise ClientStateError("saved client state has a malformed commit id")
             correlation_id = state["correlation_id"]
             if not isinstance(correlation_id, str) or not correlation_id:
                 raise ClientStateError("saved client state has no correlation id")

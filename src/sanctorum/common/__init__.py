@@ -10,6 +10,7 @@ from sanctorum.common.errors import (
     EnclaveCrashedError,
     EnclaveError,
     EnclaveLoadError,
+    EnclaveRollbackError,
     EnclaveStateError,
     FrameError,
     InvalidConstraintError,
@@ -23,7 +24,9 @@ from sanctorum.common.errors import (
     MailReplayError,
     MailSenderError,
     MailSequenceError,
+    PersistentMapFullError,
     SanctorumError,
+    SealedStateError,
     TransportError,
 )
 from sanctorum.common.hashes import ZERO_HASH, SHA256Hash
@@ -48,6 +51,7 @@ __all__ = [
     "EnclaveError",
     "EnclaveLoadError",
     "EnclaveMode",
+    "EnclaveRollbackError",
     "EnclaveSecurityInfo",
     "EnclaveStateError",
     "FrameError",
@@ -62,8 +66,10 @@ __all__ = [
     "MailReplayError",
     "MailSenderError",
     "MailSequenceError",
+    "PersistentMapFullError",
     "SHA256Hash",
     "SanctorumError",
+    "SealedStateError",
     "SecuritySummary",
     "TransportError",
 ]

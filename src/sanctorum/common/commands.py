@@ -13,5 +13,16 @@ class PostMail:
     routing_hint: str | None
 
 
-MailCommand = PostMail
-"""Every kind of mail command; persistence adds "store sealed state" later."""
+@dataclass(frozen=True)
+class StoreSealedState:
+    """Keep ``blob`` (the enclave's sealed persistent state) and hand it back at the next start.
+
+    Each blob replaces the one before; persist it in the same transaction as the mail posted
+    by the same call.
+    """
+
+    blob: bytes
+
+
+MailCommand = PostMail | StoreSealedState
+"""Every kind of mail command."""

@@ -79,6 +79,16 @@ class BundleError(EnclaveLoadError):
     """An enclave project or bundle is invalid, or a bundle was altered after it was signed."""
 
 
+class SealedStateError(EnclaveError):
+    """Sealed state could not be opened: it belongs to another enclave identity or platform, or
+    was altered. The enclave refuses to start rather than start empty."""
+
+
+class EnclaveRollbackError(SanctorumError):
+    """The enclave's persistent state is older than what it already told this client: the host
+    restarted it from an old copy of its sealed state."""
+
+
 class EnclaveStateError(EnclaveError):
     """The enclave host was used in the wrong state (not started, already closed, …)."""
 
@@ -97,3 +107,8 @@ class ClientStateError(SanctorumError, ValueError):
 
 class TransportError(SanctorumError):
     """A client transport could not reach the host, or the host answered with an error."""
+
+
+class PersistentMapFullError(EnclaveCallError):
+    """A call's changes would take the persistent map over its configured maximum size; none of
+    them were committed."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from sanctorum.common.codec import Reader, Writer
-from sanctorum.common.commands import MailCommand, PostMail
+from sanctorum.common.commands import MailCommand, PostMail, StoreSealedState
 from sanctorum.common.errors import (
     BundleError,
     EnclaveCallError,
@@ -31,7 +31,9 @@ from sanctorum.common.errors import (
     MailGapError,
     MailReplayError,
     MailSenderError,
+    PersistentMapFullError,
     SanctorumError,
+    SealedStateError,
 )
 
 VERSION = 1
@@ -212,9 +214,12 @@ def _read_optional_text(reader: Reader) -> str | None:
 def _write_commands(writer: Writer, commands: list[MailCommand]) -> None:
     writer.u32(len(commands))
     for command in commands:
-        writer.u8(1)
-        _write_optional_text(writer, command.routing_hint)
-        writer.bytes32(command.mail)
+        if isinstance(command, PostMail):
+            writer.u8(1)
+            _write_optional_text(writer, command.routing_hint)
+            writer.bytes32(command.mail)
+        else:
+            writer.u8(2).bytes32(command.blob)
 
 
 def _read_commands(reader: Reader) -> list[MailCommand]:
@@ -224,10 +229,13 @@ def _read_commands(reader: Reader) -> list[MailCommand]:
     commands: list[MailCommand] = []
     for _ in range(count):
         kind = reader.u8("command kind")
-        if kind != 1:
+        if kind == 1:
+            hint = _read_optional_text(reader)
+            commands.append(PostMail(reader.bytes32("mail", MAX_DATA_SIZE), hint))
+        elif kind == 2:
+            commands.append(StoreSealedState(reader.bytes32("sealed state", MAX_DATA_SIZE)))
+        else:
             raise reader.fail(f"unknown mail command kind {kind}")
-        hint = _read_optional_text(reader)
-        commands.append(PostMail(reader.bytes32("mail", MAX_DATA_SIZE), hint))
     return commands
 
 
@@ -283,16 +291,18 @@ def decode_deliver_mail(payload: bytes) -> tuple[bytes, str | None]:
     return mail, hint
 
 
-def encode_load(mode: str, bundle: bytes) -> bytes:
-    return Writer().text16(mode).bytes32(bundle).getvalue()
+def encode_load(mode: str, bundle: bytes, sealed_state: bytes | None = None) -> bytes:
+    writer = Writer().text16(mode).bytes32(bundle)
+    return writer.raw(encode_optional_bytes(sealed_state)).getvalue()
 
 
-def decode_load(payload: bytes) -> tuple[str, bytes]:
+def decode_load(payload: bytes) -> tuple[str, bytes, bytes | None]:
     reader = _reader(payload, "load frame")
     mode = reader.text16("mode", 32)
     bundle = reader.bytes32("bundle", MAX_DATA_SIZE)
+    sealed_state = _read_optional_bytes(reader)
     reader.expect_end()
-    return mode, bundle
+    return mode, bundle, sealed_state
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -309,6 +319,8 @@ _ERROR_CODES: list[tuple[int, type[SanctorumError]]] = [
     (9, BundleError),
     (10, EnclaveLoadError),
     (11, EnclaveCrashedError),
+    (12, PersistentMapFullError),
+    (13, SealedStateError),
     (1, EnclaveCallError),
 ]
 _CLASSES = dict(_ERROR_CODES)

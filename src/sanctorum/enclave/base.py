@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, ClassVar
 
 from sanctorum.common.errors import EnclaveStateError
 from sanctorum.common.keys import Curve25519PublicKey
+from sanctorum.enclave.sealing import SealingPolicy
 from sanctorum.mail.format import EnclaveMail
 from sanctorum.mail.policy import MinSizePolicy
 from sanctorum.mail.post_office import PostOffice
@@ -27,7 +29,12 @@ class Enclave:
     """
 
     thread_safe: ClassVar[bool] = False
-    """Set to True if the enclave can handle several calls at once."""
+    """Set to True if the enclave can handle several calls at once (mock mode; a bundle's
+    ``enclave.toml`` decides in the other modes)."""
+    persistent_map_size: ClassVar[int | None] = None
+    """Mock mode: set to a maximum size in bytes to enable :attr:`persistent_map`
+    (``persistent_map`` and ``max_persistent_map_size`` in ``enclave.toml`` decide in the
+    other modes)."""
 
     _runtime: EnclaveRuntime | None = None
 
@@ -95,6 +102,19 @@ class Enclave:
     def post_mail(self, encrypted_mail: bytes, routing_hint: str | None) -> None:
         """Ask the host to deliver ``encrypted_mail`` when the current call returns."""
         self.runtime.post_mail(encrypted_mail, routing_hint)
+
+    @property
+    def persistent_map(self) -> MutableMapping[str, bytes]:
+        """Durable key-value state: changes made while handling one call or mail are sealed
+        and handed to the host when it returns, and dropped if it raises."""
+        return self.runtime.persistent_map
+
+    def sealing_key(
+        self, policy: SealingPolicy = SealingPolicy.SIGNER, purpose: bytes = b""
+    ) -> bytes:
+        """A 32-byte key only this enclave identity on this platform can derive (see
+        :mod:`sanctorum.enclave.sealing`), for sealing data of your own."""
+        return self.runtime.sealing_key(policy, b"user:" + purpose)
 
     def sign(self, data: bytes) -> bytes:
         """Sign ``data`` with the enclave's data signing key (clients check it with

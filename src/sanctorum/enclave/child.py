@@ -47,6 +47,7 @@ from sanctorum.common.frames import (
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.importer import BundleFinder
 from sanctorum.enclave.runtime import EnclaveRuntime
+from sanctorum.enclave.sealing import EnclaveIdentity, simulation_platform_secret
 
 _MAX_WORKERS = 64
 _CALL_TYPES = (FrameType.CALL, FrameType.DELIVER_MAIL, FrameType.UPDATE_ATTESTATION)
@@ -161,7 +162,7 @@ class EnclaveServer:
             )
             return
         try:
-            mode, bundle_bytes = decode_load(frame.payload)
+            mode, bundle_bytes, sealed_state = decode_load(frame.payload)
             if mode != "simulation":
                 raise EnclaveLoadError(f"this enclave process runs simulation mode, not {mode!r}")
             bundle = read_bundle(bundle_bytes)
@@ -179,7 +180,18 @@ class EnclaveServer:
                 raise EnclaveLoadError(
                     f"could not create {bundle.config.entry}: {type(error).__name__}: {error}"
                 ) from error
-            runtime = EnclaveRuntime(enclave, provider, thread_safe=bundle.config.thread_safe)
+            config = bundle.config
+            runtime = EnclaveRuntime(
+                enclave,
+                provider,
+                identity=EnclaveIdentity(bundle.code_hash, bundle.signer_hash, config.product_id),
+                platform_secret=simulation_platform_secret(),
+                thread_safe=config.thread_safe,
+                persistent_map_size=(
+                    config.max_persistent_map_size if config.persistent_map else None
+                ),
+                sealed_state=sealed_state,
+            )
             runtime.start()
         except SanctorumError as error:
             self._send_error(frame.call_id, error)

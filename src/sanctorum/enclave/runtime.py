@@ -7,6 +7,7 @@ process in simulation), so the checks it makes hold whatever the host does.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -14,37 +15,52 @@ from typing import TypeVar
 
 from sanctorum.attestation.evidence import EvidenceProvider
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo, key_binding
-from sanctorum.common.commands import MailCommand, PostMail
-from sanctorum.common.errors import EnclaveCallError, EnclaveStateError
+from sanctorum.common.commands import MailCommand, PostMail, StoreSealedState
+from sanctorum.common.errors import EnclaveCallError, EnclaveLoadError, EnclaveStateError
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PrivateKey
 from sanctorum.enclave.base import Enclave
+from sanctorum.enclave.persistent_map import COMMIT_ID_SIZE, PersistentMap
+from sanctorum.enclave.sealing import (
+    EnclaveIdentity,
+    SealingPolicy,
+    derive_sealing_key,
+    seal,
+    unseal,
+)
 from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE, open_mail
 from sanctorum.mail.policy import MinSizePolicy
 from sanctorum.mail.post_office import PostOffice
+from sanctorum.mail.private_header import CommitHeader
 from sanctorum.mail.sequence import SequenceTracker
 
 HostCallback = Callable[[bytes], bytes | None]
+_MAP_PURPOSE = b"sanctorum-persistent-map"
 _T = TypeVar("_T")
 
 
 class _CallContext:
     """One entry into the enclave: where its callbacks go and what it posts."""
 
-    __slots__ = ("commands", "host_callback", "sequence_marks")
+    __slots__ = ("commands", "commit_id", "host_callback", "sequence_marks", "told")
 
     def __init__(self, host_callback: HostCallback | None) -> None:
         self.host_callback = host_callback
         self.commands: list[MailCommand] = []
         self.sequence_marks: dict[PostOffice, int] = {}
+        # Rollback detection: this call's commit id (made when first needed) and the clients
+        # it told about it.
+        self.commit_id: bytes | None = None
+        self.told: dict[bytes, bytes] = {}
 
 
 class _Entry:
     """Entering the enclave: takes the entry lock and opens a call context; a call that fails
     takes back the mail it posted. (A class, not a generator: it is on every call's path.)"""
 
-    __slots__ = ("_context", "_lock", "_stack")
+    __slots__ = ("_context", "_lock", "_map", "_stack")
 
     def __init__(self, runtime: EnclaveRuntime, host_callback: HostCallback | None) -> None:
+        self._map = runtime._map
         self._lock = runtime._entry_lock
         self._stack = runtime._call_stack()
         self._context = _CallContext(host_callback)
@@ -67,6 +83,8 @@ class _Entry:
                     if isinstance(post_office, _EnclavePostOffice):
                         post_office._rewind(sequence_number)
                 context.commands.clear()
+                if self._map is not None and len(self._stack) == 1:
+                    self._map.discard()  # the outermost call failed: its changes go too
         finally:
             self._stack.pop()
             self._lock.__exit__(exc_type, exc, traceback)
@@ -82,9 +100,12 @@ class _EnclavePostOffice(PostOffice):
     def encrypt_mail(
         self, body: bytes, envelope: bytes = b"", *, private_header: bytes = b""
     ) -> bytes:
-        context = self._runtime._current_context()
+        runtime = self._runtime
+        context = runtime._current_context()
         if context is not None:
             context.sequence_marks.setdefault(self, self.next_sequence_number)
+            if runtime._map is not None and not private_header:
+                private_header = runtime._commit_header(self.destination.encoded)
         return super().encrypt_mail(body, envelope, private_header=private_header)
 
     def _rewind(self, sequence_number: int) -> None:
@@ -100,10 +121,16 @@ class EnclaveRuntime:
         enclave: Enclave,
         evidence_provider: EvidenceProvider,
         *,
+        identity: EnclaveIdentity,
+        platform_secret: bytes,
         thread_safe: bool | None = None,
+        persistent_map_size: int | None = None,
+        sealed_state: bytes | None = None,
         max_mail_size: int = DEFAULT_MAX_MAIL_SIZE,
     ) -> None:
-        """``thread_safe`` overrides the class attribute (a bundle's configuration decides)."""
+        """``thread_safe`` overrides the class attribute (a bundle's configuration decides);
+        ``persistent_map_size`` enables the persistent map with that maximum size, restored
+        from ``sealed_state`` if given."""
         self.enclave = enclave
         self._evidence_provider = evidence_provider
         self._max_mail_size = max_mail_size
@@ -111,15 +138,35 @@ class EnclaveRuntime:
         self._signing_key = Ed25519PrivateKey.generate()
         self._encryption_key = Curve25519PrivateKey.generate()
         self._instance_info = self._attest()
+        if thread_safe is None:
+            thread_safe = enclave.thread_safe
         self._entry_lock: contextlib.AbstractContextManager[object] = (
-            contextlib.nullcontext()
-            if (enclave.thread_safe if thread_safe is None else thread_safe)
-            else threading.RLock()
+            contextlib.nullcontext() if thread_safe else threading.RLock()
         )
         self._incoming = SequenceTracker()
         self._post_offices: dict[tuple[Curve25519PublicKey, str], _EnclavePostOffice] = {}
         self._post_offices_lock = threading.Lock()
         self._local = threading.local()
+        self.identity = identity
+        self._platform_secret = platform_secret
+        self._map: PersistentMap | None = None
+        self._last_told: dict[bytes, bytes] = {}
+        if persistent_map_size is not None:
+            if thread_safe:
+                raise EnclaveLoadError(
+                    "a thread-safe enclave cannot have a persistent map: its changes are "
+                    "committed per call, and concurrent calls would commit each other's "
+                    "half-done changes; make the enclave single-threaded or drop the map"
+                )
+            self._map = PersistentMap(persistent_map_size)
+            self._map_key = self.sealing_key(SealingPolicy.SIGNER, _MAP_PURPOSE)
+            if sealed_state is not None:
+                state = unseal(self._map_key, sealed_state, _MAP_PURPOSE, "the sealed state")
+                self._last_told = self._map.load(state)
+        elif sealed_state is not None:
+            raise EnclaveStateError(
+                "sealed state was given, but this enclave has no persistent map to restore"
+            )
         self._started = False
         self._closed = False
         self._running = False  # started and not closed: the one check on the hot path
@@ -170,6 +217,7 @@ class EnclaveRuntime:
                     "receive_from_untrusted_host must return bytes or None, not "
                     f"{type(reply).__name__}"
                 )
+            self._finish(context)
             return (bytes(reply) if reply is not None else None), context.commands
 
     def deliver_mail(self, mail: bytes, routing_hint: str | None) -> list[MailCommand]:
@@ -187,6 +235,7 @@ class EnclaveRuntime:
             self._run_user_code(
                 "receive_mail", lambda: self.enclave.receive_mail(opened, routing_hint)
             )
+            self._finish(context)
             return context.commands
 
     def close(self) -> None:
@@ -240,6 +289,56 @@ class EnclaveRuntime:
 
     def sign(self, data: bytes) -> bytes:
         return self._signing_key.sign(data)
+
+    def sealing_key(self, policy: SealingPolicy, purpose: bytes) -> bytes:
+        return derive_sealing_key(self._platform_secret, self.identity, policy, purpose)
+
+    @property
+    def persistent_map(self) -> PersistentMap:
+        if self._map is None:
+            raise EnclaveStateError(
+                "this enclave has no persistent map: enable it with persistent_map = true in "
+                "enclave.toml (or the persistent_map class attribute in mock mode)"
+            )
+        return self._map
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def _commit_header(self, client: bytes) -> bytes:
+        """The rollback-detection header for a mail to ``client`` sealed in this call."""
+        stack = self._call_stack()
+        transaction = stack[0]
+        if transaction.commit_id is None:
+            transaction.commit_id = secrets.token_bytes(COMMIT_ID_SIZE)
+        previous = None
+        for context in reversed(stack):
+            previous = context.told.get(client)
+            if previous is not None:
+                break
+        if previous is None:
+            previous = self._last_told.get(client)
+        stack[-1].told[client] = transaction.commit_id
+        return CommitHeader(transaction.commit_id, previous).encode()
+
+    def _finish(self, context: _CallContext) -> None:
+        """After a call succeeded: commit the persistent map, or pass to the enclosing call."""
+        if self._map is None:
+            return
+        stack = self._call_stack()
+        if len(stack) > 1:  # nested in a host callback: part of the enclosing transaction
+            parent = stack[-2]
+            parent.commands.extend(context.commands)
+            parent.told.update(context.told)
+            context.commands.clear()
+            return
+        if not self._map.changed and not context.told:
+            return
+        self._map.apply()
+        commit_id = context.commit_id or secrets.token_bytes(COMMIT_ID_SIZE)
+        last_told = {**self._last_told, **context.told}
+        blob = seal(self._map_key, self._map.serialize(commit_id, last_told), _MAP_PURPOSE)
+        self._last_told = last_told
+        context.commands.append(StoreSealedState(blob))
 
     # -- internals ---------------------------------------------------------------------------
 

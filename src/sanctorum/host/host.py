@@ -14,12 +14,16 @@ from types import TracebackType
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.attestation.mock import MockConfiguration
 from sanctorum.common.bundle import read_bundle
-from sanctorum.common.commands import MailCommand
+from sanctorum.common.commands import MailCommand, StoreSealedState
 from sanctorum.common.errors import BundleError, EnclaveLoadError, EnclaveStateError
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.enclave.base import Enclave
 from sanctorum.host.mailbox import InMemoryMailbox
-from sanctorum.host.platform import EnclavePlatform, MockPlatform
+from sanctorum.host.platform import (
+    EnclavePlatform,
+    MockPlatform,
+    refuse_thread_safe_persistence,
+)
 from sanctorum.host.simulation import SimulationPlatform
 
 MailCommandsCallback = Callable[[list[MailCommand]], None]
@@ -71,6 +75,8 @@ class EnclaveHost:
         self._on_mail_commands: MailCommandsCallback | None = None
         self.mailbox: InMemoryMailbox | None = None
         """Where posted mail goes when :meth:`start` was given no ``on_mail_commands``."""
+        self.sealed_state: bytes | None = None
+        """The latest sealed state the enclave handed over; :meth:`restart` starts from it."""
 
     @classmethod
     def supported_modes(cls) -> list[ModeSupport]:
@@ -136,6 +142,7 @@ class EnclaveHost:
         except OSError as error:
             raise BundleError(f"cannot read the enclave bundle {path}: {error}") from None
         bundle = read_bundle(data, str(path))
+        refuse_thread_safe_persistence(bundle.config.thread_safe, bundle.config.persistent_map)
         return cls(lambda: SimulationPlatform(bundle, data), mode)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -144,9 +151,16 @@ class EnclaveHost:
     def enclave_mode(self) -> EnclaveMode:
         return self._mode
 
-    def start(self, on_mail_commands: MailCommandsCallback | None = None) -> EnclaveHost:
+    def start(
+        self,
+        sealed_state: bytes | None = None,
+        on_mail_commands: MailCommandsCallback | None = None,
+    ) -> EnclaveHost:
         """Start the enclave (its ``on_startup`` runs now).
 
+        ``sealed_state`` is the last blob the enclave asked the host to store (a
+        :class:`StoreSealedState` mail command): the enclave's persistent map resumes from it,
+        and refuses to start (:class:`SealedStateError`) if it is not its own or was altered.
         ``on_mail_commands`` receives, after each call, the list of mail commands the enclave
         made; persist and route them. Without it, posted mail is queued in :attr:`mailbox`.
         """
@@ -159,12 +173,14 @@ class EnclaveHost:
                 self.mailbox = InMemoryMailbox()
                 on_mail_commands = self.mailbox.handle
             self._on_mail_commands = on_mail_commands
-            self._platform.start()
+            self._platform.start(sealed_state)
+            self.sealed_state = sealed_state
             self._state = _State.STARTED
         return self
 
     def restart(self) -> EnclaveHost:
-        """Close the enclave if it still runs and start a fresh instance (new keys).
+        """Close the enclave if it still runs and start a fresh instance (new keys) from the
+        latest sealed state.
 
         Use it after :class:`EnclaveCrashedError`. Mail commands keep going where they went.
         """
@@ -172,7 +188,7 @@ class EnclaveHost:
         self.close()
         with self._state_lock:
             self._platform = self._make_platform()
-            self._platform.start()
+            self._platform.start(self.sealed_state)
             self._state = _State.STARTED
         self._on_mail_commands = callback
         return self
@@ -244,6 +260,9 @@ class EnclaveHost:
         return self._platform.enclave
 
     def _dispatch(self, commands: list[MailCommand]) -> None:
+        for command in commands:
+            if isinstance(command, StoreSealedState):
+                self.sealed_state = command.blob
         if commands and self._on_mail_commands is not None:
             self._on_mail_commands(commands)
 

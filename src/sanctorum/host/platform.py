@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.attestation.mock import MockConfiguration, MockEvidenceProvider
 from sanctorum.common.commands import MailCommand
-from sanctorum.common.errors import EnclaveLoadError
+from sanctorum.common.errors import EnclaveLoadError, EnclaveStateError
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.runtime import EnclaveRuntime, HostCallback
+from sanctorum.enclave.sealing import MOCK_PLATFORM_SECRET, EnclaveIdentity
 
 
 class EnclavePlatform(Protocol):
@@ -18,7 +20,7 @@ class EnclavePlatform(Protocol):
     @property
     def enclave_instance_info(self) -> EnclaveInstanceInfo: ...
 
-    def start(self) -> None: ...
+    def start(self, sealed_state: bytes | None) -> None: ...
 
     def call_enclave(
         self, data: bytes, callback: HostCallback | None
@@ -31,10 +33,22 @@ class EnclavePlatform(Protocol):
     def close(self) -> None: ...
 
 
+def refuse_thread_safe_persistence(thread_safe: bool, persistent_map: bool) -> None:
+    if thread_safe and persistent_map:
+        raise EnclaveLoadError(
+            "a thread-safe enclave cannot have a persistent map: changes are committed per "
+            "call, and concurrent calls would commit each other's half-done changes; make the "
+            "enclave single-threaded or drop the map"
+        )
+
+
 class MockPlatform:
     """Runs the enclave object in the host's own process: plain calls, no protection."""
 
     def __init__(self, enclave_class: type[Enclave], config: MockConfiguration | None) -> None:
+        refuse_thread_safe_persistence(
+            enclave_class.thread_safe, enclave_class.persistent_map_size is not None
+        )
         try:
             self.enclave = enclave_class()
         except Exception as error:
@@ -43,19 +57,42 @@ class MockPlatform:
                 f"{type(error).__name__}: {error} (an enclave class must be constructible "
                 "with no arguments)"
             ) from error
-        provider = MockEvidenceProvider.for_class(
+        self._provider = MockEvidenceProvider.for_class(
             f"{enclave_class.__module__}.{enclave_class.__qualname__}", config
         )
-        self.runtime = EnclaveRuntime(self.enclave, provider)
-        # Calls go straight to the runtime: mock mode's overhead over a method call is measured.
-        self.call_enclave = self.runtime.call
+        self._runtime: EnclaveRuntime | None = None
+        self.call_enclave: Callable[
+            [bytes, HostCallback | None], tuple[bytes | None, list[MailCommand]]
+        ] = self._not_started
+
+    @staticmethod
+    def _not_started(
+        data: bytes, callback: HostCallback | None
+    ) -> tuple[bytes | None, list[MailCommand]]:
+        raise EnclaveStateError("the enclave has not been started")
+
+    @property
+    def runtime(self) -> EnclaveRuntime:
+        assert self._runtime is not None
+        return self._runtime
 
     @property
     def enclave_instance_info(self) -> EnclaveInstanceInfo:
         return self.runtime.instance_info
 
-    def start(self) -> None:
-        self.runtime.start()
+    def start(self, sealed_state: bytes | None) -> None:
+        provider = self._provider
+        self._runtime = EnclaveRuntime(
+            self.enclave,
+            provider,
+            identity=EnclaveIdentity(provider.code_hash, provider.signer_hash, provider.product_id),
+            platform_secret=MOCK_PLATFORM_SECRET,
+            persistent_map_size=self.enclave.persistent_map_size,
+            sealed_state=sealed_state,
+        )
+        # Calls go straight to the runtime: mock mode's overhead over a method call is measured.
+        self.call_enclave = self._runtime.call
+        self._runtime.start()
 
     def deliver_mail(self, mail: bytes, routing_hint: str | None) -> list[MailCommand]:
         return self.runtime.deliver_mail(mail, routing_hint)
@@ -64,4 +101,5 @@ class MockPlatform:
         return self.runtime.update_attestation()
 
     def close(self) -> None:
-        self.runtime.close()
+        if self._runtime is not None:
+            self._runtime.close()

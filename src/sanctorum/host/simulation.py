@@ -80,7 +80,7 @@ class SimulationPlatform:
     def process(self) -> subprocess.Popen[bytes] | None:
         return self._process
 
-    def start(self) -> None:
+    def start(self, sealed_state: bytes | None) -> None:
         host_end, child_end = socket.socketpair()
         try:
             self._process = subprocess.Popen(  # noqa: S603  (our own module, no shell)
@@ -95,18 +95,23 @@ class SimulationPlatform:
         finally:
             child_end.close()
         self._connection = host_end
-        answer = self._request(
-            Frame(FrameType.LOAD, 0, encode_load("simulation", self._bundle_bytes)),
-            FrameType.READY,
-            timeout=START_TIMEOUT,
-        )
-        assert isinstance(answer, Frame)
-        info = EnclaveInstanceInfo.deserialize(answer.payload)
-        if info.code_hash != self._bundle.code_hash:
-            raise InvalidEnclaveError(
-                f"the enclave attests code hash {info.code_hash}, but the bundle measures "
-                f"{self._bundle.code_hash}"
+        try:
+            answer = self._request(
+                Frame(
+                    FrameType.LOAD, 0, encode_load("simulation", self._bundle_bytes, sealed_state)
+                ),
+                FrameType.READY,
+                timeout=START_TIMEOUT,
             )
+            info = EnclaveInstanceInfo.deserialize(answer.payload)
+            if info.code_hash != self._bundle.code_hash:
+                raise InvalidEnclaveError(
+                    f"the enclave attests code hash {info.code_hash}, but the bundle measures "
+                    f"{self._bundle.code_hash}"
+                )
+        except BaseException:
+            self._stop_process()
+            raise
         self._instance_info = info
 
     def _read_until_answered(
@@ -301,20 +306,26 @@ class SimulationPlatform:
         return info
 
     def close(self) -> None:
-        process, connection = self._process, self._connection
-        if process is None or connection is None:
+        if self._process is None:
             return
         try:
-            if self._crashed is None:
+            if self._crashed is None and self._instance_info is not None:
                 self._request(
                     self._new_frame(FrameType.SHUTDOWN),
                     FrameType.SHUTDOWN_DONE,
                     timeout=SHUTDOWN_TIMEOUT,
                 )
         finally:
+            self._stop_process()
+
+    def _stop_process(self) -> None:
+        """Close the connection (the enclave process exits on it) and reap the process."""
+        process, connection = self._process, self._connection
+        if connection is not None:
+            connection.close()
+        if process is not None:
             try:
                 process.wait(timeout=SHUTDOWN_TIMEOUT)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            connection.close()

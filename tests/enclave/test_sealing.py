@@ -1,0 +1,65 @@
+"""Sealing keys and sealed blobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sanctorum.common.errors import SealedStateError
+from sanctorum.common.hashes import SHA256Hash
+from sanctorum.enclave.sealing import (
+    EnclaveIdentity,
+    SealingPolicy,
+    derive_sealing_key,
+    seal,
+    simulation_platform_secret,
+    unseal,
+)
+
+ONE = EnclaveIdentity(SHA256Hash.of(b"code 1"), SHA256Hash.of(b"signer"), 1)
+UPGRADE = EnclaveIdentity(SHA256Hash.of(b"code 2"), SHA256Hash.of(b"signer"), 1)
+OTHER_PRODUCT = EnclaveIdentity(SHA256Hash.of(b"code 1"), SHA256Hash.of(b"signer"), 2)
+SECRET = bytes(range(32))
+
+
+def _key(identity: EnclaveIdentity, policy: SealingPolicy, secret: bytes = SECRET) -> bytes:
+    return derive_sealing_key(secret, identity, policy, b"purpose")
+
+
+def test_policies_bind_the_right_parts_of_the_identity() -> None:
+    assert _key(ONE, SealingPolicy.SIGNER) == _key(UPGRADE, SealingPolicy.SIGNER)
+    assert _key(ONE, SealingPolicy.SIGNER) != _key(OTHER_PRODUCT, SealingPolicy.SIGNER)
+    assert _key(ONE, SealingPolicy.CODE_HASH) != _key(UPGRADE, SealingPolicy.CODE_HASH)
+    assert _key(ONE, SealingPolicy.CODE_HASH) != _key(ONE, SealingPolicy.SIGNER)
+    assert _key(ONE, SealingPolicy.SIGNER) != _key(ONE, SealingPolicy.SIGNER, bytes(32))
+    assert derive_sealing_key(SECRET, ONE, SealingPolicy.SIGNER, b"a") != derive_sealing_key(
+        SECRET, ONE, SealingPolicy.SIGNER, b"b"
+    )
+
+
+def test_seal_round_trip_and_refusals() -> None:
+    key = _key(ONE, SealingPolicy.SIGNER)
+    blob = seal(key, b"state", b"context")
+    assert unseal(key, blob, b"context") == b"state"
+    assert seal(key, b"state", b"context") != blob  # a fresh nonce each time
+    with pytest.raises(SealedStateError, match="another enclave identity"):
+        unseal(_key(OTHER_PRODUCT, SealingPolicy.SIGNER), blob, b"context")
+    with pytest.raises(SealedStateError):
+        unseal(key, blob, b"other context")
+    for position in range(len(blob)):
+        tampered = bytearray(blob)
+        tampered[position] ^= 1
+        with pytest.raises(SealedStateError):
+            unseal(key, bytes(tampered), b"context")
+
+
+def test_simulation_secret_is_made_once_privately(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "secret"
+    first = simulation_platform_secret(path)
+    assert simulation_platform_secret(path) == first
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert simulation_platform_secret(tmp_path / "another machine") != first
+    path.write_bytes(b"short")
+    with pytest.raises(SealedStateError, match="damaged"):
+        simulation_platform_secret(path)
