@@ -9,12 +9,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import boundary_bench
 import mail_bench
+import persistence_bench
 
 
 def main() -> int:
     results = [mail_bench.report()]
     print()
     results.append(boundary_bench.report())
+    print()
+    results.append(persistence_bench.report())
     print()
     print("all targets met" if all(results) else "some targets missed (see MISSED above)")
     return 0

@@ -1,0 +1,73 @@
+"""Committing the persistent map after changing one key, next to its floor, same run.
+
+For maps of 1k, 10k and 100k entries of 100 bytes: one ``call_enclave`` that changes one key
+(mock mode, so the figure is the commit, not the process boundary) against the floor: encoding
+the same entries with length prefixes and sealing the bytes with AES-GCM, directly.
+Target (issue 4): within 2x of the floor at every size.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import timeit
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sanctorum import Enclave, EnclaveHost
+
+SIZES = (1_000, 10_000, 100_000)
+VALUE_SIZE = 100
+
+
+class _Store(Enclave):
+    persistent_map_size = 1 << 30
+
+    def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
+        count = int(data)
+        if count:  # fill the map in one call
+            for index in range(count):
+                self.persistent_map[f"key-{index:06d}"] = os.urandom(VALUE_SIZE)
+        else:  # change one key
+            self.persistent_map["key-000000"] = os.urandom(VALUE_SIZE)
+        return None
+
+
+def best_time(function: Callable[[], object], repeat: int = 5) -> float:
+    number, elapsed = 1, 0.0
+    while elapsed < 0.05:
+        elapsed = timeit.timeit(function, number=number)
+        number *= 2
+    return min(timeit.repeat(function, number=number, repeat=repeat)) / number
+
+
+def _floor(entries: dict[str, bytes]) -> Callable[[], bytes]:
+    aead = AESGCM(os.urandom(32))
+    u16, u32 = struct.Struct(">H").pack, struct.Struct(">I").pack
+
+    def seal_directly() -> bytes:
+        parts = []
+        for key, value in entries.items():
+            encoded = key.encode()
+            parts += (u16(len(encoded)), encoded, u32(len(value)), value)
+        return aead.encrypt(os.urandom(12), b"".join(parts), None)
+
+    return seal_directly
+
+
+def report() -> bool:
+    print("Persistent map: commit after changing one key (ratios against the same run)")
+    ok = True
+    for size in SIZES:
+        with EnclaveHost.load(_Store).start(on_mail_commands=lambda commands: None) as host:
+            host.call_enclave(str(size).encode())
+            ours = best_time(lambda: host.call_enclave(b"0"))
+            entries = dict(host.mock_enclave.persistent_map)
+        floor = best_time(_floor(entries))
+        ratio = ours / floor
+        met = ratio <= 2
+        ok &= met
+        print(f"  {size:>7,} entries  commit {ours * 1e3:8.2f} ms   floor {floor * 1e3:8.2f} ms"
+              f"   {ratio:5.2f}x  {'met' if met else 'MISSED'} (≤2x)")
+    return ok
