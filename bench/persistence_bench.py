@@ -47,7 +47,7 @@ def _floor(entries: dict[str, bytes]) -> Callable[[], bytes]:
     u16, u32 = struct.Struct(">H").pack, struct.Struct(">I").pack
 
     def seal_directly() -> bytes:
-        parts = []
+        parts: list[bytes] = []
         for key, value in entries.items():
             encoded = key.encode()
             parts += (u16(len(encoded)), encoded, u32(len(value)), value)
@@ -68,6 +68,8 @@ def report() -> bool:
         ratio = ours / floor
         met = ratio <= 2
         ok &= met
-        print(f"  {size:>7,} entries  commit {ours * 1e3:8.2f} ms   floor {floor * 1e3:8.2f} ms"
-              f"   {ratio:5.2f}x  {'met' if met else 'MISSED'} (≤2x)")
+        print(
+            f"  {size:>7,} entries  commit {ours * 1e3:8.2f} ms   floor {floor * 1e3:8.2f} ms"
+            f"   {ratio:5.2f}x  {'met' if met else 'MISSED'} (≤2x)"
+        )
     return ok

@@ -21,6 +21,7 @@ from sanctorum.common.frames import (
     Frame,
     FrameDecoder,
     FrameType,
+    LoadRequest,
     decode_call_result,
     decode_commands,
     decode_deliver_mail,
@@ -90,8 +91,10 @@ def test_payloads_round_trip() -> None:
     assert decode_commands(encode_commands(commands)) == commands
     assert decode_deliver_mail(encode_deliver_mail(b"m", "r")) == (b"m", "r")
     assert decode_deliver_mail(encode_deliver_mail(b"m", None)) == (b"m", None)
-    assert decode_load(encode_load("simulation", b"zip")) == ("simulation", b"zip", None)
-    assert decode_load(encode_load("simulation", b"zip", b"s")) == ("simulation", b"zip", b"s")
+    assert decode_load(encode_load("simulation", b"zip")) == LoadRequest("simulation", b"zip")
+    assert decode_load(encode_load("simulation", b"zip", b"s", "/f")) == LoadRequest(
+        "simulation", b"zip", b"s", "/f"
+    )
     assert decode_optional_bytes(encode_optional_bytes(None), "x") is None
 
 

@@ -46,6 +46,8 @@ _KNOWN_KEYS = {
     "dependencies",
     "persistent_map",
     "max_persistent_map_size",
+    "filesystem_size",
+    "memory_filesystem_size",
 }
 
 
@@ -65,6 +67,10 @@ class EnclaveConfig:
     """Installed pure-Python distributions to bundle with the enclave."""
     persistent_map: bool = False
     max_persistent_map_size: int = 0
+    filesystem_size: int = 0
+    """Bytes of persistent encrypted filesystem (0: none)."""
+    memory_filesystem_size: int = 0
+    """Bytes of in-memory filesystem (0: none); with both, it is mounted at /tmp."""
 
     def canonical(self) -> bytes:
         """A deterministic encoding, for the code hash."""
@@ -136,9 +142,12 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
     for key, value in (("thread_safe", thread_safe), ("persistent_map", persistent_map)):
         if not isinstance(value, bool):
             raise BundleError(f"{where}: [enclave].{key} must be true or false, not {value!r}")
-    max_map = table.get("max_persistent_map_size", 0)
-    if isinstance(max_map, bool) or not isinstance(max_map, int) or max_map < 0:
-        raise BundleError(f"{where}: [enclave].max_persistent_map_size must be a size in bytes ≥ 0")
+    sizes = {}
+    for key in ("max_persistent_map_size", "filesystem_size", "memory_filesystem_size"):
+        value = table.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise BundleError(f"{where}: [enclave].{key} must be a size in bytes ≥ 0")
+        sizes[key] = value
     return EnclaveConfig(
         name=name,
         entry=entry,
@@ -148,7 +157,7 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
         thread_safe=thread_safe,
         dependencies=tuple(dependencies),
         persistent_map=persistent_map,
-        max_persistent_map_size=max_map,
+        **sizes,
     )
 
 

@@ -13,6 +13,7 @@ costs one error reply, not the connection. Payload helpers encode the values eac
 from __future__ import annotations
 
 import enum
+import os
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -291,18 +292,34 @@ def decode_deliver_mail(payload: bytes) -> tuple[bytes, str | None]:
     return mail, hint
 
 
-def encode_load(mode: str, bundle: bytes, sealed_state: bytes | None = None) -> bytes:
+@dataclass(frozen=True)
+class LoadRequest:
+    mode: str
+    bundle: bytes
+    sealed_state: bytes | None = None
+    filesystem_file: str | None = None
+
+
+def encode_load(
+    mode: str,
+    bundle: bytes,
+    sealed_state: bytes | None = None,
+    filesystem_file: os.PathLike[str] | str | None = None,
+) -> bytes:
     writer = Writer().text16(mode).bytes32(bundle)
-    return writer.raw(encode_optional_bytes(sealed_state)).getvalue()
+    writer.raw(encode_optional_bytes(sealed_state))
+    _write_optional_text(writer, None if filesystem_file is None else os.fspath(filesystem_file))
+    return writer.getvalue()
 
 
-def decode_load(payload: bytes) -> tuple[str, bytes, bytes | None]:
+def decode_load(payload: bytes) -> LoadRequest:
     reader = _reader(payload, "load frame")
     mode = reader.text16("mode", 32)
     bundle = reader.bytes32("bundle", MAX_DATA_SIZE)
     sealed_state = _read_optional_bytes(reader)
+    filesystem_file = _read_optional_text(reader)
     reader.expect_end()
-    return mode, bundle, sealed_state
+    return LoadRequest(mode, bundle, sealed_state, filesystem_file)
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from sanctorum.mail.post_office import PostOffice
 
 if TYPE_CHECKING:
     from sanctorum.attestation.instance_info import EnclaveInstanceInfo
+    from sanctorum.enclave.filesystem import EnclaveFileSystem
     from sanctorum.enclave.runtime import EnclaveRuntime
 
 
@@ -31,6 +32,10 @@ class Enclave:
     thread_safe: ClassVar[bool] = False
     """Set to True if the enclave can handle several calls at once (mock mode; a bundle's
     ``enclave.toml`` decides in the other modes)."""
+    filesystem_size: ClassVar[int] = 0
+    memory_filesystem_size: ClassVar[int] = 0
+    """Mock mode: bytes of persistent and of in-memory filesystem (0: none); the
+    ``filesystem_size`` and ``memory_filesystem_size`` of ``enclave.toml`` in the other modes."""
     persistent_map_size: ClassVar[int | None] = None
     """Mock mode: set to a maximum size in bytes to enable :attr:`persistent_map`
     (``persistent_map`` and ``max_persistent_map_size`` in ``enclave.toml`` decide in the
@@ -108,6 +113,12 @@ class Enclave:
         """Durable key-value state: changes made while handling one call or mail are sealed
         and handed to the host when it returns, and dropped if it raises."""
         return self.runtime.persistent_map
+
+    @property
+    def filesystem(self) -> EnclaveFileSystem:
+        """The enclave's files: persistent and encrypted on the host, or in memory, or both
+        (then ``/tmp`` is in memory). ``filesystem.fsspec()`` gives an fsspec view."""
+        return self.runtime.filesystem
 
     def sealing_key(
         self, policy: SealingPolicy = SealingPolicy.SIGNER, purpose: bytes = b""

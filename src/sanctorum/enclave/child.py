@@ -20,6 +20,7 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from sanctorum.attestation.simulated import SimulatedEvidenceProvider
 from sanctorum.common.bundle import read_bundle
@@ -162,10 +163,12 @@ class EnclaveServer:
             )
             return
         try:
-            mode, bundle_bytes, sealed_state = decode_load(frame.payload)
-            if mode != "simulation":
-                raise EnclaveLoadError(f"this enclave process runs simulation mode, not {mode!r}")
-            bundle = read_bundle(bundle_bytes)
+            request = decode_load(frame.payload)
+            if request.mode != "simulation":
+                raise EnclaveLoadError(
+                    f"this enclave process runs simulation mode, not {request.mode!r}"
+                )
+            bundle = read_bundle(request.bundle)
             BundleFinder(bundle.python_files()).install()
             enclave_class = _import_entry(bundle.config.entry_module, bundle.config.entry_class)
             provider = SimulatedEvidenceProvider(
@@ -190,7 +193,10 @@ class EnclaveServer:
                 persistent_map_size=(
                     config.max_persistent_map_size if config.persistent_map else None
                 ),
-                sealed_state=sealed_state,
+                sealed_state=request.sealed_state,
+                filesystem_size=config.filesystem_size,
+                memory_filesystem_size=config.memory_filesystem_size,
+                filesystem_file=Path(request.filesystem_file) if request.filesystem_file else None,
             )
             runtime.start()
         except SanctorumError as error:

@@ -10,6 +10,7 @@ import contextlib
 import secrets
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
@@ -19,6 +20,7 @@ from sanctorum.common.commands import MailCommand, PostMail, StoreSealedState
 from sanctorum.common.errors import EnclaveCallError, EnclaveLoadError, EnclaveStateError
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PrivateKey
 from sanctorum.enclave.base import Enclave
+from sanctorum.enclave.filesystem import EnclaveFileSystem, memory_volume, persistent_volume
 from sanctorum.enclave.persistent_map import COMMIT_ID_SIZE, PersistentMap
 from sanctorum.enclave.sealing import (
     EnclaveIdentity,
@@ -35,6 +37,7 @@ from sanctorum.mail.sequence import SequenceTracker
 
 HostCallback = Callable[[bytes], bytes | None]
 _MAP_PURPOSE = b"sanctorum-persistent-map"
+_FILESYSTEM_PURPOSE = b"sanctorum-filesystem"
 _T = TypeVar("_T")
 
 
@@ -126,6 +129,9 @@ class EnclaveRuntime:
         thread_safe: bool | None = None,
         persistent_map_size: int | None = None,
         sealed_state: bytes | None = None,
+        filesystem_size: int = 0,
+        memory_filesystem_size: int = 0,
+        filesystem_file: Path | None = None,
         max_mail_size: int = DEFAULT_MAX_MAIL_SIZE,
     ) -> None:
         """``thread_safe`` overrides the class attribute (a bundle's configuration decides);
@@ -167,6 +173,9 @@ class EnclaveRuntime:
             raise EnclaveStateError(
                 "sealed state was given, but this enclave has no persistent map to restore"
             )
+        self._filesystem = self._open_filesystem(
+            filesystem_size, memory_filesystem_size, filesystem_file
+        )
         self._started = False
         self._closed = False
         self._running = False  # started and not closed: the one check on the hot path
@@ -243,9 +252,13 @@ class EnclaveRuntime:
             return
         self._closed = True
         self._running = False
-        if self._started:
-            with _Entry(self, None):
-                self._run_user_code("on_shutdown", self.enclave.on_shutdown)
+        try:
+            if self._started:
+                with _Entry(self, None):
+                    self._run_user_code("on_shutdown", self.enclave.on_shutdown)
+        finally:
+            if self._filesystem is not None:
+                self._filesystem.close()
 
     # -- services for the enclave ------------------------------------------------------------
 
@@ -292,6 +305,37 @@ class EnclaveRuntime:
 
     def sealing_key(self, policy: SealingPolicy, purpose: bytes) -> bytes:
         return derive_sealing_key(self._platform_secret, self.identity, policy, purpose)
+
+    def _open_filesystem(
+        self, size: int, memory_size: int, path: Path | None
+    ) -> EnclaveFileSystem | None:
+        if size and path is None:
+            raise EnclaveStateError(
+                "this enclave has a persistent filesystem: start it with filesystem_file= "
+                "naming the host file that holds it (created if missing)"
+            )
+        if not size and path is not None:
+            raise EnclaveStateError(
+                "filesystem_file was given, but this enclave has no persistent filesystem"
+            )
+        persistent = None
+        if size:
+            assert path is not None
+            key = self.sealing_key(SealingPolicy.SIGNER, _FILESYSTEM_PURPOSE)
+            persistent = persistent_volume(path, key, size)
+        memory = memory_volume(memory_size) if memory_size else None
+        if persistent is None and memory is None:
+            return None
+        return EnclaveFileSystem(persistent, memory)
+
+    @property
+    def filesystem(self) -> EnclaveFileSystem:
+        if self._filesystem is None:
+            raise EnclaveStateError(
+                "this enclave has no filesystem: set filesystem_size and/or "
+                "memory_filesystem_size in enclave.toml (class attributes in mock mode)"
+            )
+        return self._filesystem
 
     @property
     def persistent_map(self) -> PersistentMap:

@@ -75,6 +75,7 @@ class EnclaveHost:
         self._on_mail_commands: MailCommandsCallback | None = None
         self.mailbox: InMemoryMailbox | None = None
         """Where posted mail goes when :meth:`start` was given no ``on_mail_commands``."""
+        self._filesystem_file: Path | None = None
         self.sealed_state: bytes | None = None
         """The latest sealed state the enclave handed over; :meth:`restart` starts from it."""
 
@@ -154,6 +155,7 @@ class EnclaveHost:
     def start(
         self,
         sealed_state: bytes | None = None,
+        filesystem_file: str | os.PathLike[str] | None = None,
         on_mail_commands: MailCommandsCallback | None = None,
     ) -> EnclaveHost:
         """Start the enclave (its ``on_startup`` runs now).
@@ -161,6 +163,8 @@ class EnclaveHost:
         ``sealed_state`` is the last blob the enclave asked the host to store (a
         :class:`StoreSealedState` mail command): the enclave's persistent map resumes from it,
         and refuses to start (:class:`SealedStateError`) if it is not its own or was altered.
+        ``filesystem_file`` is the host file that holds the enclave's persistent encrypted
+        filesystem (created if missing), for enclaves that have one.
         ``on_mail_commands`` receives, after each call, the list of mail commands the enclave
         made; persist and route them. Without it, posted mail is queued in :attr:`mailbox`.
         """
@@ -173,7 +177,8 @@ class EnclaveHost:
                 self.mailbox = InMemoryMailbox()
                 on_mail_commands = self.mailbox.handle
             self._on_mail_commands = on_mail_commands
-            self._platform.start(sealed_state)
+            self._filesystem_file = Path(filesystem_file) if filesystem_file else None
+            self._platform.start(sealed_state, self._filesystem_file)
             self.sealed_state = sealed_state
             self._state = _State.STARTED
         return self
@@ -188,7 +193,7 @@ class EnclaveHost:
         self.close()
         with self._state_lock:
             self._platform = self._make_platform()
-            self._platform.start(self.sealed_state)
+            self._platform.start(self.sealed_state, self._filesystem_file)
             self._state = _State.STARTED
         self._on_mail_commands = callback
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
@@ -20,7 +21,7 @@ class EnclavePlatform(Protocol):
     @property
     def enclave_instance_info(self) -> EnclaveInstanceInfo: ...
 
-    def start(self, sealed_state: bytes | None) -> None: ...
+    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> None: ...
 
     def call_enclave(
         self, data: bytes, callback: HostCallback | None
@@ -80,7 +81,7 @@ class MockPlatform:
     def enclave_instance_info(self) -> EnclaveInstanceInfo:
         return self.runtime.instance_info
 
-    def start(self, sealed_state: bytes | None) -> None:
+    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> None:
         provider = self._provider
         self._runtime = EnclaveRuntime(
             self.enclave,
@@ -89,6 +90,9 @@ class MockPlatform:
             platform_secret=MOCK_PLATFORM_SECRET,
             persistent_map_size=self.enclave.persistent_map_size,
             sealed_state=sealed_state,
+            filesystem_size=self.enclave.filesystem_size,
+            memory_filesystem_size=self.enclave.memory_filesystem_size,
+            filesystem_file=filesystem_file,
         )
         # Calls go straight to the runtime: mock mode's overhead over a method call is measured.
         self.call_enclave = self._runtime.call

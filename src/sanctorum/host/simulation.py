@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.common.bundle import Bundle
@@ -80,7 +81,7 @@ class SimulationPlatform:
     def process(self) -> subprocess.Popen[bytes] | None:
         return self._process
 
-    def start(self, sealed_state: bytes | None) -> None:
+    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> None:
         host_end, child_end = socket.socketpair()
         try:
             self._process = subprocess.Popen(  # noqa: S603  (our own module, no shell)
@@ -98,7 +99,9 @@ class SimulationPlatform:
         try:
             answer = self._request(
                 Frame(
-                    FrameType.LOAD, 0, encode_load("simulation", self._bundle_bytes, sealed_state)
+                    FrameType.LOAD,
+                    0,
+                    encode_load("simulation", self._bundle_bytes, sealed_state, filesystem_file),
                 ),
                 FrameType.READY,
                 timeout=START_TIMEOUT,
