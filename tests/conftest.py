@@ -103,6 +103,11 @@ def bundle_for(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
                     "persistent_map": "true",
                     "max_persistent_map_size": str(cls.persistent_map_size),
                 }
+            if cls.filesystem_size or cls.memory_filesystem_size:
+                extra = {
+                    "filesystem_size": str(cls.filesystem_size),
+                    "memory_filesystem_size": str(cls.memory_filesystem_size),
+                }
             project = write_project(
                 tmp_path_factory.mktemp(entry), entry, thread_safe=cls.thread_safe, **extra
             )

@@ -131,3 +131,24 @@ class Counter(Enclave):
 
 class ThreadSafeCounter(Counter):
     thread_safe = True
+
+
+class Files(Enclave):
+    """Reads and writes files for the host: persistent ones, and scratch ones under /tmp."""
+
+    filesystem_size = 1 << 20
+    memory_filesystem_size = 256 << 10
+
+    def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
+        command, _, argument = data.partition(b" ")
+        path, _, content = argument.decode().partition("=")
+        files = self.filesystem
+        if command == b"write":
+            files.mkdir(os.path.dirname(path) or "/", parents=True, exist_ok=True)
+            files.write_text(path, content)
+            return b"ok"
+        if command == b"read":
+            return files.read_bytes(path)
+        if command == b"list":
+            return json.dumps(files.listdir(path)).encode()
+        return None
