@@ -19,6 +19,8 @@ def main() -> int:
     print()
     results.append(persistence_bench.report())
     print()
+    results.append(persistence_bench.filesystem_report())
+    print()
     print("all targets met" if all(results) else "some targets missed (see MISSED above)")
     return 0
 

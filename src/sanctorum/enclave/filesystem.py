@@ -7,9 +7,11 @@ Both keep their directory tree in enclave memory and offer the same path-based A
 - :class:`SectorStorage`: in **one host file** of fixed-size sectors. Logical sector *i* is
   sealed with AES-GCM (a fresh random nonce each write, the sector number as associated data, so
   a sector moved elsewhere does not open) and stored in physical slot ``permutation[i]``, a
-  key-derived shuffle, so the host cannot tell which slots belong together. Logical sector 0 is
-  the superblock; it points to the sectors that hold the serialised directory tree, which is
-  rewritten copy-on-write whenever files are closed or the tree changes.
+  key-derived shuffle, so the host cannot tell which slots belong together. The file is filled
+  with random-looking bytes when it is created, so slots in use cannot be told from free ones.
+  Logical sector 0 is the superblock; it points to the sectors that hold the serialised
+  directory tree, which is rewritten copy-on-write whenever files are closed or the tree
+  changes.
 
 Known limit: the host can replace a sector with an *older* sealing of the same sector (a
 per-sector rollback); detecting that needs a Merkle tree over the sectors, which is not built.
@@ -144,7 +146,7 @@ class SectorStorage:
         new = not path.exists()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         if new or os.fstat(self._fd).st_size == 0:
-            os.ftruncate(self._fd, expected)
+            self._fill(expected)
             self.fresh = True
         else:
             size = os.fstat(self._fd).st_size
@@ -161,6 +163,14 @@ class SectorStorage:
         self._generation = 0
         self._metadata_sectors: list[int] = []
         self._lock = threading.Lock()
+
+    def _fill(self, size: int) -> None:
+        """Write the whole file with random-looking bytes, so slots in use and slots never
+        used look alike to the host (a sparse file would show which are which)."""
+        noise = Cipher(algorithms.AES(secrets.token_bytes(32)), modes.CTR(bytes(16))).encryptor()
+        block = bytes(4 << 20)
+        for offset in range(0, size, len(block)):
+            os.pwrite(self._fd, noise.update(block[: min(len(block), size - offset)]), offset)
 
     # sectors
 
