@@ -26,6 +26,16 @@ def test_files_survive_a_restart_and_tmp_does_not(load: Load, tmp_path: Path) ->
     assert b"quarterly" not in disk.read_bytes()
 
 
+@pytest.mark.parametrize("size", [0, 1, 65536, 3 << 20])
+def test_files_of_every_size_read_back_after_a_restart(
+    load: Load, tmp_path: Path, size: int
+) -> None:
+    host = load("Files").start(filesystem_file=tmp_path / "files.fs")
+    written = host.call_enclave(f"make /file.bin={size}".encode())
+    host.restart()
+    assert host.call_enclave(b"hash /file.bin") == written
+
+
 def test_a_tampered_filesystem_file_is_detected(load: Load, tmp_path: Path) -> None:
     disk = tmp_path / "files.fs"
     host = load("Files").start(filesystem_file=disk)

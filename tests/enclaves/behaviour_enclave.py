@@ -3,6 +3,7 @@ run in mock mode (in process) and in simulation mode (in a child process)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -136,7 +137,7 @@ class ThreadSafeCounter(Counter):
 class Files(Enclave):
     """Reads and writes files for the host: persistent ones, and scratch ones under /tmp."""
 
-    filesystem_size = 1 << 20
+    filesystem_size = 8 << 20
     memory_filesystem_size = 256 << 10
 
     def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
@@ -151,4 +152,15 @@ class Files(Enclave):
             return files.read_bytes(path)
         if command == b"list":
             return json.dumps(files.listdir(path)).encode()
+        if command == b"make":  # make PATH=SIZE: deterministic bytes, returns their SHA-256
+            data = _pattern(int(content))
+            files.write_bytes(path, data)
+            return hashlib.sha256(data).hexdigest().encode()
+        if command == b"hash":
+            return hashlib.sha256(files.read_bytes(path)).hexdigest().encode()
         return None
+
+
+def _pattern(size: int) -> bytes:
+    block = hashlib.sha256(str(size).encode()).digest() * 2048
+    return (block * (size // len(block) + 1))[:size]
