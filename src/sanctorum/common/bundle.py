@@ -236,10 +236,6 @@ class Bundle:
     def signer_hash(self) -> SHA256Hash:
         return signer_hash(self.signer)
 
-    @property
-    def signed_with_dummy_key(self) -> bool:
-        return self.signer == DUMMY_SIGNING_KEY.public_key
-
     def python_files(self) -> dict[str, bytes]:
         """Importable files keyed by their path relative to the import root."""
         result = {}

@@ -77,10 +77,6 @@ class Reader:
         self._what = what
 
     @property
-    def offset(self) -> int:
-        return self._offset
-
-    @property
     def remaining(self) -> int:
         return len(self._data) - self._offset
 
@@ -94,14 +90,6 @@ class Reader:
         start = self._offset
         self._offset += size
         return bytes(self._data[start : self._offset])
-
-    def view(self, size: int, field: str) -> memoryview:
-        """Like :meth:`raw` without copying."""
-        if size > self.remaining:
-            raise self.fail(f"truncated in {field} (needs {size} bytes, {self.remaining} left)")
-        start = self._offset
-        self._offset += size
-        return self._data[start : self._offset]
 
     def u8(self, field: str) -> int:
         return int(_U8.unpack(self.raw(1, field))[0])
@@ -133,11 +121,6 @@ class Reader:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise self.fail(f"{field} is not valid UTF-8") from None
-
-    def rest(self) -> memoryview:
-        view = self._data[self._offset :]
-        self._offset = len(self._data)
-        return view
 
     def expect_end(self) -> None:
         if self.remaining:

@@ -43,7 +43,3 @@ class SequenceTracker:
         with self._lock:
             self.check(stream, sequence_number, what)
             self.advance(stream, sequence_number)
-
-    def snapshot(self) -> dict[Hashable, int]:
-        with self._lock:
-            return dict(self._expected)
