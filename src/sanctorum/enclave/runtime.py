@@ -342,7 +342,7 @@ class EnclaveRuntime:
         if self._map is None:
             raise EnclaveStateError(
                 "this enclave has no persistent map: enable it with persistent_map = true in "
-                "enclave.toml (or the persistent_map class attribute in mock mode)"
+                "enclave.toml (the persistent_map_size class attribute in mock mode)"
             )
         return self._map
 
