@@ -27,10 +27,19 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         MockConfiguration as MockConfiguration,
     )
     from sanctorum.client import (
+        AsyncEnclaveClient as AsyncEnclaveClient,
+    )
+    from sanctorum.client import (
         EnclaveClient as EnclaveClient,
     )
     from sanctorum.client import (
         InProcessTransport as InProcessTransport,
+    )
+    from sanctorum.client.web import (
+        AsyncWebTransport as AsyncWebTransport,
+    )
+    from sanctorum.client.web import (
+        WebTransport as WebTransport,
     )
     from sanctorum.common import (
         Curve25519PrivateKey as Curve25519PrivateKey,
@@ -143,7 +152,10 @@ _EXPORTS = {
     "EnclaveHost": "sanctorum.host",
     "MockConfiguration": "sanctorum.attestation",
     "EnclaveClient": "sanctorum.client",
+    "AsyncEnclaveClient": "sanctorum.client",
     "InProcessTransport": "sanctorum.client",
+    "WebTransport": "sanctorum.client.web",
+    "AsyncWebTransport": "sanctorum.client.web",
     "EnclaveConstraint": "sanctorum.attestation",
     "EnclaveInstanceInfo": "sanctorum.attestation",
     "EnclaveMail": "sanctorum.mail",

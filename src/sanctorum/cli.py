@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from sanctorum.attestation import EnclaveInstanceInfo
 
 from sanctorum._version import __version__
 
@@ -46,14 +49,7 @@ def attestation(
 
     try:
         info = EnclaveInstanceInfo.deserialize(path.read_bytes())
-        typer.echo(f"mode:             {info.enclave_mode.value}")
-        typer.echo(f"security:         {info.security_info.summary.name}")
-        typer.echo(f"reason:           {info.security_info.reason}")
-        typer.echo(f"timestamp:        {info.security_info.timestamp.isoformat()}")
-        typer.echo(f"code hash:        {info.code_hash}")
-        typer.echo(f"signer hash:      {info.signer_hash}")
-        typer.echo(f"product id:       {info.product_id}")
-        typer.echo(f"revocation level: {info.revocation_level}")
+        _print_info(info)
         if constraint is not None:
             EnclaveConstraint.parse(constraint).check(info)
             typer.echo("constraint:       satisfied")
@@ -146,6 +142,98 @@ def keygen(
         raise _fail(error) from None
     typer.echo(f"wrote {path} (keep it secret)")
     typer.echo(f"signer hash: {signer_hash(key.public_key)}")
+
+
+@app.command()
+def host(
+    bundle: Annotated[Path, typer.Argument(help="The .enclave bundle to serve.")],
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the durable mailbox and sealed state live.")
+    ],
+    mode: Annotated[str, typer.Option(help="simulation (debug/release need SGX).")] = "simulation",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one).")] = 8080,
+    bind: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    max_body_size: Annotated[int, typer.Option(help="Largest request body in bytes.")] = 16 << 20,
+) -> None:
+    """Serve an enclave over HTTP: attestation, mail delivery and polling (see docs/web.md)."""
+    from sanctorum.common.errors import SanctorumError
+    from sanctorum.common.mode import EnclaveMode
+
+    try:
+        import uvicorn
+
+        from sanctorum.web.app import create_app
+        from sanctorum.web.service import EnclaveService
+    except ImportError as error:
+        raise _fail(
+            RuntimeError(
+                f"the web host needs the [web] extra: pip install 'sanctorum[web]' ({error})"
+            )
+        ) from None
+    try:
+        service = EnclaveService(bundle, EnclaveMode.parse(mode), state_dir)
+        service.start()
+    except (SanctorumError, ValueError, OSError) as error:
+        raise _fail(error) from None
+    info = service.host.enclave_instance_info
+    typer.echo(f"serving {bundle.name} ({info.enclave_mode.value}): code hash {info.code_hash}")
+    try:
+        uvicorn.run(create_app(service, max_body_size), host=bind, port=port, log_level="warning")
+    finally:
+        service.close()
+
+
+@app.command()
+def client(
+    url: Annotated[str, typer.Argument(help="The web host, for example http://localhost:8080.")],
+    constraint: Annotated[
+        str | None, typer.Option(help="Check the attestation against this constraint.")
+    ] = None,
+    send: Annotated[
+        str | None, typer.Option(help="Send this text as a mail and print the reply.")
+    ] = None,
+    topic: Annotated[str, typer.Option(help="Mail topic.")] = "default",
+) -> None:
+    """Fetch and print a web host's attestation; check a constraint; send a mail."""
+    from sanctorum.attestation import EnclaveConstraint, EnclaveInstanceInfo
+    from sanctorum.client import EnclaveClient
+    from sanctorum.client.web import WebTransport
+    from sanctorum.common.errors import SanctorumError
+
+    try:
+        with WebTransport(url) as transport:
+            info = EnclaveInstanceInfo.deserialize(transport.get_attestation())
+            _print_info(info)
+            if constraint is None:
+                if send is not None:
+                    raise _fail(
+                        ValueError("--send needs --constraint: never mail an unchecked enclave")
+                    )
+                return
+            client = EnclaveClient(EnclaveConstraint.parse(constraint))
+            client.start(transport)
+            typer.echo("constraint:       satisfied")
+            if send is not None:
+                reply = client.send_mail(send.encode(), topic=topic)
+                if reply is None:
+                    reply = client.poll_mail()
+                typer.echo(
+                    "reply:            "
+                    + ("(none)" if reply is None else reply.body.decode("utf-8", "replace"))
+                )
+    except SanctorumError as error:
+        raise _fail(error) from None
+
+
+def _print_info(info: EnclaveInstanceInfo) -> None:
+    typer.echo(f"mode:             {info.enclave_mode.value}")
+    typer.echo(f"security:         {info.security_info.summary.name}")
+    typer.echo(f"reason:           {info.security_info.reason}")
+    typer.echo(f"timestamp:        {info.security_info.timestamp.isoformat()}")
+    typer.echo(f"code hash:        {info.code_hash}")
+    typer.echo(f"signer hash:      {info.signer_hash}")
+    typer.echo(f"product id:       {info.product_id}")
+    typer.echo(f"revocation level: {info.revocation_level}")
 
 
 def main() -> None:

@@ -1,6 +1,16 @@
-"""The client side: EnclaveClient and its transports. Imports no host or server code."""
+"""The client side: EnclaveClient and its transports. Imports no host or server code.
 
-from sanctorum.client.client import EnclaveClient
-from sanctorum.client.transport import EnclaveTransport, InProcessTransport
+``WebTransport`` / ``AsyncWebTransport`` (``sanctorum.client.web``) load ``httpx`` when used.
+"""
 
-__all__ = ["EnclaveClient", "EnclaveTransport", "InProcessTransport"]
+from sanctorum.client.client import AsyncEnclaveClient, ClientCore, EnclaveClient
+from sanctorum.client.transport import AsyncEnclaveTransport, EnclaveTransport, InProcessTransport
+
+__all__ = [
+    "AsyncEnclaveClient",
+    "AsyncEnclaveTransport",
+    "ClientCore",
+    "EnclaveClient",
+    "EnclaveTransport",
+    "InProcessTransport",
+]

@@ -1,20 +1,27 @@
-"""EnclaveClient: verifies an enclave and exchanges mail with it."""
+"""EnclaveClient and AsyncEnclaveClient: verify an enclave and exchange mail with it.
+
+The protocol lives in :class:`ClientCore`, which does no I/O: it checks attestations, seals
+mail, opens and checks replies, and keeps the state ``save()`` writes. The two clients only move
+its bytes through a transport, one blocking and one with asyncio.
+"""
 
 from __future__ import annotations
 
 import json
 import secrets
 import threading
-from typing import Any
+from typing import Any, Self
 
 from sanctorum.attestation.constraint import EnclaveConstraint
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
-from sanctorum.client.transport import EnclaveTransport
+from sanctorum.client.transport import AsyncEnclaveTransport, EnclaveTransport
 from sanctorum.common.errors import (
     ClientStateError,
     EnclaveRollbackError,
     EnclaveStateError,
     InvalidKeyError,
+    MailDecryptionError,
+    MailReplayError,
     MailSenderError,
     SanctorumError,
 )
@@ -26,15 +33,8 @@ from sanctorum.mail.private_header import COMMIT_ID_SIZE, CommitHeader
 _STATE_VERSION = 1
 
 
-class EnclaveClient:
-    """A client of one enclave service.
-
-    It checks the enclave's attestation against ``constraint`` before sending anything, seals
-    every mail to the attested key, and accepts replies only from that enclave, in order::
-
-        client = EnclaveClient("C:9A0F… SEC:INSECURE")
-        client.start(transport)
-        reply = client.send_mail(b"hello")
+class ClientCore:
+    """Everything a client of one enclave service knows and checks, without any I/O.
 
     ``private_key`` is the client's identity as enclaves see it (the mail's authenticated
     sender); a fresh one is made if none is given. :meth:`save` keeps it, so keep saved state
@@ -60,7 +60,6 @@ class EnclaveClient:
         self.private_key = private_key or Curve25519PrivateKey.generate()
         self.correlation_id = secrets.token_hex(16)
         """The routing hint under which the host queues this client's replies."""
-        self._transport: EnclaveTransport | None = None
         self._instance_info: EnclaveInstanceInfo | None = None
         self._post_offices: dict[str, PostOffice] = {}
         # Sequence state restored from save(), used if the enclave still has the same key.
@@ -82,17 +81,22 @@ class EnclaveClient:
             raise EnclaveStateError("the client is not started: call start(transport) first")
         return self._instance_info
 
-    def start(self, transport: EnclaveTransport) -> None:
-        """Fetch the enclave's attestation through ``transport`` and check the constraint.
+    def adopt(self, attestation: bytes) -> bool:
+        """Verify ``attestation`` and check the constraint, then talk to that instance.
 
-        Raises :class:`InvalidEnclaveError` if the attestation does not verify or fails the
-        constraint; nothing is sent to such an enclave.
+        Returns whether it is another instance (a new key) than before. Raises
+        :class:`InvalidEnclaveError` if it does not verify or fails the constraint; nothing is
+        sent to such an enclave.
         """
+        info = EnclaveInstanceInfo.deserialize(attestation)
+        self.constraint.check(info)
         with self._lock:
-            info = EnclaveInstanceInfo.deserialize(transport.get_attestation())
-            self.constraint.check(info)
-            self._transport = transport
+            changed = (
+                self._instance_info is None
+                or info.encryption_key != self._instance_info.encryption_key
+            )
             self._adopt(info)
+        return changed
 
     def _adopt(self, info: EnclaveInstanceInfo) -> None:
         if self._instance_info is None or info.encryption_key != self._instance_info.encryption_key:
@@ -118,28 +122,20 @@ class EnclaveClient:
             self._post_offices[topic] = post_office
         return post_office
 
-    def _require_transport(self) -> EnclaveTransport:
-        if self._transport is None:
-            raise EnclaveStateError("the client is not started: call start(transport) first")
-        return self._transport
-
-    def send_mail(
-        self, body: bytes, envelope: bytes | None = None, topic: str = "default"
-    ) -> EnclaveMail | None:
-        """Seal ``body`` to the enclave and deliver it; returns the enclave's first reply to it,
-        or None if the enclave did not reply at once (see :meth:`poll_mail`)."""
+    def seal(self, body: bytes, envelope: bytes | None = None, topic: str = "default") -> bytes:
+        """Seal ``body`` to the adopted enclave instance on ``topic`` (the next in sequence)."""
         validate_topic(topic)
         with self._lock:
-            transport = self._require_transport()
-            mail = self._post_office(topic).encrypt_mail(body, envelope or b"")
-            reply = transport.deliver_mail(mail, self.correlation_id)
-            return self._open_reply(reply) if reply is not None else None
+            return self._post_office(topic).encrypt_mail(body, envelope or b"")
 
-    def poll_mail(self) -> EnclaveMail | None:
-        """The next reply the host queued for this client, or None."""
+    def open_reply(self, mail: bytes) -> EnclaveMail:
+        """Open a reply: from the attested enclave, in order, and not from a rolled-back state.
+
+        Raises a :class:`MailError` or :class:`EnclaveRollbackError`; a rejected reply changes
+        nothing but the rollback check, which keeps failing once it has failed.
+        """
         with self._lock:
-            reply = self._require_transport().poll_mail(self.correlation_id)
-            return self._open_reply(reply) if reply is not None else None
+            return self._open_reply(mail)
 
     def _open_reply(self, mail: bytes) -> EnclaveMail:
         topic = read_mail_header(mail).topic
@@ -183,7 +179,7 @@ class EnclaveClient:
             return json.dumps(state, sort_keys=True).encode()
 
     @classmethod
-    def restore(cls, data: bytes) -> EnclaveClient:
+    def restore(cls, data: bytes) -> Self:
         """A client from :meth:`save`'s bytes; call :meth:`start` to reconnect.
 
         If the enclave still runs the same instance, topics continue where they were; if it has
@@ -223,3 +219,102 @@ class EnclaveClient:
             raise ClientStateError(f"saved client state is malformed: {error!r}") from None
         except SanctorumError as error:
             raise ClientStateError(f"saved client state is invalid: {error}") from None
+
+
+class EnclaveClient(ClientCore):
+    """A client of one enclave service (blocking I/O; see :class:`AsyncEnclaveClient`).
+
+    It checks the enclave's attestation against ``constraint`` before sending anything, seals
+    every mail to the attested key, and accepts replies only from that enclave, in order::
+
+        client = EnclaveClient("C:9A0F… SEC:INSECURE")
+        client.start(WebTransport("http://localhost:8080"))
+        reply = client.send_mail(b"hello")
+
+    If the enclave has restarted (the host answers ``MAIL_DECRYPTION``), the client fetches
+    the new attestation, checks the constraint again and resends, once.
+    """
+
+    _transport: EnclaveTransport | None = None
+
+    def start(self, transport: EnclaveTransport) -> None:
+        """Fetch the attestation through ``transport`` and check it (see :meth:`adopt`)."""
+        self.adopt(transport.get_attestation())
+        self._transport = transport
+
+    def _require_transport(self) -> EnclaveTransport:
+        if self._transport is None:
+            raise EnclaveStateError("the client is not started: call start(transport) first")
+        return self._transport
+
+    def send_mail(
+        self, body: bytes, envelope: bytes | None = None, topic: str = "default"
+    ) -> EnclaveMail | None:
+        """Seal ``body`` to the enclave and deliver it; returns the enclave's first reply to it,
+        or None if the enclave did not reply at once (see :meth:`poll_mail`)."""
+        transport = self._require_transport()
+        try:
+            reply = transport.deliver_mail(self.seal(body, envelope, topic), self.correlation_id)
+        except MailDecryptionError:
+            # Most likely the enclave restarted with a new key: attest again, then resend.
+            if not self.adopt(transport.get_attestation()):
+                raise
+            reply = transport.deliver_mail(self.seal(body, envelope, topic), self.correlation_id)
+        return self.open_reply(reply) if reply else None
+
+    def poll_mail(self) -> EnclaveMail | None:
+        """The next reply the host queued for this client, or None."""
+        transport = self._require_transport()
+        while True:
+            reply = transport.poll_mail(self.correlation_id)
+            if not reply:
+                return None
+            try:
+                return self.open_reply(reply)
+            except MailReplayError:
+                continue  # a second copy of a reply already received: drop it
+
+
+class AsyncEnclaveClient(ClientCore):
+    """:class:`EnclaveClient` for asyncio: the same checks, awaitable I/O."""
+
+    _transport: AsyncEnclaveTransport | None = None
+
+    async def start(self, transport: AsyncEnclaveTransport) -> None:
+        """Fetch the attestation through ``transport`` and check it (see :meth:`adopt`)."""
+        self.adopt(await transport.get_attestation())
+        self._transport = transport
+
+    def _require_transport(self) -> AsyncEnclaveTransport:
+        if self._transport is None:
+            raise EnclaveStateError("the client is not started: await start(transport) first")
+        return self._transport
+
+    async def send_mail(
+        self, body: bytes, envelope: bytes | None = None, topic: str = "default"
+    ) -> EnclaveMail | None:
+        """As :meth:`EnclaveClient.send_mail`."""
+        transport = self._require_transport()
+        try:
+            reply = await transport.deliver_mail(
+                self.seal(body, envelope, topic), self.correlation_id
+            )
+        except MailDecryptionError:
+            if not self.adopt(await transport.get_attestation()):
+                raise
+            reply = await transport.deliver_mail(
+                self.seal(body, envelope, topic), self.correlation_id
+            )
+        return self.open_reply(reply) if reply else None
+
+    async def poll_mail(self) -> EnclaveMail | None:
+        """As :meth:`EnclaveClient.poll_mail`."""
+        transport = self._require_transport()
+        while True:
+            reply = await transport.poll_mail(self.correlation_id)
+            if not reply:
+                return None
+            try:
+                return self.open_reply(reply)
+            except MailReplayError:
+                continue

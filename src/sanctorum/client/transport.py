@@ -24,6 +24,16 @@ class EnclaveTransport(Protocol):
         ...
 
 
+class AsyncEnclaveTransport(Protocol):
+    """:class:`EnclaveTransport` for asyncio."""
+
+    async def get_attestation(self) -> bytes: ...
+
+    async def deliver_mail(self, mail: bytes, correlation_id: str) -> bytes | None: ...
+
+    async def poll_mail(self, correlation_id: str) -> bytes | None: ...
+
+
 class _Mailbox(Protocol):
     def take(self, routing_hint: str | None) -> bytes | None: ...
 

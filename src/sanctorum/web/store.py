@@ -1,0 +1,100 @@
+"""The web host's durable mailbox: replies and sealed state in SQLite, one transaction per call.
+
+Replies stay until the client acknowledges them (by the id of the last reply it received), so a
+reply is neither lost when the host dies after storing it, nor delivered twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from sanctorum.common.commands import MailCommand, PostMail, StoreSealedState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mailbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    routing_hint TEXT,
+    mail BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mailbox_by_hint ON mailbox (routing_hint, id);
+CREATE TABLE IF NOT EXISTS sealed_state (
+    only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
+    blob BLOB NOT NULL
+);
+"""
+
+
+class MailboxStore:
+    """Thread-safe; every method is one SQLite transaction."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # WAL with NORMAL sync: a commit survives the process being killed (SIGKILL); only a
+        # power cut can lose the last transactions.
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+        self._connection.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def apply(self, commands: Iterable[MailCommand]) -> None:
+        """Store one call's mail commands atomically (the ``on_mail_commands`` callback)."""
+        with self._lock:
+            cursor = self._connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                for command in commands:
+                    if isinstance(command, PostMail):
+                        cursor.execute(
+                            "INSERT INTO mailbox (routing_hint, mail) VALUES (?, ?)",
+                            (command.routing_hint, command.mail),
+                        )
+                    elif isinstance(command, StoreSealedState):
+                        cursor.execute(
+                            "INSERT OR REPLACE INTO sealed_state (only_row, blob) VALUES (1, ?)",
+                            (command.blob,),
+                        )
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+
+    def next_mail(self, routing_hint: str, acknowledged: int | None) -> tuple[int, bytes] | None:
+        """Drop replies up to ``acknowledged``; the oldest one left for ``routing_hint``."""
+        with self._lock:
+            cursor = self._connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                if acknowledged is not None:
+                    cursor.execute(
+                        "DELETE FROM mailbox WHERE routing_hint = ? AND id <= ?",
+                        (routing_hint, acknowledged),
+                    )
+                row = cursor.execute(
+                    "SELECT id, mail FROM mailbox WHERE routing_hint = ? ORDER BY id LIMIT 1",
+                    (routing_hint,),
+                ).fetchone()
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def sealed_state(self) -> bytes | None:
+        with self._lock:
+            row = self._connection.execute("SELECT blob FROM sealed_state").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def pending(self, routing_hint: str) -> int:
+        with self._lock:
+            (count,) = self._connection.execute(
+                "SELECT COUNT(*) FROM mailbox WHERE routing_hint = ?", (routing_hint,)
+            ).fetchone()
+        return int(count)
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
