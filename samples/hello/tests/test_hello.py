@@ -54,4 +54,4 @@ def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.main() == 0
     output = capsys.readouterr().out
     assert "got back 'desserts'" in output
-    assert "simulation, INSECURE" in output
+    assert "mail over HTTP" in output

@@ -26,11 +26,12 @@ from sanctorum.common.errors import (
     SanctorumError,
 )
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
-from sanctorum.mail.format import EnclaveMail, read_mail_header, validate_topic
+from sanctorum.mail.format import EnclaveMail, open_mail, validate_topic
 from sanctorum.mail.post_office import PostOffice
 from sanctorum.mail.private_header import COMMIT_ID_SIZE, CommitHeader
 
 _STATE_VERSION = 1
+_EARLIER_INSTANCES = 4  # how many restarted instances' replies can still be opened
 
 
 class ClientCore:
@@ -62,6 +63,7 @@ class ClientCore:
         """The routing hint under which the host queues this client's replies."""
         self._instance_info: EnclaveInstanceInfo | None = None
         self._post_offices: dict[str, PostOffice] = {}
+        self._earlier: dict[Curve25519PublicKey, dict[str, PostOffice]] = {}
         # Sequence state restored from save(), used if the enclave still has the same key.
         self._saved_enclave_key: Curve25519PublicKey | None = None
         self._saved_sequences: dict[str, tuple[int, int]] = {}
@@ -100,8 +102,13 @@ class ClientCore:
 
     def _adopt(self, info: EnclaveInstanceInfo) -> None:
         if self._instance_info is None or info.encryption_key != self._instance_info.encryption_key:
-            # A new enclave instance: topics start afresh unless saved state was for it.
-            self._post_offices.clear()
+            # A new enclave instance: topics start afresh unless saved state was for it. Replies
+            # the earlier instance queued before it stopped can still be opened.
+            if self._instance_info is not None and self._post_offices:
+                self._earlier[self._instance_info.encryption_key] = self._post_offices
+                while len(self._earlier) > _EARLIER_INSTANCES:
+                    del self._earlier[next(iter(self._earlier))]
+            self._post_offices = {}
             if info.encryption_key == self._saved_enclave_key:
                 for topic, (next_out, next_in) in self._saved_sequences.items():
                     self._post_offices[topic] = PostOffice(
@@ -138,13 +145,20 @@ class ClientCore:
             return self._open_reply(mail)
 
     def _open_reply(self, mail: bytes) -> EnclaveMail:
-        topic = read_mail_header(mail).topic
-        post_office = self._post_offices.get(topic)
+        opened = open_mail(self.private_key, mail)
+        current = self._instance_info.encryption_key if self._instance_info else None
+        offices = (
+            self._post_offices
+            if opened.authenticated_sender == current
+            else self._earlier.get(opened.authenticated_sender, {})
+        )
+        post_office = offices.get(opened.topic)
         if post_office is None:
             raise MailSenderError(
-                f"received a reply on topic {topic!r}, on which this client sent nothing"
+                f"received a mail on topic {opened.topic!r} from a sender this client did not "
+                "write to on that topic"
             )
-        reply = post_office.decrypt_mail(mail)
+        reply = post_office.accept_reply(opened)
         header = CommitHeader.decode(reply.private_header)
         if header is not None:
             if self.rollback_detection and header.last_told != self._last_commit:

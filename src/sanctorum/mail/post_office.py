@@ -83,7 +83,10 @@ class PostOffice:
         Raises :class:`MailDecryptionError`, :class:`MailSenderError` or a
         :class:`MailSequenceError`; a rejected mail changes nothing.
         """
-        opened = open_mail(self.sender_private_key, mail, max_size)
+        return self.accept_reply(open_mail(self.sender_private_key, mail, max_size))
+
+    def accept_reply(self, opened: EnclaveMail) -> EnclaveMail:
+        """The checks of :meth:`decrypt_mail` on a mail already opened with our key."""
         if opened.authenticated_sender != self.destination:
             raise MailSenderError(
                 "the mail was not sent by this post office's destination: "

@@ -1,0 +1,72 @@
+"""A web host serving a behaviour enclave, in a background thread on a free port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from sanctorum import EnclaveMode
+from sanctorum.web.app import create_app
+from sanctorum.web.service import EnclaveService
+
+
+@dataclass
+class RunningHost:
+    url: str
+    service: EnclaveService
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.service.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def serve(service: EnclaveService, max_body_size: int = 1 << 20) -> RunningHost:
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(service, max_body_size), host="127.0.0.1", port=port, log_level="error"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the web host did not start")
+        time.sleep(0.01)
+    return RunningHost(f"http://127.0.0.1:{port}", service, server, thread)
+
+
+@pytest.fixture
+def web_host(
+    bundle_for: Callable[[str], Path], tmp_path: Path
+) -> Iterator[Callable[[str], RunningHost]]:
+    """Starts a web host for the named behaviour enclave (simulation mode)."""
+    running: list[RunningHost] = []
+
+    def start(entry: str) -> RunningHost:
+        service = EnclaveService(bundle_for(entry), EnclaveMode.SIMULATION, tmp_path / entry)
+        service.start()
+        host = serve(service)
+        running.append(host)
+        return host
+
+    yield start
+    for host in running:
+        host.stop()
