@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import boundary_bench
 import mail_bench
 import persistence_bench
+import web_bench
 
 
 def main() -> int:
@@ -20,6 +21,8 @@ def main() -> int:
     results.append(persistence_bench.report())
     print()
     results.append(persistence_bench.filesystem_report())
+    print()
+    results.append(web_bench.report())
     print()
     print("all targets met" if all(results) else "some targets missed (see MISSED above)")
     return 0

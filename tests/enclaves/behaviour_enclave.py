@@ -69,6 +69,8 @@ class Recorder(Enclave):
             raise RuntimeError("handler failed")
         if mail.body == b"silent":
             return
+        if mail.body == b"slow":
+            time.sleep(1)
         reply = self.post_office(mail).encrypt_mail(mail.body.upper(), b"reply-envelope")
         self.post_mail(reply, routing_hint)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -14,7 +16,9 @@ from sanctorum import (
     AsyncWebTransport,
     EnclaveCallError,
     EnclaveClient,
+    EnclaveCrashedError,
     EnclaveInstanceInfo,
+    EnclaveMode,
     WebTransport,
 )
 from tests.web.conftest import RunningHost
@@ -171,3 +175,67 @@ def test_replies_are_kept_until_acknowledged(web_host: Start) -> None:
     assert done.content == b""
     assert json.loads(host.service.host.call_enclave(b"state") or b"{}")["mails"][0][0] == "twice"
     transport.close()
+
+
+def test_503_while_the_enclave_restarts_then_service_resumes(web_host: Start) -> None:
+    host = web_host("Recorder")
+    client, transport = _client(host)
+    with pytest.raises(EnclaveCrashedError):
+        host.service.host.call_enclave(b"crash")  # the enclave process dies
+    mail = client.seal(b"during the restart")
+    response = _post(host, "/deliver-mail", content=mail, headers={"Correlation-ID": "c"})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    reply = client.send_mail(b"after")  # the transport waits out the 503s, then re-attests
+    assert reply is not None
+    assert reply.body == b"AFTER"
+    transport.close()
+
+
+def test_release_mode_hides_error_messages(web_host: Start) -> None:
+    host = web_host("Recorder")
+    host.service.mode = EnclaveMode.RELEASE  # what a release host would answer
+    response = _post(host, "/deliver-mail", content=b"junk", headers={"Correlation-ID": "c"})
+    assert response.status_code == 400
+    assert response.json() == {"error": "BAD_REQUEST", "message": None}
+
+
+def test_a_slow_enclave_does_not_block_the_event_loop(web_host: Start) -> None:
+    host = web_host("Recorder")
+    client, transport = _client(host)
+    slow = threading.Thread(target=client.send_mail, args=(b"slow",))
+    slow.start()
+    time.sleep(0.2)  # the enclave is now inside its one-second receive_mail
+    started = time.monotonic()
+    with httpx.Client(base_url=host.url) as http:
+        assert http.get("/health").status_code == 200
+        assert http.get("/attestation").status_code == 200
+    assert time.monotonic() - started < 0.5
+    assert slow.is_alive()
+    slow.join()
+    transport.close()
+
+
+def test_client_command(web_host: Start) -> None:
+    from typer.testing import CliRunner
+
+    from sanctorum.cli import app
+
+    host = web_host("Recorder")
+    info = EnclaveInstanceInfo.deserialize(httpx.get(f"{host.url}/attestation").content)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["client", host.url])
+    assert shown.exit_code == 0
+    assert str(info.code_hash) in shown.output
+    sent = runner.invoke(
+        app,
+        ["client", host.url, "--constraint", f"C:{info.code_hash} SEC:INSECURE", "--send", "hi"],
+    )
+    assert sent.exit_code == 0, sent.output
+    assert "reply:            HI" in sent.output
+    refused = runner.invoke(app, ["client", host.url, "--constraint", f"C:{info.code_hash}"])
+    assert refused.exit_code == 1
+    assert "SEC:SECURE" in refused.output
+    unchecked = runner.invoke(app, ["client", host.url, "--send", "hi"])
+    assert unchecked.exit_code == 1
+    assert "--send needs --constraint" in unchecked.output

@@ -92,9 +92,9 @@ def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SI
         version=__version__,
         description="Serves one enclave: its attestation, and Mail to and from it.",
     )
-    release = service.mode is EnclaveMode.RELEASE
 
     def error(status: int, code: str, message: str) -> JSONResponse:
+        release = service.mode is EnclaveMode.RELEASE  # nothing about the failure leaks
         return JSONResponse(
             {"error": code, "message": None if release else message}, status_code=status
         )
