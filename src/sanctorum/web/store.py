@@ -88,13 +88,6 @@ class MailboxStore:
             row = self._connection.execute("SELECT blob FROM sealed_state").fetchone()
         return None if row is None else bytes(row[0])
 
-    def pending(self, routing_hint: str) -> int:
-        with self._lock:
-            (count,) = self._connection.execute(
-                "SELECT COUNT(*) FROM mailbox WHERE routing_hint = ?", (routing_hint,)
-            ).fetchone()
-        return int(count)
-
     def close(self) -> None:
         with self._lock:
             self._connection.close()
