@@ -57,7 +57,7 @@ def test_default_security_is_secure() -> None:
         ("", "at least one"),
         ("SEC:INSECURE", "at least one"),
         (f"S:{SIGNER}", "needs a product id"),
-        (f"C:{CODE} PROD:0", "PROD must be from 1 to 65535"),
+        (f"C:{CODE} PROD:65537", "PROD must be from 0 to 65535"),
         (f"C:{CODE} PROD:65536", "PROD must be"),
         (f"C:{CODE} REVOKE:65535", "REVOKE must be"),
         (f"C:{CODE} PROD:x", "not a whole number"),
@@ -150,7 +150,7 @@ _hashes = st.binary(min_size=32, max_size=32).map(SHA256Hash)
 def _constraints(draw: st.DrawFn) -> EnclaveConstraint:
     codes = draw(st.frozensets(_hashes, max_size=3))
     signers = draw(st.frozensets(_hashes, min_size=0 if codes else 1, max_size=3))
-    product = draw(st.integers(1, 65535)) if signers else draw(st.none() | st.integers(1, 65535))
+    product = draw(st.integers(0, 65535)) if signers else draw(st.none() | st.integers(0, 65535))
     return EnclaveConstraint(
         acceptable_code_hashes=codes,
         acceptable_signers=signers,
@@ -206,7 +206,7 @@ def _info_with_summary(summary: SecuritySummary) -> EnclaveInstanceInfo:
     from sanctorum.attestation.evidence import register_verifier, verify_evidence
     from sanctorum.common import EnclaveSecurityInfo
 
-    def verify(evidence: bytes) -> object:
+    def verify(evidence: bytes, at: object) -> object:
         claims = verify_evidence("mock", evidence)
         security = EnclaveSecurityInfo(summary, f"test {summary.name}", claims.security.timestamp)
         return replace(claims, security=security)

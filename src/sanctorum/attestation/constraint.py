@@ -4,7 +4,7 @@ One-line form, space separated::
 
     C:<hash>            acceptable code hash (repeatable)
     S:<hash>            acceptable signer hash (repeatable; needs PROD:)
-    PROD:<n>            product id, 1-65535
+    PROD:<n>            product id, 0-65535
     REVOKE:<n>          minimum revocation level, 0-65534
     SEC:<level>         minimum security: SECURE (default), STALE or INSECURE
     EXPIRE:<duration>   maximum age of the attestation, ISO-8601 (P1D, PT12H, P1W, P1DT30M, …)
@@ -90,8 +90,8 @@ class EnclaveConstraint:
                 "a signer constraint (S:) needs a product id (PROD:): one signer may sign "
                 "several products"
             )
-        if self.product_id is not None and not 1 <= self.product_id <= 65535:
-            raise InvalidConstraintError(f"PROD must be from 1 to 65535, not {self.product_id}")
+        if self.product_id is not None and not 0 <= self.product_id <= 65535:
+            raise InvalidConstraintError(f"PROD must be from 0 to 65535, not {self.product_id}")
         level = self.minimum_revocation_level
         if level is not None and not 0 <= level <= 65534:
             raise InvalidConstraintError(f"REVOKE must be from 0 to 65534, not {level}")

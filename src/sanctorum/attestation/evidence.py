@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from sanctorum.common.errors import InvalidEnclaveError
@@ -45,7 +46,8 @@ class EvidenceProvider(Protocol):
         ...
 
 
-EvidenceVerifier = Callable[[bytes], EvidenceClaims]
+EvidenceVerifier = Callable[[bytes, datetime | None], EvidenceClaims]
+"""Checks evidence bytes at a time (None: now) and returns its claims."""
 _VERIFIERS: dict[str, EvidenceVerifier] = {}
 
 
@@ -54,8 +56,13 @@ def register_verifier(evidence_type: str, verifier: EvidenceVerifier) -> None:
     _VERIFIERS[evidence_type] = verifier
 
 
-def verify_evidence(evidence_type: str, evidence: bytes) -> EvidenceClaims:
-    """Check evidence of a known type; :class:`InvalidEnclaveError` if it does not verify."""
+def verify_evidence(
+    evidence_type: str, evidence: bytes, at: datetime | None = None
+) -> EvidenceClaims:
+    """Check evidence of a known type at time ``at`` (default: now).
+
+    Raises :class:`InvalidEnclaveError` if it does not verify.
+    """
     verifier = _VERIFIERS.get(evidence_type)
     if verifier is None:
         known = ", ".join(sorted(_VERIFIERS)) or "none"
@@ -63,4 +70,4 @@ def verify_evidence(evidence_type: str, evidence: bytes) -> EvidenceClaims:
             f"unknown attestation evidence type {evidence_type!r} (this library knows: {known}); "
             "the enclave may be newer than this client"
         )
-    return verifier(evidence)
+    return verifier(evidence, at)

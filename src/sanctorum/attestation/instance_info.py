@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 
+from sanctorum.attestation import dcap as _dcap  # noqa: F401  (registers its verifier)
 from sanctorum.attestation import mock as _mock  # noqa: F401  (registers its verifier)
 from sanctorum.attestation import simulated as _simulated  # noqa: F401  (registers its verifier)
 from sanctorum.attestation.evidence import EvidenceClaims, verify_evidence
@@ -42,8 +44,11 @@ class EnclaveInstanceInfo:
         encryption_key: Curve25519PublicKey,
         evidence_type: str,
         evidence: bytes,
+        *,
+        verification_time: datetime | None = None,
     ) -> None:
-        """Verify ``evidence`` and its binding to the two keys.
+        """Verify ``evidence`` (at ``verification_time``, default now) and its binding to the
+        two keys.
 
         Raises :class:`InvalidEnclaveError` if the evidence does not verify or was made for
         other keys.
@@ -53,7 +58,7 @@ class EnclaveInstanceInfo:
                 f"attestation evidence of {len(evidence)} bytes is over the limit of "
                 f"{MAX_EVIDENCE_SIZE} bytes"
             )
-        claims = verify_evidence(evidence_type, evidence)
+        claims = verify_evidence(evidence_type, evidence, verification_time)
         if claims.report_data != key_binding(signing_key, encryption_key):
             raise InvalidEnclaveError(
                 "key binding mismatch: the evidence's report data is not SHA-512 of this "
@@ -138,8 +143,11 @@ class EnclaveInstanceInfo:
         )
 
     @classmethod
-    def deserialize(cls, data: bytes) -> EnclaveInstanceInfo:
-        """Parse and fully re-verify bytes from :meth:`serialize`.
+    def deserialize(
+        cls, data: bytes, *, verification_time: datetime | None = None
+    ) -> EnclaveInstanceInfo:
+        """Parse and fully re-verify bytes from :meth:`serialize`, at ``verification_time``
+        (default now; recorded hardware evidence is checked at the time it was valid).
 
         Raises :class:`InvalidEnclaveError` for anything malformed, truncated, oversized or
         unverifiable, and never trusts a field the evidence does not back.
@@ -170,7 +178,13 @@ class EnclaveInstanceInfo:
             encryption_key = Curve25519PublicKey(encryption_raw)
         except ValueError as error:
             raise InvalidEnclaveError(f"malformed EnclaveInstanceInfo: {error}") from None
-        return cls(signing_key, encryption_key, evidence_type, evidence)
+        return cls(
+            signing_key,
+            encryption_key,
+            evidence_type,
+            evidence,
+            verification_time=verification_time,
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EnclaveInstanceInfo):

@@ -93,7 +93,7 @@ class MockEvidenceProvider:
         )
 
 
-def verify_mock_evidence(evidence: bytes) -> EvidenceClaims:
+def verify_mock_evidence(evidence: bytes, at: datetime | None = None) -> EvidenceClaims:
     """Decode mock evidence. Nothing is signed: the summary is always INSECURE."""
     reader = Reader(evidence, error=InvalidEnclaveError, what="mock attestation evidence")
     version = reader.u8("version")

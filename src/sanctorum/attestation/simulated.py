@@ -57,7 +57,7 @@ class SimulatedEvidenceProvider:
         return claims + SIMULATED_QUOTING_KEY.sign(_CONTEXT + claims)
 
 
-def verify_simulated_evidence(evidence: bytes) -> EvidenceClaims:
+def verify_simulated_evidence(evidence: bytes, at: datetime | None = None) -> EvidenceClaims:
     """Check the simulated quoting key's signature and decode the claims."""
     if len(evidence) <= _SIGNATURE_SIZE:
         raise InvalidEnclaveError("malformed simulated attestation evidence: truncated")
