@@ -222,3 +222,27 @@ def test_release_mode_explains_why_not(bundle_for: BundleFor) -> None:
 
     with pytest.raises(EnclaveLoadError, match="release mode is not available here"):
         EnclaveHost.load(bundle_for("Recorder"), mode="release")
+
+
+def test_sgx_checks_name_each_missing_piece(tmp_path: Path) -> None:
+    from sanctorum.host.host import sgx_problems
+
+    problems = sgx_problems(tmp_path, which=lambda name: None)
+    text = "; ".join(problems)
+    for piece in (
+        "/dev/sgx_enclave",
+        "gramine-sgx",
+        "aesm.socket",
+        "libsgx_dcap_ql.so.1",
+        "libsgx_dcap_default_qpl.so.1",
+    ):
+        assert piece in text
+    for path in (
+        "dev/sgx_enclave",
+        "var/run/aesmd/aesm.socket",
+        "usr/lib/x86_64-linux-gnu/libsgx_dcap_ql.so.1",
+        "usr/lib/libsgx_dcap_default_qpl.so.1",
+    ):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).touch()
+    assert sgx_problems(tmp_path, which=lambda name: f"/usr/bin/{name}") == []

@@ -92,6 +92,11 @@ def build_command(
     typer.echo(f"signer hash: {result.signer_hash}")
     typer.echo(f"constraint:  C:{result.code_hash}")
     typer.echo(f"         or: S:{result.signer_hash} PROD:{result.product_id}")
+    if result.sgx is not None:
+        typer.echo(f"SGX manifest: {result.sgx.manifest_template}")
+        if result.sgx.mrenclave:
+            typer.echo(f"MRENCLAVE:    {result.sgx.mrenclave}  (the code hash SGX clients check)")
+        typer.echo(result.sgx.note)
 
 
 @app.command()

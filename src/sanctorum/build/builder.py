@@ -11,6 +11,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from sanctorum.build.gramine import SgxBuild, write_and_sign
 from sanctorum.common.bundle import (
     CODE_DIR,
     CONFIG_FILE,
@@ -40,6 +41,8 @@ class BuildResult:
     code_hash: SHA256Hash
     signer_hash: SHA256Hash
     product_id: int
+    sgx: SgxBuild | None = None
+    """Debug and release builds: the Gramine manifest and, where Gramine is, the signature."""
 
 
 def _source_files(project: Path, config: EnclaveConfig) -> dict[str, bytes]:
@@ -151,7 +154,10 @@ def build(
     path = output_dir / f"{config.name}.enclave"
     path.write_bytes(data)
     bundle = read_bundle(data, str(path))  # what we wrote must load
-    return BuildResult(path, bundle.code_hash, bundle.signer_hash, config.product_id)
+    sgx = None
+    if mode in (EnclaveMode.DEBUG, EnclaveMode.RELEASE):
+        sgx = write_and_sign(config, path, debug=mode is EnclaveMode.DEBUG)
+    return BuildResult(path, bundle.code_hash, bundle.signer_hash, config.product_id, sgx)
 
 
 def sign(bundle_path: Path, key: Ed25519PrivateKey) -> BuildResult:

@@ -125,7 +125,7 @@ class EnclaveRuntime:
         evidence_provider: EvidenceProvider,
         *,
         identity: EnclaveIdentity,
-        platform_secret: bytes,
+        platform_secret: bytes | Callable[[SealingPolicy], bytes],
         thread_safe: bool | None = None,
         persistent_map_size: int | None = None,
         sealed_state: bytes | None = None,
@@ -136,7 +136,8 @@ class EnclaveRuntime:
     ) -> None:
         """``thread_safe`` overrides the class attribute (a bundle's configuration decides);
         ``persistent_map_size`` enables the persistent map with that maximum size, restored
-        from ``sealed_state`` if given."""
+        from ``sealed_state`` if given. ``platform_secret`` is one secret, or (SGX) a function
+        giving the CPU's key for each sealing policy."""
         self.enclave = enclave
         self._evidence_provider = evidence_provider
         self._max_mail_size = max_mail_size
@@ -304,7 +305,10 @@ class EnclaveRuntime:
         return self._signing_key.sign(data)
 
     def sealing_key(self, policy: SealingPolicy, purpose: bytes) -> bytes:
-        return derive_sealing_key(self._platform_secret, self.identity, policy, purpose)
+        secret = self._platform_secret
+        if callable(secret):
+            secret = secret(policy)
+        return derive_sealing_key(secret, self.identity, policy, purpose)
 
     def _open_filesystem(
         self, size: int, memory_size: int, path: Path | None

@@ -39,13 +39,24 @@ class ModeSupport:
     reason: str
 
 
-def _sgx_problems() -> list[str]:
+_DCAP_LIBRARIES = ("libsgx_dcap_ql.so.1", "libsgx_dcap_default_qpl.so.1")
+_LIBRARY_DIRS = ("usr/lib/x86_64-linux-gnu", "usr/lib", "usr/lib64", "usr/local/lib")
+
+
+def sgx_problems(
+    root: Path = Path("/"), which: Callable[[str], str | None] = shutil.which
+) -> list[str]:
+    """What this machine lacks to run SGX enclaves (empty when nothing is missing)."""
     problems = []
-    if not os.path.exists("/dev/sgx_enclave"):
+    if not (root / "dev/sgx_enclave").exists():
         problems.append("no SGX device (/dev/sgx_enclave): the CPU or VM does not expose SGX")
-    if shutil.which("gramine-sgx") is None:
-        problems.append("gramine-sgx is not on PATH")
-    problems.append("running enclaves under Gramine is not built into this version yet")
+    if which("gramine-sgx") is None:
+        problems.append("gramine-sgx is not on PATH (install Gramine)")
+    if not (root / "var/run/aesmd/aesm.socket").exists():
+        problems.append("the AESM service is not running (/var/run/aesmd/aesm.socket)")
+    for library in _DCAP_LIBRARIES:
+        if not any((root / directory / library).exists() for directory in _LIBRARY_DIRS):
+            problems.append(f"the DCAP library {library} is not installed")
     return problems
 
 
@@ -82,7 +93,10 @@ class EnclaveHost:
     @classmethod
     def supported_modes(cls) -> list[ModeSupport]:
         """Which modes this machine can run, and why not the others."""
-        problems = _sgx_problems()
+        problems = [
+            *sgx_problems(),
+            "serving enclaves under gramine-sgx is not built into this version yet",
+        ]
         support = [
             ModeSupport(EnclaveMode.MOCK, True, "runs the enclave class in this process"),
             ModeSupport(

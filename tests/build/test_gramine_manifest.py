@@ -1,0 +1,81 @@
+"""Gramine manifests for debug and release builds (snapshot-tested), and release builds here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sanctorum.build import build, generate_key
+from sanctorum.build.gramine import manifest_template
+from sanctorum.common.bundle import EnclaveConfig
+from sanctorum.common.mode import EnclaveMode
+from tests.conftest import DATA, write_project
+
+SNAPSHOT = DATA / "snapshots" / "hello.manifest.template"
+CONFIG = EnclaveConfig(
+    name="hello",
+    entry="hello_enclave:ReverseEnclave",
+    product_id=1,
+    revocation_level=2,
+    sources=("hello_enclave.py",),
+)
+
+
+def _render(debug: bool) -> str:
+    return manifest_template(
+        CONFIG,
+        Path("/srv/hello/hello.enclave"),
+        debug=debug,
+        python=Path("/usr/bin/python3.11"),
+        paths=[Path("/usr/lib/python3.11"), Path("/usr/lib/python3/dist-packages")],
+    )
+
+
+def test_release_manifest_matches_the_snapshot() -> None:
+    rendered = _render(debug=False)
+    if os.environ.get("SANCTORUM_UPDATE_SNAPSHOTS"):
+        SNAPSHOT.write_text(rendered)
+    assert rendered == SNAPSHOT.read_text(), (
+        "the manifest changed: review it, then rerun with SANCTORUM_UPDATE_SNAPSHOTS=1"
+    )
+
+
+def test_manifest_essentials() -> None:
+    release, debug = _render(debug=False), _render(debug=True)
+    assert "sgx.debug = false" in release
+    assert "sgx.debug = true" in debug
+    assert 'sgx.remote_attestation = "dcap"' in release
+    assert "sgx.isvprodid = 1" in release
+    assert "sgx.isvsvn = 2" in release
+    assert '"file:/srv/hello/hello.enclave",' in release  # the bundle is measured
+    assert '"file:/usr/lib/python3.11/",' in release  # so is the standard library
+    assert 'type = "encrypted", path = "/sanctorum/state"' in release
+    assert 'key_name = "_sgx_mrsigner"' in release
+
+
+def test_release_build_writes_the_manifest_and_says_what_is_missing(tmp_path: Path) -> None:
+    project = write_project(tmp_path, "Recorder")
+    key = generate_key(tmp_path / "key.pem")
+    result = build(project, tmp_path / "out", key, EnclaveMode.RELEASE)
+    assert result.sgx is not None
+    text = result.sgx.manifest_template.read_text()
+    assert "sgx.debug = false" in text
+    assert str(result.path.resolve()) in text
+    assert result.sgx.mrenclave is None
+    assert "gramine-manifest and gramine-sgx-sign not installed" in result.sgx.note
+    assert "gramine-sgx-sign --manifest" in result.sgx.note
+
+
+def test_simulation_builds_have_no_manifest(tmp_path: Path) -> None:
+    assert build(write_project(tmp_path, "Recorder"), tmp_path / "out").sgx is None
+
+
+@pytest.mark.parametrize("mode", [EnclaveMode.DEBUG])
+def test_debug_build_uses_the_dummy_key_and_a_debug_manifest(
+    tmp_path: Path, mode: EnclaveMode
+) -> None:
+    result = build(write_project(tmp_path, "Recorder"), tmp_path / "out", mode=mode)
+    assert result.sgx is not None
+    assert "sgx.debug = true" in result.sgx.manifest_template.read_text()
