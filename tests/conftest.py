@@ -141,3 +141,13 @@ def load(mode: str, bundle_for: Callable[[str], Path]) -> Iterator[Callable[[str
     yield make
     for host in hosts:
         host.close()
+
+
+@pytest.fixture
+def pccs() -> Iterator[str]:
+    """The URL of a local fake PCCS serving the recorded collateral."""
+    from tests.pccs import serve_pccs
+
+    url, server = serve_pccs()
+    yield url
+    server.shutdown()

@@ -2,89 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
-from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 
 from sanctorum.attestation.dcap import encode_dcap_evidence, verify_dcap_evidence
 from sanctorum.host.collateral import CollateralError, CollateralFetcher, raw_json_member
 from tests.conftest import vector_file
+from tests.pccs import RECORDED, FakePccs
 
 QUOTE = vector_file("dcap/sgx_quote_v3.bin").read_bytes()
-RECORDED: dict[str, str] = json.loads(vector_file("dcap/sgx_quote_v3.collateral.json").read_text())
 VALID_AT = datetime.fromtimestamp(1750416971, UTC)
-
-
-class FakePccs(BaseHTTPRequestHandler):
-    """Answers the four PCCS v4 requests with the recorded collateral, as Intel's PCS does."""
-
-    requests: ClassVar[list[str]] = []
-    broken = False
-
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        query = parse_qs(url.query)
-        FakePccs.requests.append(url.path)
-        prefix = "/sgx/certification/v4"
-        routes = {
-            f"{prefix}/pckcrl": (
-                bytes.fromhex(RECORDED["pck_crl"]),
-                {"SGX-PCK-CRL-Issuer-Chain": quote(RECORDED["pck_crl_issuer_chain"])},
-            ),
-            f"{prefix}/tcb": (
-                (
-                    '{"tcbInfo":'
-                    + RECORDED["tcb_info"]
-                    + ',"signature":"'
-                    + RECORDED["tcb_info_signature"]
-                    + '"}'
-                ).encode(),
-                {"TCB-Info-Issuer-Chain": quote(RECORDED["tcb_info_issuer_chain"])},
-            ),
-            f"{prefix}/qe/identity": (
-                (
-                    '{"enclaveIdentity":'
-                    + RECORDED["qe_identity"]
-                    + ',"signature":"'
-                    + RECORDED["qe_identity_signature"]
-                    + '"}'
-                ).encode(),
-                {"SGX-Enclave-Identity-Issuer-Chain": quote(RECORDED["qe_identity_issuer_chain"])},
-            ),
-            f"{prefix}/rootcacrl": (bytes.fromhex(RECORDED["root_ca_crl"]), {}),
-        }
-        if url.path.endswith("/tcb") and query.get("fmspc") != ["00A067110000"]:
-            self.send_error(404)
-            return
-        if FakePccs.broken or url.path not in routes:
-            self.send_error(503 if FakePccs.broken else 404)
-            return
-        body, headers = routes[url.path]
-        self.send_response(200)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def pccs() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakePccs)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    FakePccs.requests, FakePccs.broken = [], False
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def test_fetched_collateral_matches_and_verifies(pccs: str) -> None:

@@ -27,6 +27,7 @@ from sanctorum.common.errors import (
     EnclaveLoadError,
     EnclaveStateError,
     FrameError,
+    InvalidEnclaveError,
     MailDecryptionError,
     MailFormatError,
     MailGapError,
@@ -338,6 +339,7 @@ _ERROR_CODES: list[tuple[int, type[SanctorumError]]] = [
     (11, EnclaveCrashedError),
     (12, PersistentMapFullError),
     (13, SealedStateError),
+    (14, InvalidEnclaveError),
     (1, EnclaveCallError),
 ]
 _CLASSES = dict(_ERROR_CODES)

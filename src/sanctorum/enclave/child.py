@@ -19,11 +19,14 @@ import socket
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
+from sanctorum.attestation.evidence import EvidenceProvider
 from sanctorum.attestation.simulated import SimulatedEvidenceProvider
-from sanctorum.common.bundle import read_bundle
+from sanctorum.common.bundle import Bundle, read_bundle
 from sanctorum.common.errors import (
     EnclaveCallError,
     EnclaveCrashedError,
@@ -48,7 +51,7 @@ from sanctorum.common.frames import (
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.importer import BundleFinder
 from sanctorum.enclave.runtime import EnclaveRuntime
-from sanctorum.enclave.sealing import EnclaveIdentity, simulation_platform_secret
+from sanctorum.enclave.sealing import EnclaveIdentity, SealingPolicy, simulation_platform_secret
 
 _MAX_WORKERS = 64
 _CALL_TYPES = (FrameType.CALL, FrameType.DELIVER_MAIL, FrameType.UPDATE_ATTESTATION)
@@ -56,10 +59,47 @@ _RECEIVE_SIZE = 1 << 20
 _CLOSED = Frame(FrameType.ERROR, 0)  # sentinel: the host went away
 
 
+class ChildPlatform(Protocol):
+    """What differs between the enclave processes of simulation and of SGX."""
+
+    modes: tuple[str, ...]
+
+    def bundle_bytes(self, sent: bytes) -> bytes:
+        """The bundle to run, given the one the host sent."""
+        ...
+
+    def attestation(
+        self, bundle: Bundle, call_host: Callable[[bytes], bytes | None]
+    ) -> tuple[EvidenceProvider, bytes | Callable[[SealingPolicy], bytes]]:
+        """The evidence provider and platform secret for ``bundle``."""
+        ...
+
+
+class SimulationChildPlatform:
+    """Runs the bundle the host sent, measured here, with simulated evidence."""
+
+    modes: tuple[str, ...] = ("simulation",)
+
+    def bundle_bytes(self, sent: bytes) -> bytes:
+        return sent
+
+    def attestation(
+        self, bundle: Bundle, call_host: Callable[[bytes], bytes | None]
+    ) -> tuple[EvidenceProvider, bytes | Callable[[SealingPolicy], bytes]]:
+        provider = SimulatedEvidenceProvider(
+            code_hash=bundle.code_hash,
+            signer_hash=bundle.signer_hash,
+            product_id=bundle.config.product_id,
+            revocation_level=bundle.config.revocation_level,
+        )
+        return provider, simulation_platform_secret()
+
+
 class EnclaveServer:
     """Serves one enclave over a connected socket until SHUTDOWN or end of stream."""
 
-    def __init__(self, connection: socket.socket) -> None:
+    def __init__(self, connection: socket.socket, platform: ChildPlatform | None = None) -> None:
+        self._platform = platform or SimulationChildPlatform()
         self._connection = connection
         self._send_lock = threading.Lock()
         self._runtime: EnclaveRuntime | None = None
@@ -164,18 +204,16 @@ class EnclaveServer:
             return
         try:
             request = decode_load(frame.payload)
-            if request.mode != "simulation":
+            if request.mode not in self._platform.modes:
                 raise EnclaveLoadError(
-                    f"this enclave process runs simulation mode, not {request.mode!r}"
+                    f"this enclave process runs {' or '.join(self._platform.modes)} mode, "
+                    f"not {request.mode!r}"
                 )
-            bundle = read_bundle(request.bundle)
+            bundle = read_bundle(self._platform.bundle_bytes(request.bundle))
             BundleFinder(bundle.python_files()).install()
             enclave_class = _import_entry(bundle.config.entry_module, bundle.config.entry_class)
-            provider = SimulatedEvidenceProvider(
-                code_hash=bundle.code_hash,
-                signer_hash=bundle.signer_hash,
-                product_id=bundle.config.product_id,
-                revocation_level=bundle.config.revocation_level,
+            provider, platform_secret = self._platform.attestation(
+                bundle, lambda data: self._call_host_inline(frame.call_id, data)
             )
             try:
                 enclave = enclave_class()
@@ -188,7 +226,7 @@ class EnclaveServer:
                 enclave,
                 provider,
                 identity=EnclaveIdentity(bundle.code_hash, bundle.signer_hash, config.product_id),
-                platform_secret=simulation_platform_secret(),
+                platform_secret=platform_secret,
                 thread_safe=config.thread_safe,
                 persistent_map_size=(
                     config.max_persistent_map_size if config.persistent_map else None

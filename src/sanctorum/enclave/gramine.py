@@ -71,3 +71,60 @@ class GramineAttestation:
         if len(key) != 16:
             raise EnclaveLoadError(f"{path} holds {len(key)} bytes, not a 16-byte sealing key")
         return key
+
+
+COLLATERAL_REQUEST = b"sanctorum:collateral\0"
+
+
+class GramineChildPlatform:
+    """The enclave process inside SGX: runs the bundle Gramine measured, attests with DCAP."""
+
+    modes: tuple[str, ...] = ("debug", "release")
+
+    def __init__(self, bundle_path: Path, directory: Path = ATTESTATION_DIR) -> None:
+        self._bundle_path = bundle_path
+        self._directory = directory
+
+    def bundle_bytes(self, sent: bytes) -> bytes:
+        # The trusted file SGX measured into MRENCLAVE, not what the host sent.
+        return self._bundle_path.read_bytes()
+
+    def attestation(
+        self, bundle: object, call_host: Callable[[bytes], bytes | None]
+    ) -> tuple[GramineAttestation, Callable[[SealingPolicy], bytes]]:
+        def collateral_for(quote: bytes) -> str:
+            answer = call_host(COLLATERAL_REQUEST + quote)
+            if not answer:
+                raise EnclaveLoadError("the host sent no DCAP collateral for the quote")
+            return answer.decode("utf-8", "replace")
+
+        gramine = GramineAttestation(collateral_for, self._directory)
+        return gramine, gramine.platform_secret
+
+
+def main(argv: list[str]) -> int:
+    """``python -m sanctorum.enclave.gramine BUNDLE``: the entry point the manifest runs."""
+    import os
+    import socket
+    import sys
+
+    from sanctorum.enclave.child import EnclaveServer
+
+    address = os.environ.get("SANCTORUM_HOST_ADDRESS", "")
+    host, _, port = address.rpartition(":")
+    if len(argv) != 2 or not port.isdigit():
+        print(
+            "usage: SANCTORUM_HOST_ADDRESS=host:port python -m sanctorum.enclave.gramine BUNDLE",
+            file=sys.stderr,
+        )
+        return 2
+    directory = Path(os.environ.get("SANCTORUM_ATTESTATION_DIR", str(ATTESTATION_DIR)))
+    with socket.create_connection((host, int(port))) as connection:
+        EnclaveServer(connection, GramineChildPlatform(Path(argv[1]), directory)).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv))

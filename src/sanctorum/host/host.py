@@ -13,11 +13,13 @@ from types import TracebackType
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.attestation.mock import MockConfiguration
-from sanctorum.common.bundle import read_bundle
+from sanctorum.common.bundle import DUMMY_SIGNING_KEY, read_bundle
 from sanctorum.common.commands import MailCommand, StoreSealedState
 from sanctorum.common.errors import BundleError, EnclaveLoadError, EnclaveStateError
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.enclave.base import Enclave
+from sanctorum.host.collateral import CollateralFetcher
+from sanctorum.host.gramine import GraminePlatform
 from sanctorum.host.mailbox import InMemoryMailbox
 from sanctorum.host.platform import (
     EnclavePlatform,
@@ -93,10 +95,7 @@ class EnclaveHost:
     @classmethod
     def supported_modes(cls) -> list[ModeSupport]:
         """Which modes this machine can run, and why not the others."""
-        problems = [
-            *sgx_problems(),
-            "serving enclaves under gramine-sgx is not built into this version yet",
-        ]
+        problems = sgx_problems()
         support = [
             ModeSupport(EnclaveMode.MOCK, True, "runs the enclave class in this process"),
             ModeSupport(
@@ -104,7 +103,8 @@ class EnclaveHost:
             ),
         ]
         for mode in (EnclaveMode.DEBUG, EnclaveMode.RELEASE):
-            support.append(ModeSupport(mode, False, "; ".join(problems)))
+            reason = "; ".join(problems) or "runs a bundle in SGX under gramine-sgx"
+            support.append(ModeSupport(mode, not problems, reason))
         return support
 
     @classmethod
@@ -113,6 +113,7 @@ class EnclaveHost:
         enclave: type[Enclave] | str | os.PathLike[str] | None = None,
         mode: EnclaveMode | str | None = None,
         mock_config: MockConfiguration | None = None,
+        pccs_url: str | None = None,
     ) -> EnclaveHost:
         """Load an enclave; :meth:`start` runs it.
 
@@ -121,6 +122,8 @@ class EnclaveHost:
         argument, the single bundle in the current directory or its ``build/``, or else the
         single Enclave subclass imported so far, is loaded. ``mock_config`` sets what a mock
         enclave claims to be (code hash, signer, product id, revocation level, TCB level).
+        ``pccs_url`` is where debug and release enclaves get their DCAP collateral (default:
+        Intel's PCS).
         """
         if enclave is None:
             enclave = _discover()
@@ -131,7 +134,7 @@ class EnclaveHost:
         if mock_config is not None and not isinstance(mock_config, MockConfiguration):
             raise EnclaveLoadError("mock_config must be a MockConfiguration")
         if isinstance(enclave, (str, os.PathLike)):
-            return cls._load_bundle(Path(enclave), parsed_mode or EnclaveMode.SIMULATION)
+            return cls._load_bundle(Path(enclave), parsed_mode or EnclaveMode.SIMULATION, pccs_url)
         if not (isinstance(enclave, type) and issubclass(enclave, Enclave)):
             raise EnclaveLoadError(
                 f"{enclave!r} is not an Enclave subclass or a bundle path: pass the class "
@@ -146,19 +149,36 @@ class EnclaveHost:
         return cls(lambda: MockPlatform(enclave, mock_config), parsed_mode)
 
     @classmethod
-    def _load_bundle(cls, path: Path, mode: EnclaveMode) -> EnclaveHost:
+    def _load_bundle(cls, path: Path, mode: EnclaveMode, pccs_url: str | None) -> EnclaveHost:
         if mode is EnclaveMode.MOCK:
             raise EnclaveLoadError("mock mode runs an Enclave class; pass the class, not a bundle")
         if mode is not EnclaveMode.SIMULATION:
-            reason = next(s.reason for s in cls.supported_modes() if s.mode is mode)
-            raise EnclaveLoadError(f"{mode.value} mode is not available here: {reason}")
+            problems = sgx_problems()
+            if problems:
+                raise EnclaveLoadError(
+                    f"{mode.value} mode is not available here: {'; '.join(problems)}"
+                )
         try:
             data = path.read_bytes()
         except OSError as error:
             raise BundleError(f"cannot read the enclave bundle {path}: {error}") from None
         bundle = read_bundle(data, str(path))
         refuse_thread_safe_persistence(bundle.config.thread_safe, bundle.config.persistent_map)
-        return cls(lambda: SimulationPlatform(bundle, data), mode)
+        if mode is EnclaveMode.SIMULATION:
+            return cls(lambda: SimulationPlatform(bundle, data), mode)
+        if mode is EnclaveMode.RELEASE and bundle.signer == DUMMY_SIGNING_KEY.public_key:
+            raise BundleError(f"{path} is signed with the public dummy key; sign it for release")
+        manifest = path.with_name(f"{bundle.config.name}.manifest.sgx")
+        if not manifest.exists():
+            raise EnclaveLoadError(
+                f"{manifest} is missing: build with `sanctorum build --mode {mode.value}` on a "
+                "machine with Gramine, which signs the manifest"
+            )
+        fetcher = CollateralFetcher(pccs_url) if pccs_url else CollateralFetcher()
+        launcher = ["gramine-sgx", bundle.config.name]
+        return cls(
+            lambda: GraminePlatform(bundle, data, mode, fetcher, launcher, path.parent), mode
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 

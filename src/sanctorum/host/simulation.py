@@ -81,7 +81,30 @@ class SimulationPlatform:
     def process(self) -> subprocess.Popen[bytes] | None:
         return self._process
 
+    mode = "simulation"
+
     def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> None:
+        self._connection = self._spawn()
+        try:
+            answer = self._request(
+                Frame(
+                    FrameType.LOAD,
+                    0,
+                    encode_load(self.mode, self._bundle_bytes, sealed_state, filesystem_file),
+                ),
+                FrameType.READY,
+                callback=self._serve_load_request,
+                timeout=START_TIMEOUT,
+            )
+            info = EnclaveInstanceInfo.deserialize(answer.payload)
+            self._check_attested(info)
+        except BaseException:
+            self._stop_process()
+            raise
+        self._instance_info = info
+
+    def _spawn(self) -> socket.socket:
+        """Start the enclave process; the host's end of its connection."""
         host_end, child_end = socket.socketpair()
         try:
             self._process = subprocess.Popen(  # noqa: S603  (our own module, no shell)
@@ -95,27 +118,18 @@ class SimulationPlatform:
             raise EnclaveLoadError(f"could not start the enclave process: {error}") from None
         finally:
             child_end.close()
-        self._connection = host_end
-        try:
-            answer = self._request(
-                Frame(
-                    FrameType.LOAD,
-                    0,
-                    encode_load("simulation", self._bundle_bytes, sealed_state, filesystem_file),
-                ),
-                FrameType.READY,
-                timeout=START_TIMEOUT,
+        return host_end
+
+    def _serve_load_request(self, data: bytes) -> bytes | None:
+        """What the enclave asks the host while it loads (nothing, in simulation)."""
+        raise EnclaveLoadError("the simulation enclave asked its host for something unknown")
+
+    def _check_attested(self, info: EnclaveInstanceInfo) -> None:
+        if info.code_hash != self._bundle.code_hash:
+            raise InvalidEnclaveError(
+                f"the enclave attests code hash {info.code_hash}, but the bundle measures "
+                f"{self._bundle.code_hash}"
             )
-            info = EnclaveInstanceInfo.deserialize(answer.payload)
-            if info.code_hash != self._bundle.code_hash:
-                raise InvalidEnclaveError(
-                    f"the enclave attests code hash {info.code_hash}, but the bundle measures "
-                    f"{self._bundle.code_hash}"
-                )
-        except BaseException:
-            self._stop_process()
-            raise
-        self._instance_info = info
 
     def _read_until_answered(
         self, inbox: queue.SimpleQueue[Frame | _Signal], deadline: float | None

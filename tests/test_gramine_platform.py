@@ -1,0 +1,67 @@
+"""The SGX path end to end, minus the CPU: the host launches the Gramine entry point (as
+``gramine-sgx`` would, but as a plain process), the enclave code reads a fake
+``/dev/attestation``, asks its host for collateral, and attests with the recorded quote."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sanctorum import EnclaveLoadError, InvalidEnclaveError
+from sanctorum.common.bundle import read_bundle
+from sanctorum.common.mode import EnclaveMode
+from sanctorum.host import EnclaveHost
+from sanctorum.host.collateral import CollateralFetcher
+from sanctorum.host.gramine import GraminePlatform
+from tests.conftest import vector_file
+from tests.pccs import FakePccs
+
+QUOTE = vector_file("dcap/sgx_quote_v3.bin").read_bytes()
+
+
+def _fake_attestation(directory: Path) -> Path:
+    (directory / "keys").mkdir(parents=True)
+    (directory / "attestation_type").write_text("dcap")
+    (directory / "quote").write_bytes(QUOTE)
+    (directory / "keys" / "_sgx_mrenclave").write_bytes(bytes(16))
+    (directory / "keys" / "_sgx_mrsigner").write_bytes(bytes(16))
+    return directory
+
+
+def test_the_whole_chain_runs_and_refuses_a_quote_not_made_for_its_keys(
+    bundle_for: Callable[[str], Path], pccs: str, tmp_path: Path
+) -> None:
+    bundle_path = bundle_for("Recorder")
+    data = bundle_path.read_bytes()
+    attestation = _fake_attestation(tmp_path / "attestation")
+    platform = GraminePlatform(
+        read_bundle(data),
+        b"",  # under SGX the enclave runs the bundle Gramine measured, not what the host sends
+        EnclaveMode.RELEASE,
+        CollateralFetcher(pccs),
+        [sys.executable, "-m", "sanctorum.enclave.gramine", str(bundle_path)],
+        environment={"SANCTORUM_ATTESTATION_DIR": str(attestation)},
+    )
+    with pytest.raises(InvalidEnclaveError, match="DCAP quote verification failed"):
+        platform.start(None, None)
+    # The enclave wrote its key binding, read the quote, and its host fetched the collateral.
+    assert len((attestation / "user_report_data").read_bytes()) == 64
+    assert sorted(set(FakePccs.requests)) == [
+        "/sgx/certification/v4/pckcrl",
+        "/sgx/certification/v4/qe/identity",
+        "/sgx/certification/v4/rootcacrl",
+        "/sgx/certification/v4/tcb",
+    ]
+    assert platform.process is not None
+    assert platform.process.poll() is not None  # the enclave process was stopped
+
+
+def test_release_and_debug_are_refused_here_with_the_reason(
+    bundle_for: Callable[[str], Path],
+) -> None:
+    for mode in ("debug", "release"):
+        with pytest.raises(EnclaveLoadError, match=f"{mode} mode is not available here: no SGX"):
+            EnclaveHost.load(bundle_for("Recorder"), mode=mode)
