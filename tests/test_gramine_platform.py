@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from sanctorum import EnclaveLoadError, InvalidEnclaveError
+from sanctorum.attestation.collateral import CollateralFetcher
 from sanctorum.common.bundle import read_bundle
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.host import EnclaveHost
-from sanctorum.host.collateral import CollateralFetcher
 from sanctorum.host.gramine import GraminePlatform
 from tests.conftest import vector_file
 from tests.pccs import FakePccs

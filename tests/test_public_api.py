@@ -58,7 +58,7 @@ def test_client_import_does_not_load_host_or_enclave() -> None:
     code = (
         "import sys; from sanctorum import EnclaveClient, EnclaveConstraint; "
         "print(sorted(m for m in sys.modules if m.startswith(('sanctorum.host', "
-        "'sanctorum.enclave', 'typer'))))"
+        "'sanctorum.enclave', 'typer', 'httpx', 'dcap_qvl'))))"
     )
     output = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

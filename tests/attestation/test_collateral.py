@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sanctorum.attestation.collateral import CollateralError, CollateralFetcher, raw_json_member
 from sanctorum.attestation.dcap import encode_dcap_evidence, verify_dcap_evidence
-from sanctorum.host.collateral import CollateralError, CollateralFetcher, raw_json_member
 from tests.conftest import vector_file
 from tests.pccs import RECORDED, FakePccs
 

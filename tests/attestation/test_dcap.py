@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -176,3 +177,41 @@ def test_revoked_and_unknown_statuses_are_rejected(status: str) -> None:
 def test_malformed_evidence_raises_only_invalid_enclave(data: bytes) -> None:
     with pytest.raises(InvalidEnclaveError):
         verify_dcap_evidence(data, VALID_AT)
+
+
+def _serialized_with(collateral: str) -> bytes:
+    """What a host could send: a DCAP instance info whose collateral it chose."""
+    from sanctorum.common.codec import Writer
+
+    return (
+        Writer()
+        .raw(b"SNCI")
+        .u8(1)
+        .raw(Ed25519PrivateKey.generate().public_key.encoded)
+        .raw(Curve25519PrivateKey.generate().public_key.encoded)
+        .text16(DCAP_EVIDENCE_TYPE)
+        .bytes32(encode_dcap_evidence(QUOTE, collateral))
+        .getvalue()
+    )
+
+
+def test_a_client_can_bring_its_own_or_fresh_collateral(pccs: str) -> None:
+    from sanctorum.attestation.collateral import CollateralFetcher
+
+    altered = json.loads(COLLATERAL)
+    altered["tcb_info"] = altered["tcb_info"].replace('"tcbType":0', '"tcbType":1')
+    lying_host = _serialized_with(json.dumps(altered))
+    with pytest.raises(InvalidEnclaveError, match="verification failed"):
+        EnclaveInstanceInfo.deserialize(lying_host, verification_time=VALID_AT)
+    # With its own collateral the quote verifies; only the (recorded) binding fails now.
+    with pytest.raises(InvalidEnclaveError, match="key binding mismatch"):
+        EnclaveInstanceInfo.deserialize(
+            lying_host, verification_time=VALID_AT, collateral=COLLATERAL
+        )
+    fresh = CollateralFetcher(pccs, clock=lambda: VALID_AT)
+    with pytest.raises(InvalidEnclaveError, match="key binding mismatch"):
+        EnclaveInstanceInfo.deserialize(lying_host, verification_time=VALID_AT, collateral=fresh)
+    with pytest.raises(InvalidEnclaveError, match="cannot get fresh collateral"):
+        EnclaveInstanceInfo.deserialize(
+            lying_host, collateral=CollateralFetcher("http://127.0.0.1:9")
+        )

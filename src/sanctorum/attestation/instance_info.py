@@ -8,9 +8,15 @@ from datetime import datetime
 from sanctorum.attestation import dcap as _dcap  # noqa: F401  (registers its verifier)
 from sanctorum.attestation import mock as _mock  # noqa: F401  (registers its verifier)
 from sanctorum.attestation import simulated as _simulated  # noqa: F401  (registers its verifier)
+from sanctorum.attestation.collateral import CollateralFetcher
+from sanctorum.attestation.dcap import (
+    DCAP_EVIDENCE_TYPE,
+    decode_dcap_evidence,
+    encode_dcap_evidence,
+)
 from sanctorum.attestation.evidence import EvidenceClaims, verify_evidence
 from sanctorum.common.codec import Reader, Writer
-from sanctorum.common.errors import InvalidEnclaveError
+from sanctorum.common.errors import InvalidEnclaveError, SanctorumError
 from sanctorum.common.hashes import SHA256Hash
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PublicKey
 from sanctorum.common.mode import EnclaveMode, EnclaveSecurityInfo
@@ -144,10 +150,17 @@ class EnclaveInstanceInfo:
 
     @classmethod
     def deserialize(
-        cls, data: bytes, *, verification_time: datetime | None = None
+        cls,
+        data: bytes,
+        *,
+        verification_time: datetime | None = None,
+        collateral: str | dict[str, str] | CollateralFetcher | None = None,
     ) -> EnclaveInstanceInfo:
         """Parse and fully re-verify bytes from :meth:`serialize`, at ``verification_time``
         (default now; recorded hardware evidence is checked at the time it was valid).
+
+        For DCAP evidence, ``collateral`` replaces the collateral the host shipped: your own
+        (JSON text or dict), or a :class:`CollateralFetcher` to fetch it fresh.
 
         Raises :class:`InvalidEnclaveError` for anything malformed, truncated, oversized or
         unverifiable, and never trusts a field the evidence does not back.
@@ -173,6 +186,14 @@ class EnclaveInstanceInfo:
         evidence_type = reader.text16("evidence type", 64)
         evidence = reader.bytes32("evidence", MAX_EVIDENCE_SIZE)
         reader.expect_end()
+        if collateral is not None and evidence_type == DCAP_EVIDENCE_TYPE:
+            quote, _ = decode_dcap_evidence(evidence)
+            if isinstance(collateral, CollateralFetcher):
+                try:
+                    collateral = collateral.collateral_for(quote)
+                except SanctorumError as error:
+                    raise InvalidEnclaveError(f"cannot get fresh collateral: {error}") from None
+            evidence = encode_dcap_evidence(quote, collateral)
         try:
             signing_key = Ed25519PublicKey(signing_raw)
             encryption_key = Curve25519PublicKey(encryption_raw)

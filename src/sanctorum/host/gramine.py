@@ -14,11 +14,11 @@ import socket
 import subprocess
 from pathlib import Path
 
+from sanctorum.attestation.collateral import CollateralFetcher
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.common.bundle import Bundle
 from sanctorum.common.errors import EnclaveLoadError
 from sanctorum.common.mode import EnclaveMode
-from sanctorum.host.collateral import CollateralFetcher
 from sanctorum.host.simulation import START_TIMEOUT, SimulationPlatform
 
 COLLATERAL_REQUEST = b"sanctorum:collateral\0"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from sanctorum.attestation.collateral import CollateralFetcher
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.attestation.mock import MockConfiguration
 from sanctorum.common.bundle import DUMMY_SIGNING_KEY, read_bundle
@@ -18,7 +19,6 @@ from sanctorum.common.commands import MailCommand, StoreSealedState
 from sanctorum.common.errors import BundleError, EnclaveLoadError, EnclaveStateError
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.enclave.base import Enclave
-from sanctorum.host.collateral import CollateralFetcher
 from sanctorum.host.gramine import GraminePlatform
 from sanctorum.host.mailbox import InMemoryMailbox
 from sanctorum.host.platform import (

@@ -1,8 +1,8 @@
-"""Fetching DCAP collateral from a PCCS or Intel PCS (host side), cached until it expires.
+"""Fetching DCAP collateral from a PCCS or Intel PCS, cached until it expires.
 
 The host ships the collateral inside the enclave's attestation, so a client verifies offline
-with nothing but the Intel root it pins. Nothing here is trusted: every piece is signed by
-Intel and checked by the client.
+with nothing but the Intel root it pins; a client may also fetch fresh collateral itself. Nothing
+here is trusted: every piece is signed by Intel and checked by the verifier.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import json
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-import httpx
-
 from sanctorum.common.errors import SanctorumError
+
+if TYPE_CHECKING:  # httpx loads only when collateral is fetched: clients stay light
+    import httpx
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 
@@ -68,6 +70,8 @@ class CollateralFetcher:
         http: httpx.Client | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        import httpx
+
         self._base = base_url.rstrip("/") + "/sgx/certification/v4"
         self._http = http or httpx.Client(timeout=30)
         self._clock = clock
@@ -97,6 +101,8 @@ class CollateralFetcher:
         return collateral
 
     def _get(self, path: str, **params: str) -> httpx.Response:
+        import httpx
+
         try:
             response = self._http.get(self._base + path, params=params)
         except httpx.HTTPError as error:
