@@ -159,6 +159,10 @@ def host(
     port: Annotated[int, typer.Option(help="TCP port (0: any free one).")] = 8080,
     bind: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     max_body_size: Annotated[int, typer.Option(help="Largest request body in bytes.")] = 16 << 20,
+    pccs_url: Annotated[
+        str | None,
+        typer.Option(help="PCCS for DCAP collateral (debug/release; default Intel PCS)."),
+    ] = None,
 ) -> None:
     """Serve an enclave over HTTP: attestation, mail delivery and polling (see docs/web.md)."""
     from sanctorum.common.errors import SanctorumError
@@ -176,7 +180,7 @@ def host(
             )
         ) from None
     try:
-        service = EnclaveService(bundle, EnclaveMode.parse(mode), state_dir)
+        service = EnclaveService(bundle, EnclaveMode.parse(mode), state_dir, pccs_url=pccs_url)
         service.start()
     except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None

@@ -19,7 +19,9 @@ _T = TypeVar("_T")
 class EnclaveService:
     """Thread-safe: the web app calls it from worker threads, never from the event loop."""
 
-    def __init__(self, bundle: Path, mode: EnclaveMode, state_dir: Path) -> None:
+    def __init__(
+        self, bundle: Path, mode: EnclaveMode, state_dir: Path, *, pccs_url: str | None = None
+    ) -> None:
         self.mode = mode
         self._bundle = bundle
         self._state_dir = state_dir
@@ -27,7 +29,7 @@ class EnclaveService:
         self.store = MailboxStore(state_dir / "mailbox.sqlite3")
         config = read_bundle(bundle.read_bytes(), str(bundle)).config
         self._filesystem_file = state_dir / "filesystem.bin" if config.filesystem_size else None
-        self._host = EnclaveHost.load(bundle, mode=mode)
+        self._host = EnclaveHost.load(bundle, mode=mode, pccs_url=pccs_url)
         self._restart_lock = threading.Lock()
         self.restarting = False
 
