@@ -89,3 +89,46 @@ def test_synthetic_quote_signed_by_a_test_root_is_refused() -> None:
     # Its root CRL is not signed by the production Intel root that dcap-qvl pins.
     with pytest.raises(InvalidEnclaveError, match=r"(?s)verification failed.*root CA"):
         verify_dcap_evidence(evidence, datetime(2024, 1, 1, tzinfo=UTC))
+
+
+AUTOMATA = MORE / "automata"
+
+
+def _der_as_pem(name: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    certificate = x509.load_der_x509_certificate((AUTOMATA / name).read_bytes())
+    return certificate.public_bytes(Encoding.PEM).decode()
+
+
+def _automata_evidence() -> bytes:
+    tcb_text = (AUTOMATA / "0825_sgx_tcbinfov3_00606a000000.json").read_text()
+    identity_text = (AUTOMATA / "0825_sgx_qeidentity_v4.json").read_text()
+    signing_chain = _der_as_pem("signingDer.der") + _der_as_pem("rootCaDer.der")
+    collateral = {
+        "pck_crl_issuer_chain": _der_as_pem("platformDer.der") + _der_as_pem("rootCaDer.der"),
+        "root_ca_crl": (AUTOMATA / "rootCrlDer.der").read_bytes().hex(),
+        "pck_crl": (AUTOMATA / "0825_platform_crl.der").read_bytes().hex(),
+        "tcb_info_issuer_chain": signing_chain,
+        "tcb_info": raw_json_member(tcb_text, "tcbInfo"),
+        "tcb_info_signature": json.loads(tcb_text)["signature"],
+        "qe_identity_issuer_chain": signing_chain,
+        "qe_identity": raw_json_member(identity_text, "enclaveIdentity"),
+        "qe_identity_signature": json.loads(identity_text)["signature"],
+    }
+    return encode_dcap_evidence((AUTOMATA / "quotev3.bin").read_bytes(), collateral)
+
+
+def test_another_platform_verifies_as_stale() -> None:
+    """automata's SGX v3 quote (FMSPC 00606A000000, Platform CA chain) at 2025-08-15."""
+    claims = verify_dcap_evidence(_automata_evidence(), datetime.fromtimestamp(1755236700, UTC))
+    assert claims.security.tcb_status == "SWHardeningNeeded"
+    assert claims.security.advisory_ids == ("INTEL-SA-00615",)
+    assert str(claims.code_hash).startswith("A4F45C39")
+    assert claims.security.summary.name == "STALE"
+
+
+def test_collateral_not_yet_valid_is_refused() -> None:
+    with pytest.raises(InvalidEnclaveError, match="verification failed"):
+        verify_dcap_evidence(_automata_evidence(), datetime.fromtimestamp(1749095100, UTC))
