@@ -67,6 +67,8 @@ def manifest_template(
         f'loader.argv = ["{python}", "-m", "sanctorum.enclave.gramine", "{BUNDLE_MOUNT}"]',
         'loader.env.LD_LIBRARY_PATH = "/lib"',
         'loader.env.PYTHONDONTWRITEBYTECODE = "1"',
+        "# Where the host listens for the enclave's connection (untrusted, like all it sends).",
+        "loader.env.SANCTORUM_HOST_ADDRESS = { passthrough = true }",
         'loader.log_level = "error"',
         "",
         "fs.mounts = [",
