@@ -20,18 +20,25 @@ def _collateral(
     *,
     tcb_info: str,
     qe_identity: str,
-    tcb_chain: list[str],
-    pck_chain: list[str],
+    tcb_chain: list[str] | str,
+    pck_chain: list[str] | str,
     pck_crl: str,
     root_crl: str,
 ) -> str:
-    """Assemble loose collateral files into the layout dcap-qvl reads."""
+    """Assemble loose collateral files into the layout dcap-qvl reads (chains as PEM file
+    names, or as PEM text)."""
+
+    def chain(value: list[str] | str) -> str:
+        if isinstance(value, str):
+            return value
+        return "".join((folder / name).read_text() for name in value)
+
     tcb_text = (folder / tcb_info).read_text()
     identity_text = (folder / qe_identity).read_text()
-    tcb_signing_chain = "".join((folder / name).read_text() for name in tcb_chain)
+    tcb_signing_chain = chain(tcb_chain)
     return json.dumps(
         {
-            "pck_crl_issuer_chain": "".join((folder / name).read_text() for name in pck_chain),
+            "pck_crl_issuer_chain": chain(pck_chain),
             "root_ca_crl": (folder / root_crl).read_bytes().hex(),
             "pck_crl": (folder / pck_crl).read_bytes().hex(),
             "tcb_info_issuer_chain": tcb_signing_chain,
@@ -103,20 +110,15 @@ def _der_as_pem(name: str) -> str:
 
 
 def _automata_evidence() -> bytes:
-    tcb_text = (AUTOMATA / "0825_sgx_tcbinfov3_00606a000000.json").read_text()
-    identity_text = (AUTOMATA / "0825_sgx_qeidentity_v4.json").read_text()
-    signing_chain = _der_as_pem("signingDer.der") + _der_as_pem("rootCaDer.der")
-    collateral = {
-        "pck_crl_issuer_chain": _der_as_pem("platformDer.der") + _der_as_pem("rootCaDer.der"),
-        "root_ca_crl": (AUTOMATA / "rootCrlDer.der").read_bytes().hex(),
-        "pck_crl": (AUTOMATA / "0825_platform_crl.der").read_bytes().hex(),
-        "tcb_info_issuer_chain": signing_chain,
-        "tcb_info": raw_json_member(tcb_text, "tcbInfo"),
-        "tcb_info_signature": json.loads(tcb_text)["signature"],
-        "qe_identity_issuer_chain": signing_chain,
-        "qe_identity": raw_json_member(identity_text, "enclaveIdentity"),
-        "qe_identity_signature": json.loads(identity_text)["signature"],
-    }
+    collateral = _collateral(
+        AUTOMATA,
+        tcb_info="0825_sgx_tcbinfov3_00606a000000.json",
+        qe_identity="0825_sgx_qeidentity_v4.json",
+        tcb_chain=_der_as_pem("signingDer.der") + _der_as_pem("rootCaDer.der"),
+        pck_chain=_der_as_pem("platformDer.der") + _der_as_pem("rootCaDer.der"),
+        pck_crl="0825_platform_crl.der",
+        root_crl="rootCrlDer.der",
+    )
     return encode_dcap_evidence((AUTOMATA / "quotev3.bin").read_bytes(), collateral)
 
 
