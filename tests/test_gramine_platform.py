@@ -65,3 +65,25 @@ def test_release_and_debug_are_refused_here_with_the_reason(
     for mode in ("debug", "release"):
         with pytest.raises(EnclaveLoadError, match=f"{mode} mode is not available here: no SGX"):
             EnclaveHost.load(bundle_for("Recorder"), mode=mode)
+
+
+def test_the_filesystem_file_is_linked_under_the_allowed_mount(
+    bundle_for: Callable[[str], Path], tmp_path: Path
+) -> None:
+    bundle_path = bundle_for("Recorder")
+    platform = GraminePlatform(
+        read_bundle(bundle_path.read_bytes()),
+        b"",
+        EnclaveMode.RELEASE,
+        CollateralFetcher("http://127.0.0.1:9"),
+        ["gramine-sgx", "recorder"],
+        working_directory=tmp_path / "build",
+    )
+    (tmp_path / "build").mkdir()
+    target = tmp_path / "state" / "filesystem.bin"
+    inside = platform._enclave_path(target)
+    assert inside == Path("/sanctorum/files/filesystem.bin")  # what the manifest mounts
+    link = tmp_path / "build" / "files" / "filesystem.bin"
+    assert link.is_symlink()
+    assert link.resolve() == target.resolve()
+    assert platform._enclave_path(None) is None

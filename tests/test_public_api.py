@@ -21,6 +21,8 @@ ALLOWED = {
     "enclave": {"attestation", "mail", "common"},
     "host": {"attestation", "mail", "common", "enclave"},
     "client": {"attestation", "mail", "common"},
+    "build": {"common"},
+    "web": {"host", "attestation", "mail", "common"},
 }
 
 

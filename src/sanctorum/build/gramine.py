@@ -18,10 +18,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from sanctorum.common.bundle import EnclaveConfig
-
-STATE_MOUNT = "/sanctorum/state"
-BUNDLE_MOUNT = "/sanctorum/enclave.bundle"
+from sanctorum.common.bundle import BUNDLE_MOUNT, FILES_MOUNT, STATE_MOUNT, EnclaveConfig
 
 
 def python_paths() -> list[Path]:
@@ -50,6 +47,7 @@ def manifest_template(
         '  { type = "tmpfs", path = "/tmp" },',
         f'  {{ type = "encrypted", path = "{STATE_MOUNT}", uri = "file:state", '
         'key_name = "_sgx_mrsigner" },',
+        f'  {{ path = "{FILES_MOUNT}", uri = "file:files" }},',
     ]
     trusted = [
         '  "file:{{ gramine.libos }}",',
@@ -84,6 +82,8 @@ def manifest_template(
         "sgx.trusted_files = [",
         *trusted,
         "]",
+        "# The persistent filesystem seals, shuffles and authenticates its own sectors.",
+        'sgx.allowed_files = ["file:files/"]',
         "",
     ]
     return "\n".join(lines)

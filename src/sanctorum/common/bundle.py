@@ -31,6 +31,11 @@ CODE_DIR = "code/"
 DEPS_DIR = "deps/"
 MAX_BUNDLE_SIZE = 128 << 20
 MAX_UNPACKED_SIZE = 256 << 20
+# Where a bundle's pieces are inside an SGX enclave (the Gramine manifest mounts them there).
+BUNDLE_MOUNT = "/sanctorum/enclave.bundle"
+STATE_MOUNT = "/sanctorum/state"
+FILES_MOUNT = "/sanctorum/files"
+"""Host files the enclave protects itself (its persistent filesystem): allowed, not trusted."""
 _SIGNATURE_MAGIC = b"SNCS"
 _SIGNATURE_CONTEXT = b"sanctorum-bundle-signature\0"
 _MEASUREMENT_CONTEXT = b"sanctorum-measurement\0"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sanctorum.attestation.collateral import CollateralFetcher
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
-from sanctorum.common.bundle import Bundle
+from sanctorum.common.bundle import FILES_MOUNT, Bundle
 from sanctorum.common.errors import EnclaveLoadError
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.host.simulation import START_TIMEOUT, SimulationPlatform
@@ -74,6 +74,20 @@ class GraminePlatform(SimulationPlatform):
                 ) from None
         connection.settimeout(None)
         return connection
+
+    def _enclave_path(self, filesystem_file: Path | None) -> Path | None:
+        """Gramine lets the enclave open host files only under the manifest's ``files``
+        mount: link the file there and name it by its path inside the enclave."""
+        if filesystem_file is None:
+            return None
+        files = (self._working_directory or Path.cwd()) / "files"
+        files.mkdir(exist_ok=True)
+        link = files / filesystem_file.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        filesystem_file.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(filesystem_file.resolve())
+        return Path(FILES_MOUNT) / filesystem_file.name
 
     def _serve_load_request(self, data: bytes) -> bytes | None:
         if not data.startswith(COLLATERAL_REQUEST):

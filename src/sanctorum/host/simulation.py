@@ -90,7 +90,12 @@ class SimulationPlatform:
                 Frame(
                     FrameType.LOAD,
                     0,
-                    encode_load(self.mode, self._bundle_bytes, sealed_state, filesystem_file),
+                    encode_load(
+                        self.mode,
+                        self._bundle_bytes,
+                        sealed_state,
+                        self._enclave_path(filesystem_file),
+                    ),
                 ),
                 FrameType.READY,
                 callback=self._serve_load_request,
@@ -119,6 +124,10 @@ class SimulationPlatform:
         finally:
             child_end.close()
         return host_end
+
+    def _enclave_path(self, filesystem_file: Path | None) -> Path | None:
+        """Where the enclave finds the filesystem file (the same path, in simulation)."""
+        return filesystem_file
 
     def _serve_load_request(self, data: bytes) -> bytes | None:
         """What the enclave asks the host while it loads (nothing, in simulation)."""
