@@ -70,3 +70,10 @@ def test_client_import_does_not_load_host_or_enclave() -> None:
 
 def test_py_typed_is_shipped() -> None:
     assert (SRC / "py.typed").exists()
+
+
+def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (SRC.parents[1] / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(example, "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.strip() == "b'desserts'"

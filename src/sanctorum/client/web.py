@@ -25,6 +25,7 @@ MAIL_ID_HEADER = "Mail-ID"
 ACKNOWLEDGE_HEADER = "Acknowledge-Mail-ID"
 CORRELATION_HEADER = "Correlation-ID"
 _RETRYABLE_STATUS = 503
+_RETRY_PAUSE = 0.05
 
 
 def _error_for(response: httpx.Response) -> SanctorumError:
@@ -41,18 +42,42 @@ def _error_for(response: httpx.Response) -> SanctorumError:
     return TransportError(f"the host refused the request ({response.status_code}): {detail}")
 
 
-class _Acknowledgements:
-    """The last reply id received per correlation id."""
+Request = tuple[str, str, dict[str, Any]]
+
+
+class _Exchange:
+    """The web transport's requests and answers, without I/O (shared by both transports).
+
+    It remembers the last reply id received per correlation id and acknowledges it with the
+    next request.
+    """
 
     def __init__(self) -> None:
         self._last: dict[str, int] = {}
 
-    def headers(self, correlation_id: str) -> dict[str, str]:
+    def _headers(self, correlation_id: str) -> dict[str, str]:
         headers = {CORRELATION_HEADER: correlation_id}
         last = self._last.get(correlation_id)
         if last is not None:
             headers[ACKNOWLEDGE_HEADER] = str(last)
         return headers
+
+    @staticmethod
+    def attestation_request() -> Request:
+        return "GET", "/attestation", {}
+
+    def deliver_request(self, mail: bytes, correlation_id: str) -> Request:
+        headers = {**self._headers(correlation_id), "Content-Type": "application/octet-stream"}
+        return "POST", "/deliver-mail", {"content": mail, "headers": headers}
+
+    def poll_request(self, correlation_id: str) -> Request:
+        return "POST", "/poll-mail", {"headers": self._headers(correlation_id)}
+
+    @staticmethod
+    def attestation_from(response: httpx.Response) -> bytes:
+        if response.status_code != httpx.codes.OK:
+            raise _error_for(response)
+        return response.content
 
     def mail_from(self, response: httpx.Response, correlation_id: str) -> bytes | None:
         if response.status_code != httpx.codes.OK:
@@ -66,6 +91,20 @@ class _Acknowledgements:
         return response.content
 
 
+def _retry(outcome: httpx.Response | httpx.HTTPError, deadline: float, request: Request) -> bool:
+    """Whether to send ``request`` again: only if the host never got it, or answered 503, and
+    there is time left. A request whose answer was lost is never resent (its mail may have been
+    delivered)."""
+    late = time.monotonic() > deadline
+    if isinstance(outcome, httpx.Response):
+        return outcome.status_code == _RETRYABLE_STATUS and not late
+    if isinstance(outcome, httpx.ConnectError):
+        if late:
+            raise TransportError(f"cannot reach the host: {outcome}") from None
+        return True
+    raise TransportError(f"{request[0]} {request[1]} failed: {outcome}") from None
+
+
 class WebTransport:
     """Blocking transport to ``base_url`` (for example ``http://localhost:8080``)."""
 
@@ -74,44 +113,32 @@ class WebTransport:
     ) -> None:
         self._http = httpx.Client(base_url=base_url, timeout=timeout, **options)
         self._retry_for = retry_for
-        self._acks = _Acknowledgements()
+        self._exchange = _Exchange()
 
-    def _send(self, method: str, path: str, **arguments: Any) -> httpx.Response:
+    def _send(self, request: Request) -> httpx.Response:
         deadline = time.monotonic() + self._retry_for
+        method, path, arguments = request
         while True:
+            outcome: httpx.Response | httpx.HTTPError
             try:
-                response = self._http.request(method, path, **arguments)
-            except httpx.ConnectError as error:
-                if time.monotonic() > deadline:
-                    raise TransportError(f"cannot reach the host: {error}") from None
+                outcome = self._http.request(method, path, **arguments)
             except httpx.HTTPError as error:
-                raise TransportError(f"{method} {path} failed: {error}") from None
-            else:
-                if response.status_code != _RETRYABLE_STATUS or time.monotonic() > deadline:
-                    return response
-            time.sleep(0.05)
+                outcome = error
+            if not _retry(outcome, deadline, request):
+                assert isinstance(outcome, httpx.Response)
+                return outcome
+            time.sleep(_RETRY_PAUSE)
 
     def get_attestation(self) -> bytes:
-        response = self._send("GET", "/attestation")
-        if response.status_code != httpx.codes.OK:
-            raise _error_for(response)
-        return response.content
+        return self._exchange.attestation_from(self._send(self._exchange.attestation_request()))
 
     def deliver_mail(self, mail: bytes, correlation_id: str) -> bytes | None:
-        response = self._send(
-            "POST",
-            "/deliver-mail",
-            content=mail,
-            headers={
-                **self._acks.headers(correlation_id),
-                "Content-Type": "application/octet-stream",
-            },
-        )
-        return self._acks.mail_from(response, correlation_id)
+        response = self._send(self._exchange.deliver_request(mail, correlation_id))
+        return self._exchange.mail_from(response, correlation_id)
 
     def poll_mail(self, correlation_id: str) -> bytes | None:
-        response = self._send("POST", "/poll-mail", headers=self._acks.headers(correlation_id))
-        return self._acks.mail_from(response, correlation_id)
+        response = self._send(self._exchange.poll_request(correlation_id))
+        return self._exchange.mail_from(response, correlation_id)
 
     def close(self) -> None:
         self._http.close()
@@ -131,46 +158,33 @@ class AsyncWebTransport:
     ) -> None:
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, **options)
         self._retry_for = retry_for
-        self._acks = _Acknowledgements()
+        self._exchange = _Exchange()
 
-    async def _send(self, method: str, path: str, **arguments: Any) -> httpx.Response:
+    async def _send(self, request: Request) -> httpx.Response:
         deadline = time.monotonic() + self._retry_for
+        method, path, arguments = request
         while True:
+            outcome: httpx.Response | httpx.HTTPError
             try:
-                response = await self._http.request(method, path, **arguments)
-            except httpx.ConnectError as error:
-                if time.monotonic() > deadline:
-                    raise TransportError(f"cannot reach the host: {error}") from None
+                outcome = await self._http.request(method, path, **arguments)
             except httpx.HTTPError as error:
-                raise TransportError(f"{method} {path} failed: {error}") from None
-            else:
-                if response.status_code != _RETRYABLE_STATUS or time.monotonic() > deadline:
-                    return response
-            await asyncio.sleep(0.05)
+                outcome = error
+            if not _retry(outcome, deadline, request):
+                assert isinstance(outcome, httpx.Response)
+                return outcome
+            await asyncio.sleep(_RETRY_PAUSE)
 
     async def get_attestation(self) -> bytes:
-        response = await self._send("GET", "/attestation")
-        if response.status_code != httpx.codes.OK:
-            raise _error_for(response)
-        return response.content
+        request = self._exchange.attestation_request()
+        return self._exchange.attestation_from(await self._send(request))
 
     async def deliver_mail(self, mail: bytes, correlation_id: str) -> bytes | None:
-        response = await self._send(
-            "POST",
-            "/deliver-mail",
-            content=mail,
-            headers={
-                **self._acks.headers(correlation_id),
-                "Content-Type": "application/octet-stream",
-            },
-        )
-        return self._acks.mail_from(response, correlation_id)
+        response = await self._send(self._exchange.deliver_request(mail, correlation_id))
+        return self._exchange.mail_from(response, correlation_id)
 
     async def poll_mail(self, correlation_id: str) -> bytes | None:
-        response = await self._send(
-            "POST", "/poll-mail", headers=self._acks.headers(correlation_id)
-        )
-        return self._acks.mail_from(response, correlation_id)
+        response = await self._send(self._exchange.poll_request(correlation_id))
+        return self._exchange.mail_from(response, correlation_id)
 
     async def aclose(self) -> None:
         await self._http.aclose()
