@@ -56,7 +56,7 @@ def raw_json_member(text: str, name: str) -> str:
 
 def _next_update(document: str) -> datetime:
     value = json.loads(document)["nextUpdate"]
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return datetime.fromisoformat(str(value))
 
 
 class CollateralFetcher:

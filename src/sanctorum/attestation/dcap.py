@@ -141,7 +141,7 @@ def _collateral_time(collateral_text: str) -> datetime:
     """When Intel issued the TCB info: the freshest signed time the evidence carries."""
     try:
         tcb_info = json.loads(json.loads(collateral_text)["tcb_info"])
-        return datetime.fromisoformat(tcb_info["issueDate"].replace("Z", "+00:00"))
+        return datetime.fromisoformat(tcb_info["issueDate"])
     except (KeyError, ValueError, TypeError) as error:
         raise InvalidEnclaveError(
             f"DCAP: the collateral has no TCB issue date: {error!r}"

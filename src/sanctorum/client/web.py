@@ -20,10 +20,8 @@ from sanctorum.common.errors import (
     SanctorumError,
     TransportError,
 )
+from sanctorum.common.headers import ACKNOWLEDGE_HEADER, CORRELATION_HEADER, MAIL_ID_HEADER
 
-MAIL_ID_HEADER = "Mail-ID"
-ACKNOWLEDGE_HEADER = "Acknowledge-Mail-ID"
-CORRELATION_HEADER = "Correlation-ID"
 _RETRYABLE_STATUS = 503
 _RETRY_PAUSE = 0.05
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+HostCallback = Callable[[bytes], bytes | None]
+"""Serves the enclave's ``call_untrusted_host`` during one ``call_enclave``."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from sanctorum.attestation.evidence import EvidenceProvider
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo, key_binding
-from sanctorum.common.commands import MailCommand, PostMail, StoreSealedState
+from sanctorum.common.commands import HostCallback, MailCommand, PostMail, StoreSealedState
 from sanctorum.common.errors import EnclaveCallError, EnclaveLoadError, EnclaveStateError
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PrivateKey
 from sanctorum.enclave.base import Enclave
@@ -35,7 +35,6 @@ from sanctorum.mail.post_office import PostOffice
 from sanctorum.mail.private_header import CommitHeader
 from sanctorum.mail.sequence import SequenceTracker
 
-HostCallback = Callable[[bytes], bytes | None]
 _MAP_PURPOSE = b"sanctorum-persistent-map"
 _FILESYSTEM_PURPOSE = b"sanctorum-filesystem"
 _T = TypeVar("_T")

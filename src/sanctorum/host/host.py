@@ -15,7 +15,7 @@ from sanctorum.attestation.collateral import CollateralFetcher
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.attestation.mock import MockConfiguration
 from sanctorum.common.bundle import DUMMY_SIGNING_KEY, read_bundle
-from sanctorum.common.commands import MailCommand, StoreSealedState
+from sanctorum.common.commands import HostCallback, MailCommand, StoreSealedState
 from sanctorum.common.errors import BundleError, EnclaveLoadError, EnclaveStateError
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.enclave.base import Enclave
@@ -29,7 +29,6 @@ from sanctorum.host.platform import (
 from sanctorum.host.simulation import SimulationPlatform
 
 MailCommandsCallback = Callable[[list[MailCommand]], None]
-HostCallback = Callable[[bytes], bytes | None]
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from typing import Protocol
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.attestation.mock import MockConfiguration, MockEvidenceProvider
-from sanctorum.common.commands import MailCommand
+from sanctorum.common.commands import HostCallback, MailCommand
 from sanctorum.common.errors import EnclaveLoadError, EnclaveStateError
 from sanctorum.enclave.base import Enclave
-from sanctorum.enclave.runtime import EnclaveRuntime, HostCallback
+from sanctorum.enclave.runtime import EnclaveRuntime
 from sanctorum.enclave.sealing import MOCK_PLATFORM_SECRET, EnclaveIdentity
 
 

@@ -9,12 +9,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.common.bundle import Bundle
-from sanctorum.common.commands import MailCommand
+from sanctorum.common.commands import HostCallback, MailCommand
 from sanctorum.common.errors import (
     EnclaveCallError,
     EnclaveCrashedError,
@@ -36,8 +35,6 @@ from sanctorum.common.frames import (
     encode_load,
     encode_optional_bytes,
 )
-
-HostCallback = Callable[[bytes], bytes | None]
 
 START_TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 10.0

@@ -23,11 +23,11 @@ from sanctorum.common.errors import (
     MailDecryptionError,
     SanctorumError,
 )
+from sanctorum.common.headers import ACKNOWLEDGE_HEADER, CORRELATION_HEADER, MAIL_ID_HEADER
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.web.service import EnclaveService
 
 DEFAULT_MAX_BODY_SIZE = 16 << 20
-MAIL_ID_HEADER = "Mail-ID"
 _OCTETS = "application/octet-stream"
 _MAIL_BODY = {
     "requestBody": {
@@ -63,7 +63,7 @@ _MAIL_RESPONSES: dict[int | str, dict[str, Any]] = {
 CorrelationId = Annotated[
     str,
     Header(
-        alias="Correlation-ID",
+        alias=CORRELATION_HEADER,
         min_length=1,
         max_length=256,
         pattern=r"^[\x21-\x7e]+$",
@@ -73,7 +73,7 @@ CorrelationId = Annotated[
 Acknowledge = Annotated[
     int | None,
     Header(
-        alias="Acknowledge-Mail-ID",
+        alias=ACKNOWLEDGE_HEADER,
         ge=0,
         le=2**63 - 1,
         description="Replies up to this id were received and may be dropped.",
