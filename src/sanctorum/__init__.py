@@ -111,6 +111,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         MailGapError as MailGapError,
     )
     from sanctorum.common.errors import (
+        MailRefusedError as MailRefusedError,
+    )
+    from sanctorum.common.errors import (
         MailReplayError as MailReplayError,
     )
     from sanctorum.common.errors import (
@@ -118,6 +121,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
     )
     from sanctorum.common.errors import (
         MailSequenceError as MailSequenceError,
+    )
+    from sanctorum.common.errors import (
+        MailTooLargeError as MailTooLargeError,
     )
     from sanctorum.common.errors import (
         PersistentMapFullError as PersistentMapFullError,
@@ -130,6 +136,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
     )
     from sanctorum.common.errors import (
         TransportError as TransportError,
+    )
+    from sanctorum.common.errors import (
+        UnattestedSenderError as UnattestedSenderError,
     )
     from sanctorum.enclave import (
         Enclave as Enclave,
@@ -187,6 +196,9 @@ _EXPORTS = {
             "EnclaveCallError",
             "ClientStateError",
             "TransportError",
+            "MailRefusedError",
+            "MailTooLargeError",
+            "UnattestedSenderError",
             "BundleError",
             "EnclaveRollbackError",
             "PersistentMapFullError",

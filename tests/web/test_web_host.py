@@ -39,7 +39,11 @@ def test_attestation_health_and_openapi(web_host: Start) -> None:
     with httpx.Client(base_url=host.url) as http:
         info = EnclaveInstanceInfo.deserialize(http.get("/attestation").content)
         assert info.enclave_mode.value == "simulation"
-        assert http.get("/health").json() == {"status": "ok", "mode": "simulation"}
+        assert http.get("/health").json() == {
+            "status": "ok",
+            "mode": "simulation",
+            "max_mail_size": 1 << 20,
+        }
         paths = http.get("/openapi.json").json()["paths"]
         assert set(paths) == {"/attestation", "/deliver-mail", "/poll-mail", "/health"}
 
@@ -145,7 +149,7 @@ def test_bad_requests_get_json_errors_and_the_host_keeps_serving(
 def test_mail_for_an_old_key_is_mail_decryption(web_host: Start) -> None:
     host = web_host("Recorder")
     client, transport = _client(host)
-    mail = client.seal(b"sealed for the first instance")
+    mail = client.seal(b"sealed for the first instance").mail
     host.service.host.restart()
     response = _post(host, "/deliver-mail", content=mail, headers={"Correlation-ID": "c"})
     assert response.status_code == 400
@@ -164,7 +168,7 @@ def test_wrong_methods_and_paths(web_host: Start) -> None:
 def test_replies_are_kept_until_acknowledged(web_host: Start) -> None:
     host = web_host("Recorder")
     client, transport = _client(host)
-    mail = client.seal(b"twice")
+    mail = client.seal(b"twice").mail
     first = _post(host, "/deliver-mail", content=mail, headers={"Correlation-ID": "r"})
     again = _post(host, "/poll-mail", headers={"Correlation-ID": "r"})
     assert first.content == again.content  # not acknowledged yet: offered again
@@ -182,7 +186,7 @@ def test_503_while_the_enclave_restarts_then_service_resumes(web_host: Start) ->
     client, transport = _client(host)
     with pytest.raises(EnclaveCrashedError):
         host.service.host.call_enclave(b"crash")  # the enclave process dies
-    mail = client.seal(b"during the restart")
+    mail = client.seal(b"during the restart").mail
     response = _post(host, "/deliver-mail", content=mail, headers={"Correlation-ID": "c"})
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"

@@ -7,41 +7,82 @@ its bytes through a transport, one blocking and one with asyncio.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import secrets
 import threading
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 from sanctorum.attestation.constraint import EnclaveConstraint
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
-from sanctorum.client.transport import AsyncEnclaveTransport, EnclaveTransport
+from sanctorum.client.transport import AsyncEnclaveTransport, EnclaveTransport, ReceivedMail
 from sanctorum.common.errors import (
     ClientStateError,
     EnclaveRollbackError,
     EnclaveStateError,
     InvalidKeyError,
     MailDecryptionError,
+    MailFormatError,
+    MailRefusedError,
     MailReplayError,
-    MailSenderError,
+    MailSequenceError,
+    MailTooLargeError,
     SanctorumError,
+    UnattestedSenderError,
 )
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
-from sanctorum.mail.format import EnclaveMail, open_mail, validate_topic
+from sanctorum.mail.format import EnclaveMail, open_mail, sealed_size, validate_topic
 from sanctorum.mail.post_office import PostOffice
-from sanctorum.mail.private_header import COMMIT_ID_SIZE, CommitHeader
+from sanctorum.mail.private_header import (
+    COMMIT_ID_SIZE,
+    NONCE_SIZE,
+    ConversationHeader,
+    RequestId,
+)
 
-_STATE_VERSION = 1
-_EARLIER_INSTANCES = 4  # how many restarted instances' replies can still be opened
+_STATE_VERSION = 2
+_KNOWN_INSTANCES = 16  # enclave instances whose mail this client still accepts
+_UNANSWERED_PER_TOPIC = 256  # requests per topic whose answer may still come
+
+
+@dataclass
+class _Topic:
+    """A topic's requests: the next request number, and the requests still unanswered."""
+
+    next_request: int = 0
+    unanswered: dict[int, bytes] = field(default_factory=dict)  # number → nonce, oldest first
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    """A request sealed to one enclave instance, ready to deliver (see :meth:`ClientCore.seal`).
+
+    Resealing it for a restarted instance keeps its request id, so the enclave can tell a
+    resend from a new request."""
+
+    mail: bytes
+    topic: str
+    request: RequestId
+    instance: Curve25519PublicKey
+    sequence_number: int
+    body: bytes
+    envelope: bytes
 
 
 class ClientCore:
     """Everything a client of one enclave service knows and checks, without any I/O.
 
     ``private_key`` is the client's identity as enclaves see it (the mail's authenticated
-    sender); a fresh one is made if none is given. :meth:`save` keeps it, so keep saved state
-    secret.
+    sender); a fresh one is made if none is given. All conversation state lives here and in
+    :meth:`save`: the enclave instances this client verified, sequence numbers, request
+    counters, which mail it has opened (its transport acknowledges only that), mail it opened
+    but did not hand out yet, and the last commit it heard of. :meth:`save` keeps the private
+    key too, so keep saved state secret.
 
-    With ``rollback_detection`` (the default), a reply from an enclave with persistent state
+    With ``rollback_detection`` (the default), a mail from an enclave with persistent state
     raises :class:`EnclaveRollbackError` if the enclave no longer remembers the last state it
     told this client about: the host restarted it from an older copy of its state.
     """
@@ -60,13 +101,14 @@ class ClientCore:
         )
         self.private_key = private_key or Curve25519PrivateKey.generate()
         self.correlation_id = secrets.token_hex(16)
-        """The routing hint under which the host queues this client's replies."""
+        """The routing hint under which the host queues this client's mail."""
         self._instance_info: EnclaveInstanceInfo | None = None
-        self._post_offices: dict[str, PostOffice] = {}
-        self._earlier: dict[Curve25519PublicKey, dict[str, PostOffice]] = {}
-        # Sequence state restored from save(), used if the enclave still has the same key.
-        self._saved_enclave_key: Curve25519PublicKey | None = None
-        self._saved_sequences: dict[str, tuple[int, int]] = {}
+        # Post offices per verified enclave instance (most recent last) and topic.
+        self._instances: dict[Curve25519PublicKey, dict[str, PostOffice]] = {}
+        self._topics: dict[str, _Topic] = {}
+        self._inbox: deque[EnclaveMail] = deque()
+        self.acknowledged: int | None = None
+        """The id of the last mail this client opened: its transport acknowledges it."""
         self.rollback_detection = rollback_detection
         self._last_commit: bytes | None = None  # the enclave state we last heard of
         self._lock = threading.RLock()
@@ -88,93 +130,170 @@ class ClientCore:
 
         Returns whether it is another instance (a new key) than before. Raises
         :class:`InvalidEnclaveError` if it does not verify or fails the constraint; nothing is
-        sent to such an enclave.
+        sent to such an enclave. An instance this client talked to before (also before a
+        :meth:`save`) continues its sequence numbers; a new one starts them afresh.
         """
         info = EnclaveInstanceInfo.deserialize(attestation)
         self.constraint.check(info)
         with self._lock:
-            changed = (
-                self._instance_info is None
-                or info.encryption_key != self._instance_info.encryption_key
-            )
-            self._adopt(info)
+            key = info.encryption_key
+            changed = self._instance_info is None or key != self._instance_info.encryption_key
+            offices = self._instances.pop(key, {})
+            self._instances[key] = offices  # the most recent last
+            while len(self._instances) > _KNOWN_INSTANCES:
+                del self._instances[next(iter(self._instances))]
+            self._instance_info = info
         return changed
 
-    def _adopt(self, info: EnclaveInstanceInfo) -> None:
-        if self._instance_info is None or info.encryption_key != self._instance_info.encryption_key:
-            # A new enclave instance: topics start afresh unless saved state was for it. Replies
-            # the earlier instance queued before it stopped can still be opened.
-            if self._instance_info is not None and self._post_offices:
-                self._earlier[self._instance_info.encryption_key] = self._post_offices
-                while len(self._earlier) > _EARLIER_INSTANCES:
-                    del self._earlier[next(iter(self._earlier))]
-            self._post_offices = {}
-            if info.encryption_key == self._saved_enclave_key:
-                for topic, (next_out, next_in) in self._saved_sequences.items():
-                    self._post_offices[topic] = PostOffice(
-                        self.private_key,
-                        info.encryption_key,
-                        topic,
-                        next_sequence_number=next_out,
-                        next_reply_sequence_number=next_in,
-                    )
-            self._saved_enclave_key = None
-            self._saved_sequences = {}
-        self._instance_info = info
+    # -- sending -----------------------------------------------------------------------------
 
-    def _post_office(self, topic: str) -> PostOffice:
-        post_office = self._post_offices.get(topic)
-        if post_office is None:
-            post_office = self.enclave_instance_info.create_post_office(self.private_key, topic)
-            self._post_offices[topic] = post_office
-        return post_office
+    def seal(
+        self,
+        body: bytes,
+        envelope: bytes | None = None,
+        topic: str = "default",
+        *,
+        max_size: int | None = None,
+    ) -> OutgoingMail:
+        """Seal ``body`` as a new request to the adopted enclave instance on ``topic``.
 
-    def seal(self, body: bytes, envelope: bytes | None = None, topic: str = "default") -> bytes:
-        """Seal ``body`` to the adopted enclave instance on ``topic`` (the next in sequence)."""
+        ``max_size`` is the host's limit: a larger mail is refused with
+        :class:`MailTooLargeError` and spends nothing.
+        """
         validate_topic(topic)
+        envelope = envelope or b""
         with self._lock:
-            return self._post_office(topic).encrypt_mail(body, envelope or b"")
+            if max_size is not None:
+                _check_size(topic, envelope, len(body), max_size)
+            state = self._topics.setdefault(topic, _Topic())
+            request = RequestId(state.next_request, secrets.token_bytes(NONCE_SIZE))
+            state.next_request += 1
+            state.unanswered[request.number] = request.nonce
+            while len(state.unanswered) > _UNANSWERED_PER_TOPIC:
+                del state.unanswered[next(iter(state.unanswered))]
+            return self._seal(body, envelope, topic, request, max_size)
+
+    def reseal(self, outgoing: OutgoingMail, *, max_size: int | None = None) -> OutgoingMail:
+        """The same request sealed to the currently adopted instance (after a restart)."""
+        with self._lock:
+            return self._seal(
+                outgoing.body, outgoing.envelope, outgoing.topic, outgoing.request, max_size
+            )
+
+    def _seal(
+        self, body: bytes, envelope: bytes, topic: str, request: RequestId, max_size: int | None
+    ) -> OutgoingMail:
+        office = self._post_office(self.enclave_instance_info.encryption_key, topic)
+        header = ConversationHeader(request=request).encode()
+        sequence_number = office.next_sequence_number
+        mail = office.encrypt_mail(body, envelope, private_header=header)
+        if max_size is not None and len(mail) > max_size:
+            office.withdraw(sequence_number)  # padding took it over the limit
+            raise _too_large(len(mail), max_size)
+        return OutgoingMail(
+            mail, topic, request, office.destination, sequence_number, bytes(body), envelope
+        )
+
+    def refused(self, outgoing: OutgoingMail) -> None:
+        """The host refused ``outgoing`` before the enclave saw it: give its sequence number
+        back, so the next mail does not leave a gap. (Its request number stays used: if a
+        lying host delivers it after all, its answer is still recognised.)"""
+        with self._lock:
+            offices = self._instances.get(outgoing.instance, {})
+            office = offices.get(outgoing.topic)
+            if office is not None:
+                office.withdraw(outgoing.sequence_number)
+
+    def _post_office(self, instance: Curve25519PublicKey, topic: str) -> PostOffice:
+        offices = self._instances.get(instance)
+        if offices is None:
+            raise UnattestedSenderError(
+                f"enclave key {instance.encoded.hex()} was never verified by this client",
+                instance.encoded,
+            )
+        office = offices.get(topic)
+        if office is None:
+            office = offices[topic] = PostOffice(self.private_key, instance, topic)
+        return office
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def receive(self, received: ReceivedMail) -> tuple[EnclaveMail, RequestId | None] | None:
+        """Open a mail the host handed over; returns it with the request it answers, or None
+        if it is to be dropped (a duplicate, a replay, or not a mail for this client).
+
+        Only mail from an attested enclave instance is accepted, with rising sequence numbers
+        per instance and topic; an answer only if it answers a request still unanswered; and
+        none from a rolled-back state. Raises :class:`UnattestedSenderError` for a sender this
+        client never verified (fetch the attestation, :meth:`adopt`, try again) and
+        :class:`EnclaveRollbackError`; then nothing changes and the mail is not acknowledged.
+        """
+        with self._lock:
+            try:
+                opened = open_mail(self.private_key, received.mail)
+            except (MailDecryptionError, MailFormatError):
+                # Not a mail for this key, or damaged in transit: nobody can open it.
+                self.acknowledged = received.mail_id
+                return None
+            sender = opened.authenticated_sender
+            if sender not in self._instances:
+                raise UnattestedSenderError(
+                    f"received a mail from enclave key {sender.encoded.hex()}, which this "
+                    "client has not verified an attestation for",
+                    sender.encoded,
+                )
+            office = self._post_office(sender, opened.topic)
+            header = ConversationHeader.decode(opened.private_header)
+            try:
+                office.check_reply(opened)
+            except MailReplayError:
+                self.acknowledged = received.mail_id
+                return None  # a second copy of a mail already received
+            answers = header.answers
+            if answers is not None:
+                state = self._topics.get(opened.topic)
+                if state is None or state.unanswered.get(answers.number) != answers.nonce:
+                    # The answer to a request already answered: an answer the enclave sent
+                    # again after a resend, or a replay.
+                    office.accept_reply(opened)
+                    self.acknowledged = received.mail_id
+                    return None
+            if header.commit_id is not None:
+                if self.rollback_detection and header.last_told != self._last_commit:
+                    raise EnclaveRollbackError(
+                        "the enclave has been rolled back: it answers from a state older than "
+                        "the one it last told this client about (the host restarted it from an "
+                        "old copy of its sealed state, or dropped mail that told of a newer "
+                        "one); do not trust this answer"
+                    )
+                self._last_commit = header.commit_id
+            office.accept_reply(opened)
+            if answers is not None:
+                del self._topics[opened.topic].unanswered[answers.number]
+            self.acknowledged = received.mail_id
+            return opened, answers
+
+    def keep(self, mail: EnclaveMail) -> None:
+        """Hold an opened mail for :meth:`next_kept` (it is part of :meth:`save`)."""
+        with self._lock:
+            self._inbox.append(mail)
+
+    def next_kept(self) -> EnclaveMail | None:
+        with self._lock:
+            return self._inbox.popleft() if self._inbox else None
 
     def open_reply(self, mail: bytes) -> EnclaveMail:
-        """Open a reply: from the attested enclave, in order, and not from a rolled-back state.
+        """Open one mail handed over outside any transport (no acknowledgement ids)."""
+        result = self.receive(ReceivedMail(self.acknowledged or 0, mail))
+        if result is None:
+            raise MailReplayError("the mail was received before, or answers a request twice")
+        return result[0]
 
-        Raises a :class:`MailError` or :class:`EnclaveRollbackError`; a rejected reply changes
-        nothing but the rollback check, which keeps failing once it has failed.
-        """
-        with self._lock:
-            return self._open_reply(mail)
-
-    def _open_reply(self, mail: bytes) -> EnclaveMail:
-        opened = open_mail(self.private_key, mail)
-        current = self._instance_info.encryption_key if self._instance_info else None
-        offices = (
-            self._post_offices
-            if opened.authenticated_sender == current
-            else self._earlier.get(opened.authenticated_sender, {})
-        )
-        post_office = offices.get(opened.topic)
-        if post_office is None:
-            raise MailSenderError(
-                f"received a mail on topic {opened.topic!r} from a sender this client did not "
-                "write to on that topic"
-            )
-        reply = post_office.accept_reply(opened)
-        header = CommitHeader.decode(reply.private_header)
-        if header is not None:
-            if self.rollback_detection and header.last_told != self._last_commit:
-                raise EnclaveRollbackError(
-                    "the enclave has been rolled back: it answers from a state older than the "
-                    "one it last told this client about (the host restarted it from an old "
-                    "copy of its sealed state); do not trust this answer"
-                )
-            self._last_commit = header.commit_id
-        return reply
+    # -- saved state -------------------------------------------------------------------------
 
     def save(self) -> bytes:
-        """This client's identity, correlation id and sequence state, to :meth:`restore` later.
-
-        It contains the client's private key: store it as a secret.
-        """
+        """All of this client's conversation state, to :meth:`restore` later (in any process,
+        with any transport). It contains the client's private key: store it as a secret."""
         with self._lock:
             state: dict[str, Any] = {
                 "version": _STATE_VERSION,
@@ -183,21 +302,34 @@ class ClientCore:
                 "correlation_id": self.correlation_id,
                 "rollback_detection": self.rollback_detection,
                 "last_commit": self._last_commit.hex() if self._last_commit else None,
+                "acknowledged": self.acknowledged,
+                "instances": [
+                    [
+                        key.encoded.hex(),
+                        {
+                            topic: [office.next_sequence_number, office.next_reply_sequence_number]
+                            for topic, office in offices.items()
+                        },
+                    ]
+                    for key, offices in self._instances.items()
+                ],
+                "topics": {
+                    topic: [
+                        state.next_request,
+                        [[number, nonce.hex()] for number, nonce in state.unanswered.items()],
+                    ]
+                    for topic, state in self._topics.items()
+                },
+                "kept": [_mail_to_json(mail) for mail in self._inbox],
             }
-            if self._instance_info is not None:
-                state["enclave_key"] = self._instance_info.encryption_key.encoded.hex()
-                state["topics"] = {
-                    topic: [office.next_sequence_number, office.next_reply_sequence_number]
-                    for topic, office in self._post_offices.items()
-                }
             return json.dumps(state, sort_keys=True).encode()
 
     @classmethod
     def restore(cls, data: bytes) -> Self:
         """A client from :meth:`save`'s bytes; call :meth:`start` to reconnect.
 
-        If the enclave still runs the same instance, topics continue where they were; if it has
-        restarted (new key), they start afresh.
+        If the enclave still runs an instance this client talked to, topics continue where
+        they were; if it has restarted (new key), they start afresh.
         """
         try:
             state = json.loads(data)
@@ -209,9 +341,9 @@ class ClientCore:
             client = cls(
                 EnclaveConstraint.parse(state["constraint"]),
                 Curve25519PrivateKey(bytes.fromhex(state["private_key"])),
-                rollback_detection=bool(state.get("rollback_detection", True)),
+                rollback_detection=bool(state["rollback_detection"]),
             )
-            last_commit = state.get("last_commit")
+            last_commit = state["last_commit"]
             if last_commit is not None:
                 client._last_commit = bytes.fromhex(last_commit)
                 if len(client._last_commit) != COMMIT_ID_SIZE:
@@ -220,12 +352,30 @@ class ClientCore:
             if not isinstance(correlation_id, str) or not correlation_id:
                 raise ClientStateError("saved client state has no correlation id")
             client.correlation_id = correlation_id
-            if "enclave_key" in state:
-                client._saved_enclave_key = Curve25519PublicKey(bytes.fromhex(state["enclave_key"]))
-                for topic, (next_out, next_in) in state["topics"].items():
-                    if not all(isinstance(n, int) and n >= 0 for n in (next_out, next_in)):
+            acknowledged = state["acknowledged"]
+            if acknowledged is not None and not _counter(acknowledged):
+                raise ClientStateError("saved client state has a malformed acknowledgement")
+            client.acknowledged = acknowledged
+            for key_hex, topics in state["instances"]:
+                key = Curve25519PublicKey(bytes.fromhex(key_hex))
+                offices = client._instances[key] = {}
+                for topic, (next_out, next_in) in topics.items():
+                    if not (_counter(next_out) and _counter(next_in)):
                         raise ClientStateError(f"bad sequence numbers for topic {topic!r}")
-                    client._saved_sequences[validate_topic(topic)] = (next_out, next_in)
+                    offices[validate_topic(topic)] = PostOffice(
+                        client.private_key,
+                        key,
+                        topic,
+                        next_sequence_number=next_out,
+                        next_reply_sequence_number=next_in,
+                    )
+            for topic, (next_request, unanswered) in state["topics"].items():
+                if not _counter(next_request):
+                    raise ClientStateError(f"bad request counter for topic {topic!r}")
+                client._topics[validate_topic(topic)] = _Topic(
+                    next_request, {int(n): bytes.fromhex(nonce) for n, nonce in unanswered}
+                )
+            client._inbox.extend(_mail_from_json(item) for item in state["kept"])
             return client
         except ClientStateError:
             raise
@@ -235,18 +385,63 @@ class ClientCore:
             raise ClientStateError(f"saved client state is invalid: {error}") from None
 
 
+def _counter(value: object) -> bool:
+    return type(value) is int and 0 <= value < 2**63
+
+
+def _check_size(topic: str, envelope: bytes, body_size: int, max_size: int) -> None:
+    size = sealed_size(topic, len(envelope), body_size, _REQUEST_HEADER_SIZE)
+    if size > max_size:
+        raise _too_large(size, max_size)
+
+
+def _too_large(size: int, max_size: int) -> MailTooLargeError:
+    return MailTooLargeError(
+        f"the mail would be {size} bytes once sealed, over the host's limit of {max_size} "
+        "bytes; nothing was sent and no sequence number was used: send less per mail"
+    )
+
+
+_REQUEST_HEADER_SIZE = len(ConversationHeader(request=RequestId(0, bytes(NONCE_SIZE))).encode())
+
+
+def _mail_to_json(mail: EnclaveMail) -> dict[str, Any]:
+    return {
+        "body": base64.b64encode(mail.body).decode(),
+        "envelope": base64.b64encode(mail.envelope).decode(),
+        "topic": mail.topic,
+        "sequence_number": mail.sequence_number,
+        "sender": mail.authenticated_sender.encoded.hex(),
+        "private_header": base64.b64encode(mail.private_header).decode(),
+    }
+
+
+def _mail_from_json(item: dict[str, Any]) -> EnclaveMail:
+    return EnclaveMail(
+        body=base64.b64decode(item["body"], validate=True),
+        envelope=base64.b64decode(item["envelope"], validate=True),
+        topic=validate_topic(item["topic"]),
+        sequence_number=int(item["sequence_number"]),
+        authenticated_sender=Curve25519PublicKey(bytes.fromhex(item["sender"])),
+        private_header=base64.b64decode(item["private_header"], validate=True),
+    )
+
+
 class EnclaveClient(ClientCore):
     """A client of one enclave service (blocking I/O; see :class:`AsyncEnclaveClient`).
 
     It checks the enclave's attestation against ``constraint`` before sending anything, seals
-    every mail to the attested key, and accepts replies only from that enclave, in order::
+    every mail to the attested key, and accepts mail only from attested instances::
 
         client = EnclaveClient("C:9A0F… SEC:INSECURE")
         client.start(WebTransport("http://localhost:8080"))
         reply = client.send_mail(b"hello")
 
-    If the enclave has restarted (the host answers ``MAIL_DECRYPTION``), the client fetches
-    the new attestation, checks the constraint again and resends, once.
+    Every request carries an id that stays the same when it is resent, so an enclave with a
+    persistent map applies it once, however often the host makes the client resend it. If the
+    host answers ``MAIL_DECRYPTION`` (the enclave restarted), the client fetches the new
+    attestation, checks the constraint again and resends the same request, once. Mail that is
+    not the answer to the request being sent waits for :meth:`poll_mail`.
     """
 
     _transport: EnclaveTransport | None = None
@@ -255,6 +450,7 @@ class EnclaveClient(ClientCore):
         """Fetch the attestation through ``transport`` and check it (see :meth:`adopt`)."""
         self.adopt(transport.get_attestation())
         self._transport = transport
+        self._io_lock = threading.Lock()
 
     def _require_transport(self) -> EnclaveTransport:
         if self._transport is None:
@@ -264,29 +460,68 @@ class EnclaveClient(ClientCore):
     def send_mail(
         self, body: bytes, envelope: bytes | None = None, topic: str = "default"
     ) -> EnclaveMail | None:
-        """Seal ``body`` to the enclave and deliver it; returns the enclave's first reply to it,
-        or None if the enclave did not reply at once (see :meth:`poll_mail`)."""
+        """Send ``body`` as a request; returns the enclave's answer to it, or None if the
+        enclave did not answer at once (a later answer comes from :meth:`poll_mail`).
+
+        Raises :class:`MailRefusedError` (:class:`MailTooLargeError`) if the host refused the
+        mail before the enclave saw it (nothing spent; sending again is safe),
+        :class:`EnclaveCallError` if the enclave's handler raised (nothing applied),
+        :class:`TransportError` if the outcome is unknown (the answer may still come by
+        :meth:`poll_mail`), :class:`EnclaveRollbackError` on a rolled-back enclave.
+        """
         transport = self._require_transport()
+        with self._io_lock:
+            outgoing = self.seal(body, envelope, topic, max_size=transport.max_mail_size)
+            received = self._deliver(transport, outgoing)
+            while received is not None:
+                result = self._receive(transport, received)
+                if result is not None:
+                    mail, answers = result
+                    if answers == outgoing.request:
+                        return mail
+                    self.keep(mail)
+                received = transport.poll_mail(self.correlation_id, self.acknowledged)
+            return None
+
+    def _deliver(self, transport: EnclaveTransport, outgoing: OutgoingMail) -> ReceivedMail | None:
         try:
-            reply = transport.deliver_mail(self.seal(body, envelope, topic), self.correlation_id)
-        except MailDecryptionError:
-            # Most likely the enclave restarted with a new key: attest again, then resend.
-            if not self.adopt(transport.get_attestation()):
-                raise
-            reply = transport.deliver_mail(self.seal(body, envelope, topic), self.correlation_id)
-        return self.open_reply(reply) if reply else None
+            try:
+                return transport.deliver_mail(outgoing.mail, self.correlation_id, self.acknowledged)
+            except MailDecryptionError:
+                # Most likely the enclave restarted with a new key: attest again and resend the
+                # same request, which an enclave that applied it already answers, not applies.
+                if not self.adopt(transport.get_attestation()):
+                    raise
+                outgoing = self.reseal(outgoing, max_size=transport.max_mail_size)
+                return transport.deliver_mail(outgoing.mail, self.correlation_id, self.acknowledged)
+        except (MailRefusedError, MailSequenceError):
+            self.refused(outgoing)
+            raise
+
+    def _receive(
+        self, transport: EnclaveTransport, received: ReceivedMail
+    ) -> tuple[EnclaveMail, RequestId | None] | None:
+        try:
+            return self.receive(received)
+        except UnattestedSenderError:
+            # Mail from an instance started since: accept it once its attestation checks out.
+            self.adopt(transport.get_attestation())
+            return self.receive(received)
 
     def poll_mail(self) -> EnclaveMail | None:
-        """The next reply the host queued for this client, or None."""
+        """The next mail for this client (an answer that came late, or mail the enclave sent
+        on its own), or None."""
         transport = self._require_transport()
-        while True:
-            reply = transport.poll_mail(self.correlation_id)
-            if not reply:
-                return None
-            try:
-                return self.open_reply(reply)
-            except MailReplayError:
-                continue  # a second copy of a reply already received: drop it
+        with self._io_lock:
+            kept = self.next_kept()
+            while kept is None:
+                received = transport.poll_mail(self.correlation_id, self.acknowledged)
+                if received is None:
+                    return None
+                result = self._receive(transport, received)
+                if result is not None:
+                    return result[0]
+            return kept
 
 
 class AsyncEnclaveClient(ClientCore):
@@ -298,6 +533,7 @@ class AsyncEnclaveClient(ClientCore):
         """Fetch the attestation through ``transport`` and check it (see :meth:`adopt`)."""
         self.adopt(await transport.get_attestation())
         self._transport = transport
+        self._io_lock = asyncio.Lock()
 
     def _require_transport(self) -> AsyncEnclaveTransport:
         if self._transport is None:
@@ -309,26 +545,57 @@ class AsyncEnclaveClient(ClientCore):
     ) -> EnclaveMail | None:
         """As :meth:`EnclaveClient.send_mail`."""
         transport = self._require_transport()
+        async with self._io_lock:
+            outgoing = self.seal(body, envelope, topic, max_size=transport.max_mail_size)
+            received = await self._deliver(transport, outgoing)
+            while received is not None:
+                result = await self._receive(transport, received)
+                if result is not None:
+                    mail, answers = result
+                    if answers == outgoing.request:
+                        return mail
+                    self.keep(mail)
+                received = await transport.poll_mail(self.correlation_id, self.acknowledged)
+            return None
+
+    async def _deliver(
+        self, transport: AsyncEnclaveTransport, outgoing: OutgoingMail
+    ) -> ReceivedMail | None:
         try:
-            reply = await transport.deliver_mail(
-                self.seal(body, envelope, topic), self.correlation_id
-            )
-        except MailDecryptionError:
-            if not self.adopt(await transport.get_attestation()):
-                raise
-            reply = await transport.deliver_mail(
-                self.seal(body, envelope, topic), self.correlation_id
-            )
-        return self.open_reply(reply) if reply else None
+            try:
+                return await transport.deliver_mail(
+                    outgoing.mail, self.correlation_id, self.acknowledged
+                )
+            except MailDecryptionError:
+                if not self.adopt(await transport.get_attestation()):
+                    raise
+                outgoing = self.reseal(outgoing, max_size=transport.max_mail_size)
+                return await transport.deliver_mail(
+                    outgoing.mail, self.correlation_id, self.acknowledged
+                )
+        except (MailRefusedError, MailSequenceError):
+            self.refused(outgoing)
+            raise
+
+    async def _receive(
+        self, transport: AsyncEnclaveTransport, received: ReceivedMail
+    ) -> tuple[EnclaveMail, RequestId | None] | None:
+        try:
+            return self.receive(received)
+        except UnattestedSenderError:
+            self.adopt(await transport.get_attestation())
+            return self.receive(received)
 
     async def poll_mail(self) -> EnclaveMail | None:
         """As :meth:`EnclaveClient.poll_mail`."""
         transport = self._require_transport()
-        while True:
-            reply = await transport.poll_mail(self.correlation_id)
-            if not reply:
-                return None
-            try:
-                return self.open_reply(reply)
-            except MailReplayError:
-                continue
+        async with self._io_lock:
+            kept = self.next_kept()
+            while kept is None:
+                received = await transport.poll_mail(self.correlation_id, self.acknowledged)
+                if received is None:
+                    return None
+                result = await self._receive(transport, received)
+                if result is not None:
+                    return result[0]
+            return kept

@@ -1,9 +1,10 @@
 """The web transport: EnclaveClient over HTTP to a Sanctorum web host (``httpx``).
 
-It sends the id of the last reply it received with every request, so the host drops replies
-only once they have arrived (none lost when the host dies, none delivered twice). A request the
-host never saw (connection refused) or refused for a restart (503) is retried for a while; one
-whose answer was lost is not, since the mail may have been delivered.
+With every request it sends the id of the last mail its client opened, so the host drops mail
+only once it has been opened (none lost when the host or the client dies, none delivered
+twice); the client keeps that id, so a fresh transport in a fresh process works the same. A
+request the host never saw (connection refused) or refused for a restart (503) is retried for
+a while; one whose answer was lost is not, since the mail may have been delivered.
 """
 
 from __future__ import annotations
@@ -14,13 +15,20 @@ from typing import Any
 
 import httpx
 
+from sanctorum.client.transport import ReceivedMail
 from sanctorum.common.errors import (
     EnclaveCallError,
     MailDecryptionError,
+    MailRefusedError,
     SanctorumError,
     TransportError,
 )
-from sanctorum.common.headers import ACKNOWLEDGE_HEADER, CORRELATION_HEADER, MAIL_ID_HEADER
+from sanctorum.common.headers import (
+    ACKNOWLEDGE_HEADER,
+    CORRELATION_HEADER,
+    MAIL_ID_HEADER,
+    MAX_MAIL_SIZE_HEADER,
+)
 
 _RETRYABLE_STATUS = 503
 _RETRY_PAUSE = 0.05
@@ -32,12 +40,16 @@ def _error_for(response: httpx.Response) -> SanctorumError:
         code, message = document.get("error"), document.get("message")
     except (ValueError, AttributeError):
         code, message = None, None
-    detail = message or f"HTTP {response.status_code}"
+    status = response.status_code
+    detail = message or f"HTTP {status}"
     if code == "MAIL_DECRYPTION":
         return MailDecryptionError(f"the enclave could not decrypt the mail: {detail}")
-    if code == "ENCLAVE_EXCEPTION":
+    if code == "ENCLAVE_EXCEPTION" and status < 500:
         return EnclaveCallError(f"the enclave failed: {detail}")
-    return TransportError(f"the host refused the request ({response.status_code}): {detail}")
+    if 400 <= status < 500 or status == _RETRYABLE_STATUS:
+        # A definite refusal: the enclave never saw the mail.
+        return MailRefusedError(f"the host refused the request ({status}): {detail}")
+    return TransportError(f"the host failed the request ({status}): {detail}")
 
 
 Request = tuple[str, str, dict[str, Any]]
@@ -46,47 +58,51 @@ Request = tuple[str, str, dict[str, Any]]
 class _Exchange:
     """The web transport's requests and answers, without I/O (shared by both transports).
 
-    It remembers the last reply id received per correlation id and acknowledges it with the
-    next request.
+    It remembers only the host's mail size limit, learnt with the attestation.
     """
 
     def __init__(self) -> None:
-        self._last: dict[str, int] = {}
+        self.max_mail_size: int | None = None
 
-    def _headers(self, correlation_id: str) -> dict[str, str]:
+    @staticmethod
+    def _headers(correlation_id: str, acknowledge: int | None) -> dict[str, str]:
         headers = {CORRELATION_HEADER: correlation_id}
-        last = self._last.get(correlation_id)
-        if last is not None:
-            headers[ACKNOWLEDGE_HEADER] = str(last)
+        if acknowledge is not None:
+            headers[ACKNOWLEDGE_HEADER] = str(acknowledge)
         return headers
 
     @staticmethod
     def attestation_request() -> Request:
         return "GET", "/attestation", {}
 
-    def deliver_request(self, mail: bytes, correlation_id: str) -> Request:
-        headers = {**self._headers(correlation_id), "Content-Type": "application/octet-stream"}
+    def deliver_request(self, mail: bytes, correlation_id: str, acknowledge: int | None) -> Request:
+        headers = {
+            **self._headers(correlation_id, acknowledge),
+            "Content-Type": "application/octet-stream",
+        }
         return "POST", "/deliver-mail", {"content": mail, "headers": headers}
 
-    def poll_request(self, correlation_id: str) -> Request:
-        return "POST", "/poll-mail", {"headers": self._headers(correlation_id)}
+    def poll_request(self, correlation_id: str, acknowledge: int | None) -> Request:
+        return "POST", "/poll-mail", {"headers": self._headers(correlation_id, acknowledge)}
 
-    @staticmethod
-    def attestation_from(response: httpx.Response) -> bytes:
+    def attestation_from(self, response: httpx.Response) -> bytes:
         if response.status_code != httpx.codes.OK:
             raise _error_for(response)
+        limit = response.headers.get(MAX_MAIL_SIZE_HEADER, "")
+        if limit.isdigit():
+            self.max_mail_size = int(limit)
         return response.content
 
-    def mail_from(self, response: httpx.Response, correlation_id: str) -> bytes | None:
+    @staticmethod
+    def mail_from(response: httpx.Response) -> ReceivedMail | None:
         if response.status_code != httpx.codes.OK:
             raise _error_for(response)
         if not response.content:
             return None
         mail_id = response.headers.get(MAIL_ID_HEADER, "")
         if not mail_id.isdigit():
-            raise TransportError("the host sent a reply without a valid Mail-ID header")
-        self._last[correlation_id] = int(mail_id)
-        return response.content
+            raise TransportError("the host sent a mail without a valid Mail-ID header")
+        return ReceivedMail(int(mail_id), response.content)
 
 
 def _retry(outcome: httpx.Response | httpx.HTTPError, deadline: float, request: Request) -> bool:
@@ -95,10 +111,10 @@ def _retry(outcome: httpx.Response | httpx.HTTPError, deadline: float, request: 
     delivered)."""
     late = time.monotonic() > deadline
     if isinstance(outcome, httpx.Response):
-        return outcome.status_code == _RETRYABLE_STATUS and not late
+        return outcome.status_code == _RETRYABLE_STATUS and not late  # late 503: refused
     if isinstance(outcome, httpx.ConnectError):
         if late:
-            raise TransportError(f"cannot reach the host: {outcome}") from None
+            raise MailRefusedError(f"cannot reach the host: {outcome}") from None
         return True
     raise TransportError(f"{request[0]} {request[1]} failed: {outcome}") from None
 
@@ -127,16 +143,23 @@ class WebTransport:
                 return outcome
             time.sleep(_RETRY_PAUSE)
 
+    @property
+    def max_mail_size(self) -> int | None:
+        """The host's limit on a mail, learnt with the attestation."""
+        return self._exchange.max_mail_size
+
     def get_attestation(self) -> bytes:
         return self._exchange.attestation_from(self._send(self._exchange.attestation_request()))
 
-    def deliver_mail(self, mail: bytes, correlation_id: str) -> bytes | None:
-        response = self._send(self._exchange.deliver_request(mail, correlation_id))
-        return self._exchange.mail_from(response, correlation_id)
+    def deliver_mail(
+        self, mail: bytes, correlation_id: str, acknowledge: int | None
+    ) -> ReceivedMail | None:
+        request = self._exchange.deliver_request(mail, correlation_id, acknowledge)
+        return self._exchange.mail_from(self._send(request))
 
-    def poll_mail(self, correlation_id: str) -> bytes | None:
-        response = self._send(self._exchange.poll_request(correlation_id))
-        return self._exchange.mail_from(response, correlation_id)
+    def poll_mail(self, correlation_id: str, acknowledge: int | None) -> ReceivedMail | None:
+        request = self._exchange.poll_request(correlation_id, acknowledge)
+        return self._exchange.mail_from(self._send(request))
 
     def close(self) -> None:
         self._http.close()
@@ -172,17 +195,24 @@ class AsyncWebTransport:
                 return outcome
             await asyncio.sleep(_RETRY_PAUSE)
 
+    @property
+    def max_mail_size(self) -> int | None:
+        """The host's limit on a mail, learnt with the attestation."""
+        return self._exchange.max_mail_size
+
     async def get_attestation(self) -> bytes:
         request = self._exchange.attestation_request()
         return self._exchange.attestation_from(await self._send(request))
 
-    async def deliver_mail(self, mail: bytes, correlation_id: str) -> bytes | None:
-        response = await self._send(self._exchange.deliver_request(mail, correlation_id))
-        return self._exchange.mail_from(response, correlation_id)
+    async def deliver_mail(
+        self, mail: bytes, correlation_id: str, acknowledge: int | None
+    ) -> ReceivedMail | None:
+        request = self._exchange.deliver_request(mail, correlation_id, acknowledge)
+        return self._exchange.mail_from(await self._send(request))
 
-    async def poll_mail(self, correlation_id: str) -> bytes | None:
-        response = await self._send(self._exchange.poll_request(correlation_id))
-        return self._exchange.mail_from(response, correlation_id)
+    async def poll_mail(self, correlation_id: str, acknowledge: int | None) -> ReceivedMail | None:
+        request = self._exchange.poll_request(correlation_id, acknowledge)
+        return self._exchange.mail_from(await self._send(request))
 
     async def aclose(self) -> None:
         await self._http.aclose()

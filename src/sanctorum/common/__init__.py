@@ -21,13 +21,16 @@ from sanctorum.common.errors import (
     MailError,
     MailFormatError,
     MailGapError,
+    MailRefusedError,
     MailReplayError,
     MailSenderError,
     MailSequenceError,
+    MailTooLargeError,
     PersistentMapFullError,
     SanctorumError,
     SealedStateError,
     TransportError,
+    UnattestedSenderError,
 )
 from sanctorum.common.hashes import ZERO_HASH, SHA256Hash
 from sanctorum.common.keys import (
@@ -63,13 +66,16 @@ __all__ = [
     "MailError",
     "MailFormatError",
     "MailGapError",
+    "MailRefusedError",
     "MailReplayError",
     "MailSenderError",
     "MailSequenceError",
+    "MailTooLargeError",
     "PersistentMapFullError",
     "SHA256Hash",
     "SanctorumError",
     "SealedStateError",
     "SecuritySummary",
     "TransportError",
+    "UnattestedSenderError",
 ]

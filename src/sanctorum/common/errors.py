@@ -47,6 +47,18 @@ class MailSenderError(MailError):
     """A mail decrypted but was not sent by the party it had to come from."""
 
 
+class UnattestedSenderError(MailSenderError):
+    """A mail comes from an enclave key this client has not verified an attestation for.
+
+    Clients fetch the host's current attestation and try again; the error stands if the mail's
+    sender is still not an attested instance that meets the client's constraint.
+    """
+
+    def __init__(self, message: str, sender: bytes) -> None:
+        super().__init__(message)
+        self.sender = sender
+
+
 class MailSequenceError(MailError):
     """A mail's sequence number is not the next one expected for its sender and topic."""
 
@@ -93,6 +105,10 @@ class EnclaveStateError(EnclaveError):
     """The enclave host was used in the wrong state (not started, already closed, …)."""
 
 
+class StateDirInUseError(EnclaveStateError):
+    """Another host process holds the state dir; a second host would lose its mail and state."""
+
+
 class EnclaveCallError(EnclaveError):
     """Code inside the enclave raised while handling a call or a mail.
 
@@ -107,6 +123,15 @@ class ClientStateError(SanctorumError, ValueError):
 
 class TransportError(SanctorumError):
     """A client transport could not reach the host, or the host answered with an error."""
+
+
+class MailRefusedError(TransportError):
+    """The host refused a mail before the enclave saw it (too large, malformed request, out of
+    sequence, or the host could not be reached): nothing was spent, and sending again is safe."""
+
+
+class MailTooLargeError(MailRefusedError):
+    """A mail would be larger than the host accepts; it was refused before it was sealed."""
 
 
 class PersistentMapFullError(EnclaveCallError):

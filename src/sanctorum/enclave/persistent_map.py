@@ -1,53 +1,130 @@
 """The persistent map: a transactional ``MutableMapping[str, bytes]`` sealed after each call.
 
-Changes made during one call are staged; when the call returns they are committed as one
-sealed blob (with the rollback-detection table, see docs/persistence.md); if it raises they are
-dropped. The committed state is serialised canonically::
+Changes are staged in one layer per call: a call nested in a host callback opens a layer of its
+own, which joins the enclosing call's layer when it returns and is dropped if it raises, at
+every depth. When the outermost call returns, the layers are committed as one sealed blob; if it
+raises, its layer is dropped.
 
-    version u8 | commit id (16) | entry count u32 | (key u16-len UTF-8, value u32-len)*
-    | client count u32 | (client key 32, last commit told 16)*
+Beside the application's entries the map keeps the runtime's own records (rollback detection,
+the last request applied per client and topic), staged and committed with them and counted
+against the same maximum size. The committed state is serialised canonically::
+
+    version u8 | commit id (16)
+    | entry count u32 | (key u16-len UTF-8, value u32-len)*      application entries
+    | record count u32 | (key u16-len, value u32-len)*           runtime records
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, MutableMapping
+from typing import Generic, TypeVar
 
 from sanctorum.common.codec import Reader
-from sanctorum.common.errors import PersistentMapFullError, SealedStateError
+from sanctorum.common.errors import (
+    EnclaveStateError,
+    PersistentMapFullError,
+    SealedStateError,
+)
 
 COMMIT_ID_SIZE = 16
-_VERSION = 1
+_VERSION = 2
 _DELETED = object()
 _ENTRY_OVERHEAD = 6  # the two length prefixes
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_K = TypeVar("_K", str, bytes)
 
 
-def entry_size(key: str, value: bytes) -> int:
+def entry_size(key: str | bytes, value: bytes) -> int:
     """What one entry counts against the maximum size."""
-    return _ENTRY_OVERHEAD + len(key.encode("utf-8")) + len(value)
+    encoded = key.encode("utf-8") if isinstance(key, str) else key
+    return _ENTRY_OVERHEAD + len(encoded) + len(value)
+
+
+class _Table(Generic[_K]):
+    """Committed entries plus a stack of staged layers (the innermost last)."""
+
+    def __init__(self) -> None:
+        self.committed: dict[_K, bytes] = {}
+        self.size = 0
+        self.layers: list[dict[_K, object]] = []
+
+    def get(self, key: _K) -> bytes | None:
+        for layer in reversed(self.layers):
+            staged = layer.get(key)
+            if staged is not None:
+                return None if staged is _DELETED else staged  # type: ignore[return-value]
+        return self.committed.get(key)
+
+    def stage(self, key: _K, value: object) -> None:
+        if not self.layers:
+            raise EnclaveStateError(
+                "the persistent map can only change while the enclave handles a call or mail"
+            )
+        self.layers[-1][key] = value
+
+    def flattened(self) -> dict[_K, object]:
+        if len(self.layers) == 1:
+            return self.layers[0]
+        merged: dict[_K, object] = {}
+        for layer in self.layers:
+            merged.update(layer)
+        return merged
+
+    def staged_size(self) -> int:
+        size = self.size
+        for key, value in self.flattened().items():
+            old = self.committed.get(key)
+            if old is not None:
+                size -= entry_size(key, old)
+            if value is not _DELETED:
+                assert isinstance(value, bytes)
+                size += entry_size(key, value)
+        return size
+
+    def merge_from(self, depth: int) -> None:
+        layers = self.layers
+        if len(layers) > depth >= 1:
+            for layer in layers[depth:]:
+                layers[depth - 1].update(layer)
+            del layers[depth:]
+
+    def apply(self, size: int) -> None:
+        for key, value in self.flattened().items():
+            if value is _DELETED:
+                self.committed.pop(key, None)
+            else:
+                assert isinstance(value, bytes)
+                self.committed[key] = value
+        self.size = size
+        self.layers.clear()
+
+    def iterate(self) -> Iterator[_K]:
+        staged = self.flattened() if self.layers else {}
+        for key in self.committed:
+            if staged.get(key) is not _DELETED:
+                yield key
+        for key, value in staged.items():
+            if value is not _DELETED and key not in self.committed:
+                yield key
 
 
 class PersistentMap(MutableMapping[str, bytes]):
-    """Reads see the call's own changes; nothing is kept unless the call commits."""
+    """Reads see the call's own changes; nothing is kept unless the outermost call commits."""
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        self._committed: dict[str, bytes] = {}
-        self._committed_size = 0
-        self._staged: dict[str, object] = {}
+        self._entries: _Table[str] = _Table()
+        self._records: _Table[bytes] = _Table()
 
     # -- the mapping -------------------------------------------------------------------------
 
     def __getitem__(self, key: str) -> bytes:
-        staged = self._staged.get(key)
-        if staged is _DELETED:
+        value = self._entries.get(key) if isinstance(key, str) else None
+        if value is None:
             raise KeyError(key)
-        if staged is not None:
-            assert isinstance(staged, bytes)
-            return staged
-        return self._committed[key]
+        return value
 
     def __setitem__(self, key: str, value: bytes) -> None:
         if not isinstance(key, str):
@@ -56,85 +133,85 @@ class PersistentMap(MutableMapping[str, bytes]):
             raise TypeError(f"persistent map values are bytes, not {type(value).__name__}")
         if len(key.encode("utf-8")) > 0xFFFF:
             raise ValueError("a persistent map key is at most 65535 UTF-8 bytes")
-        self._staged[key] = bytes(value)
+        self._entries.stage(key, bytes(value))
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
-        self._staged[key] = _DELETED
+        self._entries.stage(key, _DELETED)
 
     def __contains__(self, key: object) -> bool:
-        staged = self._staged.get(key) if isinstance(key, str) else None
-        if staged is not None:
-            return staged is not _DELETED
-        return key in self._committed
+        return isinstance(key, str) and self._entries.get(key) is not None
 
     def __iter__(self) -> Iterator[str]:
-        for key in self._committed:
-            if self._staged.get(key) is not _DELETED:
-                yield key
-        for key, value in self._staged.items():
-            if value is not _DELETED and key not in self._committed:
-                yield key
+        return self._entries.iterate()
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    # -- the runtime's records ---------------------------------------------------------------
+
+    def record(self, key: bytes) -> bytes | None:
+        return self._records.get(key)
+
+    def committed_record(self, key: bytes) -> bytes | None:
+        return self._records.committed.get(key)
+
+    def set_record(self, key: bytes, value: bytes) -> None:
+        self._records.stage(key, value)
+
     # -- transactions ------------------------------------------------------------------------
+
+    def begin(self) -> int:
+        """Open a layer for a call; returns its depth, for :meth:`end` and :meth:`abort`."""
+        self._entries.layers.append({})
+        self._records.layers.append({})
+        return len(self._entries.layers) - 1
+
+    def end(self, depth: int) -> None:
+        """A nested call returned: its layer joins the enclosing one."""
+        self._entries.merge_from(depth)
+        self._records.merge_from(depth)
+
+    def abort(self, depth: int) -> None:
+        """A call raised: drop its layer and any it still holds open."""
+        del self._entries.layers[depth:]
+        del self._records.layers[depth:]
 
     @property
     def changed(self) -> bool:
-        return bool(self._staged)
-
-    def discard(self) -> None:
-        """Drop the call's changes."""
-        self._staged.clear()
+        return any(self._entries.layers) or any(self._records.layers)
 
     def staged_size(self) -> int:
-        """The size the map would have if the call's changes were committed."""
-        size = self._committed_size
-        for key, value in self._staged.items():
-            old = self._committed.get(key)
-            if old is not None:
-                size -= entry_size(key, old)
-            if value is not _DELETED:
-                assert isinstance(value, bytes)
-                size += entry_size(key, value)
-        return size
+        """The size the map would have if the staged changes were committed."""
+        return self._entries.staged_size() + self._records.staged_size()
 
     def apply(self) -> None:
-        """Make the call's changes permanent in memory (the caller seals the result)."""
-        size = self.staged_size()
-        if size > self.max_size:
-            self._staged.clear()
+        """Make every staged change permanent in memory (the caller seals the result)."""
+        entries, records = self._entries.staged_size(), self._records.staged_size()
+        if entries + records > self.max_size:
+            self.abort(0)
             raise PersistentMapFullError(
-                f"the persistent map would grow to {size} bytes, over its maximum of "
-                f"{self.max_size}; none of this call's changes were kept (raise "
-                "max_persistent_map_size or store less)"
+                f"the persistent map would grow to {entries + records} bytes ({records} of them "
+                f"the runtime's per-client records), over its maximum of {self.max_size}; none "
+                "of this call's changes were kept (raise max_persistent_map_size or store less)"
             )
-        for key, value in self._staged.items():
-            if value is _DELETED:
-                del self._committed[key]
-            else:
-                assert isinstance(value, bytes)
-                self._committed[key] = value
-        self._committed_size = size
-        self._staged.clear()
+        self._entries.apply(entries)
+        self._records.apply(records)
 
     # -- serialisation -----------------------------------------------------------------------
 
-    def serialize(self, commit_id: bytes, last_told: dict[bytes, bytes]) -> bytes:
-        parts = [bytes([_VERSION]), commit_id, _U32.pack(len(self._committed))]
-        for key, value in self._committed.items():
-            encoded = key.encode("utf-8")
-            parts += (_U16.pack(len(encoded)), encoded, _U32.pack(len(value)), value)
-        parts.append(_U32.pack(len(last_told)))
-        for client, commit in last_told.items():
-            parts += (client, commit)
+    def serialize(self, commit_id: bytes) -> bytes:
+        parts = [bytes([_VERSION]), commit_id]
+        for table in (self._entries, self._records):
+            parts.append(_U32.pack(len(table.committed)))
+            for key, value in table.committed.items():
+                encoded = key.encode("utf-8") if isinstance(key, str) else key
+                parts += (_U16.pack(len(encoded)), encoded, _U32.pack(len(value)), value)
         return b"".join(parts)
 
-    def load(self, data: bytes) -> dict[bytes, bytes]:
-        """Replace the committed state with ``data``; returns the last-told table."""
+    def load(self, data: bytes) -> None:
+        """Replace the committed state with ``data``."""
         reader = Reader(data, error=SealedStateError, what="persistent map state")
         if reader.u8("version") != _VERSION:
             raise reader.fail("unsupported version")
@@ -146,11 +223,14 @@ class PersistentMap(MutableMapping[str, bytes]):
             value = reader.bytes32("value", len(data))
             entries[key] = value
             size += entry_size(key, value)
-        last_told = {}
-        for _ in range(reader.u32("client count")):
-            client = reader.raw(32, "client key")
-            last_told[client] = reader.raw(COMMIT_ID_SIZE, "commit id")
+        records: dict[bytes, bytes] = {}
+        records_size = 0
+        for _ in range(reader.u32("record count")):
+            record_key = reader.bytes16("record key")
+            value = reader.bytes32("record value", len(data))
+            records[record_key] = value
+            records_size += entry_size(record_key, value)
         reader.expect_end()
-        self._committed, self._committed_size = entries, size
-        self._staged.clear()
-        return last_told
+        self._entries.committed, self._entries.size = entries, size
+        self._records.committed, self._records.size = records, records_size
+        self.abort(0)

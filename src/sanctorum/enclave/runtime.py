@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,12 @@ from typing import TypeVar
 from sanctorum.attestation.evidence import EvidenceProvider
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo, key_binding
 from sanctorum.common.commands import HostCallback, MailCommand, PostMail, StoreSealedState
-from sanctorum.common.errors import EnclaveCallError, EnclaveLoadError, EnclaveStateError
+from sanctorum.common.errors import (
+    EnclaveCallError,
+    EnclaveLoadError,
+    EnclaveStateError,
+    MailReplayError,
+)
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PrivateKey
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.filesystem import EnclaveFileSystem, memory_volume, persistent_volume
@@ -29,10 +35,10 @@ from sanctorum.enclave.sealing import (
     seal,
     unseal,
 )
-from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE, open_mail
+from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE, EnclaveMail, open_mail
 from sanctorum.mail.policy import MinSizePolicy
 from sanctorum.mail.post_office import PostOffice
-from sanctorum.mail.private_header import CommitHeader
+from sanctorum.mail.private_header import NONCE_SIZE, ConversationHeader, RequestId
 from sanctorum.mail.sequence import SequenceTracker
 
 _MAP_PURPOSE = b"sanctorum-persistent-map"
@@ -40,24 +46,35 @@ _FILESYSTEM_PURPOSE = b"sanctorum-filesystem"
 _T = TypeVar("_T")
 
 
-class _CallContext:
-    """One entry into the enclave: where its callbacks go and what it posts."""
+class _Request:
+    """The client request a call is handling, and the answer it has sealed so far."""
 
-    __slots__ = ("commands", "commit_id", "host_callback", "sequence_marks", "told")
+    __slots__ = ("answer", "id", "sender", "topic")
+
+    def __init__(self, sender: Curve25519PublicKey, topic: str, request: RequestId) -> None:
+        self.sender = sender
+        self.topic = topic
+        self.id = request
+        self.answer: tuple[bytes, bytes, bytes] | None = None  # private header, envelope, body
+
+
+class _CallContext:
+    """One entry into the enclave: where its callbacks go, what it posts, what it answers."""
+
+    __slots__ = ("commands", "commit_id", "depth", "host_callback", "request")
 
     def __init__(self, host_callback: HostCallback | None) -> None:
         self.host_callback = host_callback
         self.commands: list[MailCommand] = []
-        self.sequence_marks: dict[PostOffice, int] = {}
-        # Rollback detection: this call's commit id (made when first needed) and the clients
-        # it told about it.
-        self.commit_id: bytes | None = None
-        self.told: dict[bytes, bytes] = {}
+        self.commit_id: bytes | None = None  # rollback detection: made when first needed
+        self.depth = 0  # this call's layer in the persistent map
+        self.request: _Request | None = None
 
 
 class _Entry:
-    """Entering the enclave: takes the entry lock and opens a call context; a call that fails
-    takes back the mail it posted. (A class, not a generator: it is on every call's path.)"""
+    """Entering the enclave: takes the entry lock and opens a call context (and a layer of the
+    persistent map); a call that raises takes back the mail it posted and drops its changes, at
+    any depth. (A class, not a generator: it is on every call's path.)"""
 
     __slots__ = ("_context", "_lock", "_map", "_stack")
 
@@ -70,6 +87,8 @@ class _Entry:
     def __enter__(self) -> _CallContext:
         self._lock.__enter__()
         self._stack.append(self._context)
+        if self._map is not None:
+            self._context.depth = self._map.begin()
         return self._context
 
     def __exit__(
@@ -80,20 +99,18 @@ class _Entry:
     ) -> None:
         try:
             if exc_type is not None:
-                context = self._context
-                for post_office, sequence_number in context.sequence_marks.items():
-                    if isinstance(post_office, _EnclavePostOffice):
-                        post_office._rewind(sequence_number)
-                context.commands.clear()
-                if self._map is not None and len(self._stack) == 1:
-                    self._map.discard()  # the outermost call failed: its changes go too
+                # Sequence numbers already used are never rewound: nested or concurrent calls
+                # may have handed later numbers to the host. The client accepts the gap.
+                self._context.commands.clear()
+                if self._map is not None:
+                    self._map.abort(self._context.depth)
         finally:
             self._stack.pop()
             self._lock.__exit__(exc_type, exc, traceback)
 
 
 class _EnclavePostOffice(PostOffice):
-    """Reports each sealed mail to the current call, so a failed call can take it back."""
+    """Adds the runtime's hidden fields to each mail: the answer binding and the commit."""
 
     def __init__(self, runtime: EnclaveRuntime, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -104,15 +121,27 @@ class _EnclavePostOffice(PostOffice):
     ) -> bytes:
         runtime = self._runtime
         context = runtime._current_context()
-        if context is not None:
-            context.sequence_marks.setdefault(self, self.next_sequence_number)
-            if runtime._map is not None and not private_header:
-                private_header = runtime._commit_header(self.destination.encoded)
+        if context is not None and not private_header:
+            answers = None
+            request = context.request
+            if (
+                request is not None
+                and request.answer is None
+                and request.topic == self.topic
+                and request.sender == self.destination
+            ):
+                answers = request.id
+            commit_id = last_told = None
+            if runtime._map is not None:
+                commit_id, last_told = runtime._tell(self.destination.encoded)
+            if answers is not None or commit_id is not None:
+                private_header = ConversationHeader(
+                    answers=answers, commit_id=commit_id, last_told=last_told
+                ).encode()
+            if answers is not None:
+                assert request is not None
+                request.answer = (private_header, bytes(envelope), bytes(body))
         return super().encrypt_mail(body, envelope, private_header=private_header)
-
-    def _rewind(self, sequence_number: int) -> None:
-        with self._lock:
-            self._next_sequence_number = sequence_number
 
 
 class EnclaveRuntime:
@@ -156,7 +185,6 @@ class EnclaveRuntime:
         self.identity = identity
         self._platform_secret = platform_secret
         self._map: PersistentMap | None = None
-        self._last_told: dict[bytes, bytes] = {}
         if persistent_map_size is not None:
             if thread_safe:
                 raise EnclaveLoadError(
@@ -168,7 +196,7 @@ class EnclaveRuntime:
             self._map_key = self.sealing_key(SealingPolicy.SIGNER, _MAP_PURPOSE)
             if sealed_state is not None:
                 state = unseal(self._map_key, sealed_state, _MAP_PURPOSE, "the sealed state")
-                self._last_told = self._map.load(state)
+                self._map.load(state)
         elif sealed_state is not None:
             raise EnclaveStateError(
                 "sealed state was given, but this enclave has no persistent map to restore"
@@ -233,19 +261,59 @@ class EnclaveRuntime:
         """Decrypt, check the sequence, then ``receive_mail``; the mail commands it made.
 
         A mail that does not decrypt or is out of sequence raises before the enclave sees it,
-        and leaves every piece of enclave state as it was.
+        and leaves every piece of enclave state as it was. With a persistent map, a request the
+        enclave already applied (a resend, possibly to a restarted instance) is answered with
+        the answer it got then, and ``receive_mail`` is not called again.
         """
         if not self._running:
             self._check_running()
         opened = open_mail(self._encryption_key, mail, self._max_mail_size)
-        stream = (opened.authenticated_sender, opened.topic)
+        request_id = ConversationHeader.decode(opened.private_header).request
+        sender = opened.authenticated_sender
+        stream = (sender, opened.topic)
         with _Entry(self, None) as context:
-            self._incoming.check_and_advance(stream, opened.sequence_number)
+            if request_id is not None and self._map is not None:
+                self._incoming.check(stream, opened.sequence_number)
+                applied = _AppliedRequest.decode(self._map.record(_request_key(stream)))
+                if applied is not None and request_id.number <= applied.id.number:
+                    self._answer_again(applied, request_id, opened, routing_hint)
+                    self._incoming.advance(stream, opened.sequence_number)
+                    self._finish(context)
+                    return context.commands
+                self._incoming.advance(stream, opened.sequence_number)
+            else:
+                self._incoming.check_and_advance(stream, opened.sequence_number)
+            if request_id is not None:
+                context.request = _Request(sender, opened.topic, request_id)
             self._run_user_code(
                 "receive_mail", lambda: self.enclave.receive_mail(opened, routing_hint)
             )
+            request = context.request
+            if self._map is not None and request is not None:
+                record = _AppliedRequest(request.id, request.answer)
+                self._map.set_record(_request_key(stream), record.encode())
             self._finish(context)
             return context.commands
+
+    def _answer_again(
+        self,
+        applied: _AppliedRequest,
+        request_id: RequestId,
+        opened: EnclaveMail,
+        routing_hint: str | None,
+    ) -> None:
+        """A request that was applied before: send its answer again, apply nothing."""
+        if request_id != applied.id:
+            raise MailReplayError(
+                f"request {request_id.number} on topic {opened.topic!r} is not newer than "
+                f"request {applied.id.number}, the last one this enclave applied for this "
+                "sender: it was superseded and is not applied (the client's saved state may be "
+                "older than what it sent)"
+            )
+        if applied.answer is not None:
+            header, envelope, body = applied.answer
+            office = self.post_office(opened.authenticated_sender, opened.topic, None)
+            self.post_mail(office.encrypt_mail(body, envelope, private_header=header), routing_hint)
 
     def close(self) -> None:
         if self._closed:
@@ -351,21 +419,21 @@ class EnclaveRuntime:
 
     # -- persistence -------------------------------------------------------------------------
 
-    def _commit_header(self, client: bytes) -> bytes:
-        """The rollback-detection header for a mail to ``client`` sealed in this call."""
+    def _tell(self, client: bytes) -> tuple[bytes, bytes | None]:
+        """Rollback detection for a mail to ``client`` sealed in this call: the id of the
+        commit that will record it, and the last commit the enclave told ``client`` about."""
         stack = self._call_stack()
         transaction = stack[0]
         if transaction.commit_id is None:
             transaction.commit_id = secrets.token_bytes(COMMIT_ID_SIZE)
-        previous = None
-        for context in reversed(stack):
-            previous = context.told.get(client)
-            if previous is not None:
-                break
-        if previous is None:
-            previous = self._last_told.get(client)
-        stack[-1].told[client] = transaction.commit_id
-        return CommitHeader(transaction.commit_id, previous).encode()
+        assert self._map is not None
+        key = _TOLD + client
+        previous = self._map.record(key)
+        if previous != transaction.commit_id:
+            self._map.set_record(key, transaction.commit_id)
+        else:  # a second mail in the same commit: it reports what the first one did
+            previous = self._map.committed_record(key)
+        return transaction.commit_id, previous
 
     def _finish(self, context: _CallContext) -> None:
         """After a call succeeded: commit the persistent map, or pass to the enclosing call."""
@@ -373,18 +441,15 @@ class EnclaveRuntime:
             return
         stack = self._call_stack()
         if len(stack) > 1:  # nested in a host callback: part of the enclosing transaction
-            parent = stack[-2]
-            parent.commands.extend(context.commands)
-            parent.told.update(context.told)
+            self._map.end(context.depth)
+            stack[-2].commands.extend(context.commands)
             context.commands.clear()
             return
-        if not self._map.changed and not context.told:
+        if not self._map.changed:
             return
         self._map.apply()
         commit_id = context.commit_id or secrets.token_bytes(COMMIT_ID_SIZE)
-        last_told = {**self._last_told, **context.told}
-        blob = seal(self._map_key, self._map.serialize(commit_id, last_told), _MAP_PURPOSE)
-        self._last_told = last_told
+        blob = seal(self._map_key, self._map.serialize(commit_id), _MAP_PURPOSE)
         context.commands.append(StoreSealedState(blob))
 
     # -- internals ---------------------------------------------------------------------------
@@ -415,3 +480,50 @@ class EnclaveRuntime:
 
 def _user_code_error(hook: str, error: Exception) -> EnclaveCallError:
     return EnclaveCallError(f"the enclave's {hook} raised {type(error).__name__}: {error}")
+
+
+_TOLD = b"T"
+_APPLIED = b"R"
+
+
+def _request_key(stream: tuple[Curve25519PublicKey, str]) -> bytes:
+    sender, topic = stream
+    return _APPLIED + sender.encoded + topic.encode("utf-8")
+
+
+class _AppliedRequest:
+    """The runtime's record of the last request applied for one (client, topic)::
+
+    number u64 | nonce (16) | answer flag u8 | [header u16-len | envelope u32-len | body]
+    """
+
+    __slots__ = ("answer", "id")
+    _HEAD = struct.Struct(f">Q{NONCE_SIZE}sB")
+
+    def __init__(self, request_id: RequestId, answer: tuple[bytes, bytes, bytes] | None) -> None:
+        self.id = request_id
+        self.answer = answer
+
+    def encode(self) -> bytes:
+        head = self._HEAD.pack(self.id.number, self.id.nonce, self.answer is not None)
+        if self.answer is None:
+            return head
+        header, envelope, body = self.answer
+        return b"".join(
+            (head, struct.pack(">HI", len(header), len(envelope)), header, envelope, body)
+        )
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> _AppliedRequest | None:
+        if data is None:
+            return None
+        number, nonce, has_answer = cls._HEAD.unpack_from(data)
+        if not has_answer:
+            return cls(RequestId(number, nonce), None)
+        offset = cls._HEAD.size
+        header_size, envelope_size = struct.unpack_from(">HI", data, offset)
+        offset += 6
+        header = data[offset : offset + header_size]
+        offset += header_size
+        envelope = data[offset : offset + envelope_size]
+        return cls(RequestId(number, nonce), (header, envelope, data[offset + envelope_size :]))

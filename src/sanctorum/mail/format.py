@@ -128,6 +128,15 @@ def _body_wire_size(padded_size: int) -> int:
     return padded_size + chunks * TAG_LEN
 
 
+def sealed_size(
+    topic: str, envelope_size: int, padded_size: int, private_header_size: int = 0
+) -> int:
+    """The exact size of a sealed mail, known before sealing it."""
+    head = _PREFIX.size + 2 + len(topic.encode("utf-8")) + 4 + envelope_size
+    handshake = _HANDSHAKE_SIZE + private_header_size
+    return head + 2 + handshake + _body_wire_size(padded_size)
+
+
 def seal_mail(
     sender: Curve25519PrivateKey,
     recipient: Curve25519PublicKey,

@@ -21,7 +21,8 @@ class PostOffice:
     """A conversation between ``sender_private_key`` and ``destination`` on one topic.
 
     It numbers outgoing mail 0, 1, 2, … and checks that replies come from ``destination``, on
-    this topic, in order. Clients get one from
+    this topic, with rising sequence numbers (a gap is accepted: an enclave does not reuse the
+    numbers of mail it withdrew when a call failed; a replay is refused). Clients get one from
     :meth:`EnclaveInstanceInfo.create_post_office`; enclaves from :meth:`Enclave.post_office`.
     Thread-safe.
     """
@@ -41,7 +42,7 @@ class PostOffice:
         self.topic = validate_topic(topic)
         self.min_size_policy = min_size_policy or MinSizePolicy.moving_average()
         self._next_sequence_number = next_sequence_number
-        self._replies = SequenceTracker({None: next_reply_sequence_number})
+        self._replies = SequenceTracker({None: next_reply_sequence_number}, gaps_allowed=True)
         self._lock = threading.Lock()
 
     @property
@@ -55,8 +56,18 @@ class PostOffice:
 
     @property
     def next_reply_sequence_number(self) -> int:
-        """The sequence number the next reply must carry."""
+        """The lowest sequence number the next reply may carry."""
         return self._replies.expected(None)
+
+    def withdraw(self, sequence_number: int) -> bool:
+        """Give back the number of the last mail sealed, because its delivery was refused
+        before it reached the recipient; returns whether it was (it is not if later mail was
+        sealed since)."""
+        with self._lock:
+            if self._next_sequence_number != sequence_number + 1:
+                return False
+            self._next_sequence_number = sequence_number
+            return True
 
     def encrypt_mail(
         self, body: bytes, envelope: bytes = b"", *, private_header: bytes = b""
@@ -80,13 +91,19 @@ class PostOffice:
     def decrypt_mail(self, mail: bytes, max_size: int = DEFAULT_MAX_MAIL_SIZE) -> EnclaveMail:
         """Open a reply: it must come from the destination, on this topic, in order.
 
-        Raises :class:`MailDecryptionError`, :class:`MailSenderError` or a
-        :class:`MailSequenceError`; a rejected mail changes nothing.
+        Raises :class:`MailDecryptionError`, :class:`MailSenderError` or
+        :class:`MailReplayError`; a rejected mail changes nothing.
         """
         return self.accept_reply(open_mail(self.sender_private_key, mail, max_size))
 
     def accept_reply(self, opened: EnclaveMail) -> EnclaveMail:
         """The checks of :meth:`decrypt_mail` on a mail already opened with our key."""
+        self.check_reply(opened)
+        self._replies.check_and_advance(None, opened.sequence_number, "reply")
+        return opened
+
+    def check_reply(self, opened: EnclaveMail) -> None:
+        """The checks of :meth:`accept_reply`, recording nothing."""
         if opened.authenticated_sender != self.destination:
             raise MailSenderError(
                 "the mail was not sent by this post office's destination: "
@@ -97,5 +114,4 @@ class PostOffice:
             raise MailSenderError(
                 f"the mail is on topic {opened.topic!r}, not this post office's {self.topic!r}"
             )
-        self._replies.check_and_advance(None, opened.sequence_number, "reply")
-        return opened
+        self._replies.check(None, opened.sequence_number, "reply")

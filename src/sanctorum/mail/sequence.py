@@ -12,11 +12,16 @@ class SequenceTracker:
     """The next sequence number expected per stream (for example a (sender, topic) pair).
 
     :meth:`check` raises without changing anything; :meth:`advance` records a mail as consumed.
-    Use :meth:`check_and_advance` when both must happen atomically.
+    Use :meth:`check_and_advance` when both must happen atomically. With ``gaps_allowed``, a
+    number above the expected one is accepted (only replays are refused): replies may skip the
+    numbers of mail an enclave withdrew when a call failed.
     """
 
-    def __init__(self, expected: dict[Hashable, int] | None = None) -> None:
+    def __init__(
+        self, expected: dict[Hashable, int] | None = None, *, gaps_allowed: bool = False
+    ) -> None:
         self._expected: dict[Hashable, int] = dict(expected or {})
+        self._gaps_allowed = gaps_allowed
         self._lock = threading.Lock()
 
     def expected(self, stream: Hashable) -> int:
@@ -29,7 +34,7 @@ class SequenceTracker:
                 f"{what} has sequence number {sequence_number} but {expected} was expected: "
                 "it was already received (a replay, or a mail that arrived after a later one)"
             )
-        if sequence_number > expected:
+        if sequence_number > expected and not self._gaps_allowed:
             raise MailGapError(
                 f"{what} has sequence number {sequence_number} but {expected} was expected: "
                 f"{sequence_number - expected} earlier mail(s) were dropped or are being "

@@ -23,7 +23,12 @@ from sanctorum.common.errors import (
     MailDecryptionError,
     SanctorumError,
 )
-from sanctorum.common.headers import ACKNOWLEDGE_HEADER, CORRELATION_HEADER, MAIL_ID_HEADER
+from sanctorum.common.headers import (
+    ACKNOWLEDGE_HEADER,
+    CORRELATION_HEADER,
+    MAIL_ID_HEADER,
+    MAX_MAIL_SIZE_HEADER,
+)
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.web.service import EnclaveService
 
@@ -142,15 +147,24 @@ def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SI
     @app.get(
         "/attestation",
         response_class=Response,
-        responses={200: {"content": {_OCTETS: {}}, "description": "The EnclaveInstanceInfo"}},
+        responses={
+            200: {
+                "content": {_OCTETS: {}},
+                "description": "The EnclaveInstanceInfo",
+                "headers": {MAX_MAIL_SIZE_HEADER: {"schema": {"type": "integer"}}},
+            }
+        },
     )
     async def attestation() -> Response:
-        """The enclave's serialized EnclaveInstanceInfo: verify it, do not trust it."""
+        """The enclave's serialized EnclaveInstanceInfo: verify it, do not trust it. The
+        Max-Mail-Size header gives the largest mail this host accepts."""
         try:
             data = await run_in_threadpool(service.attestation)
         except SanctorumError as problem:
             return failure(problem)
-        return Response(data, media_type=_OCTETS)
+        return Response(
+            data, media_type=_OCTETS, headers={MAX_MAIL_SIZE_HEADER: str(max_body_size)}
+        )
 
     @app.post(
         "/deliver-mail",
@@ -181,8 +195,12 @@ def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SI
         return answer(result)
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        """``ok``, or ``restarting`` while the enclave starts again."""
-        return {"status": "restarting" if service.restarting else "ok", "mode": service.mode.value}
+    async def health() -> dict[str, str | int]:
+        """``ok``, or ``restarting`` while the enclave starts again; the mail size limit."""
+        return {
+            "status": "restarting" if service.restarting else "ok",
+            "mode": service.mode.value,
+            "max_mail_size": max_body_size,
+        }
 
     return app

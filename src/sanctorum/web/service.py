@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from sanctorum.common.bundle import read_bundle
-from sanctorum.common.errors import EnclaveCrashedError, EnclaveStateError
+from sanctorum.common.errors import EnclaveCrashedError, EnclaveStateError, StateDirInUseError
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.host.host import EnclaveHost
 from sanctorum.web.store import MailboxStore
@@ -26,6 +29,7 @@ class EnclaveService:
         self._bundle = bundle
         self._state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = lock_state_dir(state_dir)
         self.store = MailboxStore(state_dir / "mailbox.sqlite3")
         config = read_bundle(bundle.read_bytes(), str(bundle)).config
         self._filesystem_file = state_dir / "filesystem.bin" if config.filesystem_size else None
@@ -51,10 +55,13 @@ class EnclaveService:
     def deliver(
         self, mail: bytes, routing_hint: str, acknowledged: int | None
     ) -> tuple[int, bytes] | None:
-        """Deliver a mail; the client's oldest unacknowledged reply (the synchronous one, unless
-        older ones wait)."""
+        """Deliver a mail; the client's oldest unacknowledged mail (the answer, unless older
+        mail waits). The acknowledgement is applied first, so it can never name mail this
+        delivery made."""
+        if acknowledged is not None:
+            self.store.acknowledge(routing_hint, acknowledged)
         self._call(lambda: self._host.deliver_mail(mail, routing_hint))
-        return self.store.next_mail(routing_hint, acknowledged)
+        return self.store.next_mail(routing_hint, None)
 
     def poll(self, routing_hint: str, acknowledged: int | None) -> tuple[int, bytes] | None:
         return self.store.next_mail(routing_hint, acknowledged)
@@ -84,3 +91,29 @@ class EnclaveService:
     def close(self) -> None:
         self._host.close()
         self.store.close()
+        self._lock_file.close()  # releases the lock
+
+
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """Take the state dir for this process, or raise :class:`StateDirInUseError` naming the
+    process that holds it. Two hosts on one state dir would each start the enclave from the
+    same sealed state and lose each other's commits. The lock is released when the returned
+    file is closed or the process dies (an ``flock``, so a killed host leaves none behind)."""
+    path = state_dir / "host.lock"
+    lock_file = path.open("a+")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.seek(0)
+        holder = lock_file.read().strip() or "another process"
+        lock_file.close()
+        raise StateDirInUseError(
+            f"the state dir {state_dir} is in use by {holder}: two hosts on one state dir "
+            "would lose each other's mail and state; stop that host or use another --state-dir"
+        ) from None
+    lock_file.truncate(0)
+    lock_file.write(
+        f"sanctorum host pid {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})"
+    )
+    lock_file.flush()
+    return lock_file

@@ -1,7 +1,7 @@
 """The web host's durable mailbox: replies and sealed state in SQLite, one transaction per call.
 
-Replies stay until the client acknowledges them (by the id of the last reply it received), so a
-reply is neither lost when the host dies after storing it, nor delivered twice.
+Replies stay until the client acknowledges them (by the id of the last mail it opened), so a
+reply is neither lost when the host or the client dies, nor delivered twice.
 """
 
 from __future__ import annotations
@@ -62,15 +62,28 @@ class MailboxStore:
                 cursor.execute("ROLLBACK")
                 raise
 
+    def acknowledge(self, routing_hint: str, acknowledged: int) -> None:
+        """Drop the mail of ``routing_hint`` up to ``acknowledged``, the last one its reader
+        opened. Honoured only while that mail is still here: an id this store did not hand
+        out for this reader (a store restored from an older copy hands out lower ids again)
+        must not drop mail the reader has not seen."""
+        with self._lock:
+            self._connection.execute(
+                "DELETE FROM mailbox WHERE routing_hint = ?1 AND id <= ?2 AND EXISTS "
+                "(SELECT 1 FROM mailbox WHERE routing_hint = ?1 AND id = ?2)",
+                (routing_hint, acknowledged),
+            )
+
     def next_mail(self, routing_hint: str, acknowledged: int | None) -> tuple[int, bytes] | None:
-        """Drop replies up to ``acknowledged``; the oldest one left for ``routing_hint``."""
+        """Acknowledge (see :meth:`acknowledge`); the oldest mail left for ``routing_hint``."""
         with self._lock:
             cursor = self._connection.cursor()
             cursor.execute("BEGIN IMMEDIATE")
             try:
                 if acknowledged is not None:
                     cursor.execute(
-                        "DELETE FROM mailbox WHERE routing_hint = ? AND id <= ?",
+                        "DELETE FROM mailbox WHERE routing_hint = ?1 AND id <= ?2 AND EXISTS "
+                        "(SELECT 1 FROM mailbox WHERE routing_hint = ?1 AND id = ?2)",
                         (routing_hint, acknowledged),
                     )
                 row = cursor.execute(
