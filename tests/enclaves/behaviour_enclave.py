@@ -10,7 +10,7 @@ import threading
 import time
 
 from sanctorum import Enclave, EnclaveMail
-from sanctorum.common import Curve25519PrivateKey
+from sanctorum.common import Curve25519PrivateKey, Curve25519PublicKey
 
 
 class Recorder(Enclave):
@@ -37,6 +37,16 @@ class Recorder(Enclave):
         self.events.append(f"call {data.decode(errors='replace')}")
         if command == b"ask":
             return self.call_untrusted_host(argument)
+        if command == b"ask-then-raise":
+            self.call_untrusted_host(argument)
+            raise RuntimeError("failed after the host callback")
+        if command == b"notify":  # notify KEY_HEX TOPIC ROUTING_HINT BODY: mail a client unasked
+            key, topic, hint, body = argument.split(b" ", 3)
+            office = self.post_office(
+                Curve25519PublicKey(bytes.fromhex(key.decode())), topic.decode()
+            )
+            self.post_mail(office.encrypt_mail(body), hint.decode())
+            return b"notified"
         if command == b"nested":
             answer = self.call_untrusted_host(b"go deeper")
             return b"outer(" + (answer or b"") + b")"
@@ -121,9 +131,23 @@ class Counter(Enclave):
         if command == b"set-then-fail":
             state["doomed"] = b"x"
             raise RuntimeError("failed after changing the map")
+        if command == b"set-then-nested":  # a nested call that raises must commit nothing
+            state["outer"] = b"kept"
+            try:
+                self.call_untrusted_host(b"nested")
+            except Exception:
+                state["outer caught"] = b"yes"
+            return b"ok"
         if command == b"big":
             state["big"] = bytes(int(argument))
             return b"ok"
+        if command == b"notify":  # notify KEY_HEX TOPIC ROUTING_HINT BODY: mail a client unasked
+            key, topic, hint, body = argument.split(b" ", 3)
+            destination = Curve25519PublicKey(bytes.fromhex(key.decode()))
+            self.post_mail(
+                self.post_office(destination, topic.decode()).encrypt_mail(body), hint.decode()
+            )
+            return b"notified"
         return None
 
     def receive_mail(self, mail: EnclaveMail, routing_hint: str | None) -> None:
