@@ -229,49 +229,49 @@ class ClientCore:
         :class:`EnclaveRollbackError`; then nothing changes and the mail is not acknowledged.
         """
         with self._lock:
-            try:
-                opened = open_mail(self.private_key, received.mail)
-            except (MailDecryptionError, MailFormatError):
-                # Not a mail for this key, or damaged in transit: nobody can open it.
-                self.acknowledged = received.mail_id
+            result = self._open(received.mail)
+            self.acknowledged = received.mail_id  # not reached if the mail must stay
+            return result
+
+    def _open(self, data: bytes) -> tuple[EnclaveMail, RequestId | None] | None:
+        try:
+            opened = open_mail(self.private_key, data)
+        except (MailDecryptionError, MailFormatError):
+            return None  # not a mail for this key, or damaged in transit: nobody can open it
+        sender = opened.authenticated_sender
+        if sender not in self._instances:
+            raise UnattestedSenderError(
+                f"received a mail from enclave key {sender.encoded.hex()}, which this "
+                "client has not verified an attestation for",
+                sender.encoded,
+            )
+        office = self._post_office(sender, opened.topic)
+        header = ConversationHeader.decode(opened.private_header)
+        try:
+            office.check_reply(opened)
+        except MailReplayError:
+            return None  # a second copy of a mail already received
+        answers = header.answers
+        if answers is not None:
+            state = self._topics.get(opened.topic)
+            if state is None or state.unanswered.get(answers.number) != answers.nonce:
+                # The answer to a request already answered: an answer the enclave sent
+                # again after a resend, or a replay.
+                office.accept_reply(opened)
                 return None
-            sender = opened.authenticated_sender
-            if sender not in self._instances:
-                raise UnattestedSenderError(
-                    f"received a mail from enclave key {sender.encoded.hex()}, which this "
-                    "client has not verified an attestation for",
-                    sender.encoded,
+        if header.commit_id is not None:
+            if self.rollback_detection and header.last_told != self._last_commit:
+                raise EnclaveRollbackError(
+                    "the enclave has been rolled back: it answers from a state older than "
+                    "the one it last told this client about (the host restarted it from an "
+                    "old copy of its sealed state, or dropped mail that told of a newer "
+                    "one); do not trust this answer"
                 )
-            office = self._post_office(sender, opened.topic)
-            header = ConversationHeader.decode(opened.private_header)
-            try:
-                office.check_reply(opened)
-            except MailReplayError:
-                self.acknowledged = received.mail_id
-                return None  # a second copy of a mail already received
-            answers = header.answers
-            if answers is not None:
-                state = self._topics.get(opened.topic)
-                if state is None or state.unanswered.get(answers.number) != answers.nonce:
-                    # The answer to a request already answered: an answer the enclave sent
-                    # again after a resend, or a replay.
-                    office.accept_reply(opened)
-                    self.acknowledged = received.mail_id
-                    return None
-            if header.commit_id is not None:
-                if self.rollback_detection and header.last_told != self._last_commit:
-                    raise EnclaveRollbackError(
-                        "the enclave has been rolled back: it answers from a state older than "
-                        "the one it last told this client about (the host restarted it from an "
-                        "old copy of its sealed state, or dropped mail that told of a newer "
-                        "one); do not trust this answer"
-                    )
-                self._last_commit = header.commit_id
-            office.accept_reply(opened)
-            if answers is not None:
-                del self._topics[opened.topic].unanswered[answers.number]
-            self.acknowledged = received.mail_id
-            return opened, answers
+            self._last_commit = header.commit_id
+        office.accept_reply(opened)
+        if answers is not None:
+            del self._topics[opened.topic].unanswered[answers.number]
+        return opened, answers
 
     def keep(self, mail: EnclaveMail) -> None:
         """Hold an opened mail for :meth:`next_kept` (it is part of :meth:`save`)."""
@@ -283,10 +283,15 @@ class ClientCore:
             return self._inbox.popleft() if self._inbox else None
 
     def open_reply(self, mail: bytes) -> EnclaveMail:
-        """Open one mail handed over outside any transport (no acknowledgement ids)."""
-        result = self.receive(ReceivedMail(self.acknowledged or 0, mail))
+        """Open one mail handed over outside any transport (acknowledges nothing); raises
+        :class:`MailReplayError` for one to drop (see :meth:`receive`)."""
+        with self._lock:
+            result = self._open(mail)
         if result is None:
-            raise MailReplayError("the mail was received before, or answers a request twice")
+            raise MailReplayError(
+                "the mail was received before, answers a request already answered, or does "
+                "not open with this client's key"
+            )
         return result[0]
 
     # -- saved state -------------------------------------------------------------------------
