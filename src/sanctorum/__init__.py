@@ -135,6 +135,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         SealedStateError as SealedStateError,
     )
     from sanctorum.common.errors import (
+        StateDirInUseError as StateDirInUseError,
+    )
+    from sanctorum.common.errors import (
         TransportError as TransportError,
     )
     from sanctorum.common.errors import (
@@ -199,6 +202,7 @@ _EXPORTS = {
             "MailRefusedError",
             "MailTooLargeError",
             "UnattestedSenderError",
+            "StateDirInUseError",
             "BundleError",
             "EnclaveRollbackError",
             "PersistentMapFullError",

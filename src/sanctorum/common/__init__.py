@@ -29,6 +29,7 @@ from sanctorum.common.errors import (
     PersistentMapFullError,
     SanctorumError,
     SealedStateError,
+    StateDirInUseError,
     TransportError,
     UnattestedSenderError,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "SanctorumError",
     "SealedStateError",
     "SecuritySummary",
+    "StateDirInUseError",
     "TransportError",
     "UnattestedSenderError",
 ]
