@@ -22,6 +22,7 @@ from sanctorum import (
     MailRefusedError,
     MailReplayError,
     MailTooLargeError,
+    TransportError,
     UnattestedSenderError,
 )
 from sanctorum.client.transport import ReceivedMail
@@ -393,3 +394,47 @@ def _drain_mailbox(host: EnclaveHost, routing_hint: str) -> list[bytes]:
         acknowledged = found[0]
         mails.append(found[1])
     return mails
+
+
+# -- outcome unknown -----------------------------------------------------------------------------
+
+
+class BrokenLink(InProcessTransport):
+    """Fails the next delivery with an unknown outcome: before or after it reached the host."""
+
+    fail_next: str | None = None  # "before" or "after"
+
+    def deliver_mail(
+        self, mail: bytes, correlation_id: str, acknowledge: int | None
+    ) -> ReceivedMail | None:
+        failure, self.fail_next = self.fail_next, None
+        if failure == "before":
+            raise TransportError("the connection broke while sending")
+        received = super().deliver_mail(mail, correlation_id, acknowledge)
+        if failure == "after":
+            raise TransportError("the connection broke before the answer came")
+        return received
+
+
+@pytest.mark.parametrize("failure", ["before", "after"])
+def test_a_mail_of_unknown_fate_is_settled_before_the_next_and_applied_once(
+    load: Load, failure: str
+) -> None:
+    host = load("Counter").start()
+    transport = BrokenLink(host)
+    client = _client(host, transport)
+    transport.fail_next = failure
+    with pytest.raises(TransportError):
+        client.send_mail(b"+1")
+    assert client.in_doubt("default") is not None
+    client = EnclaveClient.restore(client.save())  # the doubt survives save and restore
+    client.start(transport)
+    reply = client.send_mail(b"+1")
+    assert reply is not None
+    assert reply.body == b"2"  # no gap, and the first request counted once
+    late = client.poll_mail()
+    assert late is not None
+    assert late.body == b"1"
+    assert client.poll_mail() is None
+    assert client.in_doubt("default") is None
+    assert _count(host) == 2

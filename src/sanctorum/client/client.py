@@ -21,6 +21,7 @@ from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.client.transport import AsyncEnclaveTransport, EnclaveTransport, ReceivedMail
 from sanctorum.common.errors import (
     ClientStateError,
+    EnclaveCallError,
     EnclaveRollbackError,
     EnclaveStateError,
     InvalidKeyError,
@@ -31,6 +32,7 @@ from sanctorum.common.errors import (
     MailSequenceError,
     MailTooLargeError,
     SanctorumError,
+    TransportError,
     UnattestedSenderError,
 )
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
@@ -107,6 +109,9 @@ class ClientCore:
         self._instances: dict[Curve25519PublicKey, dict[str, PostOffice]] = {}
         self._topics: dict[str, _Topic] = {}
         self._inbox: deque[EnclaveMail] = deque()
+        # Per topic, the last request whose delivery had an unknown outcome: delivered again,
+        # byte for byte, before the next request on that topic (see :meth:`in_doubt`).
+        self._in_doubt: dict[str, OutgoingMail] = {}
         self.acknowledged: int | None = None
         """The id of the last mail this client opened: its transport acknowledges it."""
         self.rollback_detection = rollback_detection
@@ -203,6 +208,23 @@ class ClientCore:
             office = offices.get(outgoing.topic)
             if office is not None:
                 office.withdraw(outgoing.sequence_number)
+
+    def in_doubt(self, topic: str) -> OutgoingMail | None:
+        """The request on ``topic`` whose delivery had an unknown outcome, if any.
+
+        Its exact bytes must be delivered again before the next request on the topic: if the
+        enclave saw it, the copy is refused as a replay; if not, it arrives now, so the next
+        request does not meet a gap. Either way it is applied at most once.
+        """
+        with self._lock:
+            return self._in_doubt.get(topic)
+
+    def set_in_doubt(self, outgoing: OutgoingMail, in_doubt: bool) -> None:
+        with self._lock:
+            if in_doubt:
+                self._in_doubt[outgoing.topic] = outgoing
+            elif self._in_doubt.get(outgoing.topic) is outgoing:
+                del self._in_doubt[outgoing.topic]
 
     def _post_office(self, instance: Curve25519PublicKey, topic: str) -> PostOffice:
         offices = self._instances.get(instance)
@@ -326,6 +348,7 @@ class ClientCore:
                     for topic, state in self._topics.items()
                 },
                 "kept": [_mail_to_json(mail) for mail in self._inbox],
+                "in_doubt": [_outgoing_to_json(outgoing) for outgoing in self._in_doubt.values()],
             }
             return json.dumps(state, sort_keys=True).encode()
 
@@ -381,6 +404,9 @@ class ClientCore:
                     next_request, {int(n): bytes.fromhex(nonce) for n, nonce in unanswered}
                 )
             client._inbox.extend(_mail_from_json(item) for item in state["kept"])
+            for item in state["in_doubt"]:
+                outgoing = _outgoing_from_json(item)
+                client._in_doubt[outgoing.topic] = outgoing
             return client
         except ClientStateError:
             raise
@@ -419,6 +445,33 @@ def _mail_to_json(mail: EnclaveMail) -> dict[str, Any]:
         "sender": mail.authenticated_sender.encoded.hex(),
         "private_header": base64.b64encode(mail.private_header).decode(),
     }
+
+
+def _outgoing_to_json(outgoing: OutgoingMail) -> dict[str, Any]:
+    return {
+        "mail": base64.b64encode(outgoing.mail).decode(),
+        "topic": outgoing.topic,
+        "request": [outgoing.request.number, outgoing.request.nonce.hex()],
+        "instance": outgoing.instance.encoded.hex(),
+        "sequence_number": outgoing.sequence_number,
+        "body": base64.b64encode(outgoing.body).decode(),
+        "envelope": base64.b64encode(outgoing.envelope).decode(),
+    }
+
+
+def _outgoing_from_json(item: dict[str, Any]) -> OutgoingMail:
+    number, nonce = item["request"]
+    if not (_counter(number) and _counter(item["sequence_number"])):
+        raise ClientStateError("saved client state has a malformed request in doubt")
+    return OutgoingMail(
+        mail=base64.b64decode(item["mail"], validate=True),
+        topic=validate_topic(item["topic"]),
+        request=RequestId(number, bytes.fromhex(nonce)),
+        instance=Curve25519PublicKey(bytes.fromhex(item["instance"])),
+        sequence_number=item["sequence_number"],
+        body=base64.b64decode(item["body"], validate=True),
+        envelope=base64.b64decode(item["envelope"], validate=True),
+    )
 
 
 def _mail_from_json(item: dict[str, Any]) -> EnclaveMail:
@@ -471,24 +524,30 @@ class EnclaveClient(ClientCore):
         Raises :class:`MailRefusedError` (:class:`MailTooLargeError`) if the host refused the
         mail before the enclave saw it (nothing spent; sending again is safe),
         :class:`EnclaveCallError` if the enclave's handler raised (nothing applied),
-        :class:`TransportError` if the outcome is unknown (the answer may still come by
-        :meth:`poll_mail`), :class:`EnclaveRollbackError` on a rolled-back enclave.
+        :class:`TransportError` if the outcome is unknown (the mail is delivered again, byte for
+        byte, before the next one on its topic; its answer comes by :meth:`poll_mail`),
+        :class:`EnclaveRollbackError` on a rolled-back enclave.
         """
         transport = self._require_transport()
         with self._io_lock:
+            doubtful = self.in_doubt(topic)
+            if doubtful is not None:
+                self._collect(transport, self._settle(transport, doubtful), None)
             outgoing = self.seal(body, envelope, topic, max_size=transport.max_mail_size)
-            received = self._deliver(transport, outgoing)
-            while received is not None:
-                result = self._receive(transport, received)
-                if result is not None:
-                    mail, answers = result
-                    if answers == outgoing.request:
-                        return mail
-                    self.keep(mail)
-                received = transport.poll_mail(self.correlation_id, self.acknowledged)
+            received = self._deliver(transport, outgoing, withdraw_if_refused=True)
+            return self._collect(transport, received, outgoing.request)
+
+    def _settle(self, transport: EnclaveTransport, doubtful: OutgoingMail) -> ReceivedMail | None:
+        """Deliver a mail of unknown fate again; a refusal means the enclave had it."""
+        try:
+            return self._deliver(transport, doubtful, withdraw_if_refused=False)
+        except (MailRefusedError, MailSequenceError, EnclaveCallError):
             return None
 
-    def _deliver(self, transport: EnclaveTransport, outgoing: OutgoingMail) -> ReceivedMail | None:
+    def _deliver(
+        self, transport: EnclaveTransport, outgoing: OutgoingMail, *, withdraw_if_refused: bool
+    ) -> ReceivedMail | None:
+        self.set_in_doubt(outgoing, False)
         try:
             try:
                 return transport.deliver_mail(outgoing.mail, self.correlation_id, self.acknowledged)
@@ -500,8 +559,30 @@ class EnclaveClient(ClientCore):
                 outgoing = self.reseal(outgoing, max_size=transport.max_mail_size)
                 return transport.deliver_mail(outgoing.mail, self.correlation_id, self.acknowledged)
         except (MailRefusedError, MailSequenceError):
-            self.refused(outgoing)
+            if withdraw_if_refused:
+                self.refused(outgoing)
             raise
+        except TransportError:
+            self.set_in_doubt(outgoing, True)
+            raise
+
+    def _collect(
+        self,
+        transport: EnclaveTransport,
+        received: ReceivedMail | None,
+        awaited: RequestId | None,
+    ) -> EnclaveMail | None:
+        """Open what the host hands over until the answer to ``awaited`` turns up; keep the
+        rest for :meth:`poll_mail`."""
+        while received is not None:
+            result = self._receive(transport, received)
+            if result is not None:
+                mail, answers = result
+                if awaited is not None and answers == awaited:
+                    return mail
+                self.keep(mail)
+            received = transport.poll_mail(self.correlation_id, self.acknowledged)
+        return None
 
     def _receive(
         self, transport: EnclaveTransport, received: ReceivedMail
@@ -551,21 +632,29 @@ class AsyncEnclaveClient(ClientCore):
         """As :meth:`EnclaveClient.send_mail`."""
         transport = self._require_transport()
         async with self._io_lock:
+            doubtful = self.in_doubt(topic)
+            if doubtful is not None:
+                await self._collect(transport, await self._settle(transport, doubtful), None)
             outgoing = self.seal(body, envelope, topic, max_size=transport.max_mail_size)
-            received = await self._deliver(transport, outgoing)
-            while received is not None:
-                result = await self._receive(transport, received)
-                if result is not None:
-                    mail, answers = result
-                    if answers == outgoing.request:
-                        return mail
-                    self.keep(mail)
-                received = await transport.poll_mail(self.correlation_id, self.acknowledged)
+            received = await self._deliver(transport, outgoing, withdraw_if_refused=True)
+            return await self._collect(transport, received, outgoing.request)
+
+    async def _settle(
+        self, transport: AsyncEnclaveTransport, doubtful: OutgoingMail
+    ) -> ReceivedMail | None:
+        try:
+            return await self._deliver(transport, doubtful, withdraw_if_refused=False)
+        except (MailRefusedError, MailSequenceError, EnclaveCallError):
             return None
 
     async def _deliver(
-        self, transport: AsyncEnclaveTransport, outgoing: OutgoingMail
+        self,
+        transport: AsyncEnclaveTransport,
+        outgoing: OutgoingMail,
+        *,
+        withdraw_if_refused: bool,
     ) -> ReceivedMail | None:
+        self.set_in_doubt(outgoing, False)
         try:
             try:
                 return await transport.deliver_mail(
@@ -579,8 +668,28 @@ class AsyncEnclaveClient(ClientCore):
                     outgoing.mail, self.correlation_id, self.acknowledged
                 )
         except (MailRefusedError, MailSequenceError):
-            self.refused(outgoing)
+            if withdraw_if_refused:
+                self.refused(outgoing)
             raise
+        except TransportError:
+            self.set_in_doubt(outgoing, True)
+            raise
+
+    async def _collect(
+        self,
+        transport: AsyncEnclaveTransport,
+        received: ReceivedMail | None,
+        awaited: RequestId | None,
+    ) -> EnclaveMail | None:
+        while received is not None:
+            result = await self._receive(transport, received)
+            if result is not None:
+                mail, answers = result
+                if awaited is not None and answers == awaited:
+                    return mail
+                self.keep(mail)
+            received = await transport.poll_mail(self.correlation_id, self.acknowledged)
+        return None
 
     async def _receive(
         self, transport: AsyncEnclaveTransport, received: ReceivedMail
