@@ -23,7 +23,7 @@ from sanctorum import (
     TransportError,
 )
 from sanctorum.client.transport import ReceivedMail
-from sanctorum.common import Curve25519PrivateKey
+from sanctorum.common import Curve25519PrivateKey, Curve25519PublicKey
 
 CODE = SHA256Hash.of(b"echo v1")
 
@@ -87,8 +87,8 @@ def test_secure_constraint_refuses_a_mock_enclave(host: EnclaveHost) -> None:
 
 def test_forged_attestation_is_refused(host: EnclaveHost) -> None:
     class LyingTransport(InProcessTransport):
-        def get_attestation(self) -> bytes:
-            data = bytearray(super().get_attestation())
+        def get_attestation(self, instance: Curve25519PublicKey | None = None) -> bytes:
+            data = bytearray(super().get_attestation(instance))
             data[40] ^= 1  # swap in another encryption key
             return bytes(data)
 

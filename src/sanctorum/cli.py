@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -9,6 +11,7 @@ import typer
 
 if TYPE_CHECKING:
     from sanctorum.attestation import EnclaveInstanceInfo
+    from sanctorum.client import EnclaveClient
 
 from sanctorum._version import __version__
 
@@ -202,36 +205,188 @@ def client(
         str | None, typer.Option(help="Send this text as a mail and print the reply.")
     ] = None,
     topic: Annotated[str, typer.Option(help="Mail topic.")] = "default",
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep this client in FILE: restored from it if it exists (with its saved "
+            "constraint), else created (needs --constraint); saved after each call. It holds "
+            "the client's private key: keep it secret."
+        ),
+    ] = None,
 ) -> None:
-    """Fetch and print a web host's attestation; check a constraint; send a mail."""
+    """Fetch and print a web host's attestation; check a constraint; send a mail.
+
+    With --identity FILE, later commands continue the client; `sanctorum poll` fetches its mail.
+    """
     from sanctorum.attestation import EnclaveConstraint, EnclaveInstanceInfo
     from sanctorum.client import EnclaveClient
     from sanctorum.client.web import WebTransport
     from sanctorum.common.errors import SanctorumError
 
     try:
-        with WebTransport(url) as transport:
+        with WebTransport(url) as transport, _identity_lock(identity):
+            enclave_client: EnclaveClient | None = None
+            created = True
+            if identity is not None:
+                enclave_client, created = _load_identity(identity, constraint)
             info = EnclaveInstanceInfo.deserialize(transport.get_attestation())
             _print_info(info)
-            if constraint is None:
-                if send is not None:
-                    raise _fail(
-                        ValueError("--send needs --constraint: never mail an unchecked enclave")
+            if enclave_client is None:
+                if constraint is None:
+                    if send is not None:
+                        raise _fail(
+                            ValueError("--send needs --constraint: never mail an unchecked enclave")
+                        )
+                    return
+                enclave_client = EnclaveClient(EnclaveConstraint.parse(constraint))
+            started = False
+            try:
+                enclave_client.start(transport)
+                started = True
+                typer.echo("constraint:       satisfied")
+                if identity is not None:
+                    typer.echo(
+                        f"identity:         {identity} ({'new' if created else 'restored'}), "
+                        f"public key {enclave_client.public_key.encoded.hex()}"
                     )
-                return
-            client = EnclaveClient(EnclaveConstraint.parse(constraint))
-            client.start(transport)
-            typer.echo("constraint:       satisfied")
-            if send is not None:
-                reply = client.send_mail(send.encode(), topic=topic)
-                if reply is None:
-                    reply = client.poll_mail()
-                typer.echo(
-                    "reply:            "
-                    + ("(none)" if reply is None else reply.body.decode("utf-8", "replace"))
-                )
-    except SanctorumError as error:
+                if send is not None:
+                    reply = enclave_client.send_mail(send.encode(), topic=topic)
+                    typer.echo(
+                        "reply:            "
+                        + ("(none)" if reply is None else reply.body.decode("utf-8", "replace"))
+                    )
+            finally:
+                # Saved after a failure too: a mail sent may have spent a sequence number.
+                if identity is not None and (started or not created):
+                    _save_identity(identity, enclave_client.save())
+    except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None
+
+
+@app.command()
+def poll(
+    url: Annotated[str, typer.Argument(help="The web host, for example http://localhost:8080.")],
+    identity: Annotated[
+        Path,
+        typer.Option(help="The client saved by `sanctorum client --identity FILE`."),
+    ],
+    every: Annotated[
+        bool, typer.Option("--all", help="Print every mail waiting, not just the next one.")
+    ] = False,
+) -> None:
+    """Print the next mail waiting for a saved client (`topic: body`), or "(none)"."""
+    from sanctorum.client.web import WebTransport
+    from sanctorum.common.errors import SanctorumError
+
+    try:
+        with WebTransport(url) as transport, _identity_lock(identity):
+            enclave_client, _ = _load_identity(identity, None)
+            try:
+                enclave_client.start(transport)
+                printed = False
+                while (mail := enclave_client.poll_mail()) is not None:
+                    typer.echo(f"{mail.topic}: {mail.body.decode('utf-8', 'replace')}")
+                    printed = True
+                    if not every:
+                        break
+                if not printed:
+                    typer.echo("(none)")
+            finally:
+                _save_identity(identity, enclave_client.save())
+    except (SanctorumError, ValueError, OSError) as error:
+        raise _fail(error) from None
+
+
+def _load_identity(path: Path, constraint: str | None) -> tuple[EnclaveClient, bool]:
+    """The client saved in ``path``, or a new one for ``constraint`` if there is none; and
+    whether it is new."""
+    from sanctorum.attestation import EnclaveConstraint
+    from sanctorum.client import EnclaveClient
+    from sanctorum.common.errors import ClientStateError
+
+    wanted = EnclaveConstraint.parse(constraint) if constraint is not None else None
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if wanted is None:
+            raise ValueError(
+                f"the identity {path} does not exist yet: give --constraint to create it "
+                "(`sanctorum client URL --constraint C --identity FILE`)"
+            ) from None
+        return EnclaveClient(wanted), True
+    try:
+        saved = EnclaveClient.restore(data)
+    except ClientStateError as error:
+        raise ClientStateError(f"cannot use the identity {path}: {error}") from None
+    if wanted is not None and wanted != saved.constraint:
+        raise ValueError(
+            f"--constraint {wanted.format()!r} differs from the constraint saved in the "
+            f"identity {path} ({saved.constraint.format()!r}); leave --constraint out to use "
+            "the saved one, or use another identity file"
+        )
+    return saved, False
+
+
+def _save_identity(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file beside it, then a rename), so a
+    crash leaves the old or the new identity, never half of one; readable by the owner only."""
+    import contextlib
+    import os
+    import tempfile
+
+    directory = path.parent
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            os.fchmod(file.fileno(), 0o600)
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    directory_handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_handle)
+    finally:
+        os.close(directory_handle)
+
+
+_IDENTITY_LOCK_WAIT = 30.0
+
+
+@contextmanager
+def _identity_lock(path: Path | None) -> Iterator[None]:
+    """Hold ``path``'s lock file (``.FILE.lock`` beside it) while a command uses the identity: two
+    commands on one identity at once would send two mails with one sequence number, and the
+    second save would forget the first's mail."""
+    import fcntl
+    import os
+    import time
+
+    if path is None:
+        yield
+        return
+    lock_path = path.with_name(f".{path.name}.lock")
+    handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + _IDENTITY_LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OSError(
+                        f"the identity {path} is in use by another sanctorum command "
+                        f"(it holds {lock_path}); try again when it has finished"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def _print_info(info: EnclaveInstanceInfo) -> None:

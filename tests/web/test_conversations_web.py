@@ -23,6 +23,7 @@ from sanctorum import (
     MailTooLargeError,
     WebTransport,
 )
+from sanctorum.common import Curve25519PrivateKey
 from sanctorum.common.errors import StateDirInUseError
 from sanctorum.web.service import EnclaveService
 from tests.web.conftest import RunningHost, free_port, serve
@@ -228,3 +229,54 @@ def test_restoring_an_old_copy_of_the_state_dir_is_a_rollback(
         assert json.loads(host.service.host.call_enclave(b"dump") or b"") == {"count": "2"}
     finally:
         host.stop()
+
+
+def test_mail_from_an_instance_replaced_before_it_was_read_is_still_verified(
+    web_host: Start,
+) -> None:
+    host = web_host("Counter")
+    client, transport = _client(host.url)
+    assert client.send_mail(b"+1") is not None
+    host.service.host.restart()  # instance B seals a notice ...
+    key = client.public_key.encoded.hex()
+    host.service.host.call_enclave(f"notify {key} default {client.correlation_id} from B".encode())
+    host.service.host.restart()  # ... and is replaced by C before the client looks
+    notice = client.poll_mail()
+    assert notice is not None
+    assert notice.body == b"from B"
+    reply = client.send_mail(b"+1")  # and the client talks to C
+    assert reply is not None
+    assert reply.body == b"2"
+    transport.close()
+
+
+def test_the_attestation_of_an_unknown_instance_is_404(web_host: Start) -> None:
+    import httpx
+
+    host = web_host("Recorder")
+    with httpx.Client(base_url=host.url) as http:
+        missing = http.get("/attestation", params={"instance": "00" * 32})
+        assert missing.status_code == 404
+        assert missing.json()["error"] == "BAD_REQUEST"
+        assert http.get("/attestation", params={"instance": "xyz"}).status_code == 400
+        current = http.get("/attestation").content
+        key = EnclaveInstanceInfo.deserialize(current).encryption_key.encoded.hex()
+        assert http.get("/attestation", params={"instance": key}).content == current
+
+
+def test_the_attestation_of_an_instance_that_stored_mail_outlives_the_host(
+    bundle_for: Callable[[str], Path], tmp_path: Path
+) -> None:
+    service = EnclaveService(bundle_for("Recorder"), EnclaveMode.SIMULATION, tmp_path)
+    service.start()
+    office = service.host.enclave_instance_info.create_post_office(Curve25519PrivateKey.generate())
+    service.deliver(office.encrypt_mail(b"hello"), "c", None)
+    first = service.host.enclave_instance_info
+    service.close()
+    again = EnclaveService(bundle_for("Recorder"), EnclaveMode.SIMULATION, tmp_path)
+    again.start()
+    try:
+        assert again.attestation(first.encryption_key.encoded) == first.serialize()
+        assert again.attestation(bytes(32)) is None
+    finally:
+        again.close()

@@ -150,6 +150,27 @@ class ClientCore:
             self._instance_info = info
         return changed
 
+    def admit(self, attestation: bytes, sender: bytes) -> None:
+        """Accept mail from an earlier instance: verify its ``attestation`` and the constraint,
+        and check that it is the instance with encryption key ``sender``. It does not become
+        the instance this client sends to. Raises :class:`InvalidEnclaveError` or
+        :class:`UnattestedSenderError`."""
+        info = EnclaveInstanceInfo.deserialize(attestation)
+        self.constraint.check(info)
+        if info.encryption_key.encoded != sender:
+            raise UnattestedSenderError(
+                f"the host has no attestation for enclave key {sender.hex()}, which sent this "
+                "client a mail; the mail stays on the host",
+                sender,
+            )
+        with self._lock:
+            self._instances.setdefault(info.encryption_key, {})
+            if self._instance_info is not None:  # the current instance stays the newest
+                current = self._instance_info.encryption_key
+                self._instances[current] = self._instances.pop(current, {})
+            while len(self._instances) > _KNOWN_INSTANCES:
+                del self._instances[next(iter(self._instances))]
+
     # -- sending -----------------------------------------------------------------------------
 
     def seal(
@@ -589,9 +610,20 @@ class EnclaveClient(ClientCore):
     ) -> tuple[EnclaveMail, RequestId | None] | None:
         try:
             return self.receive(received)
-        except UnattestedSenderError:
+        except UnattestedSenderError as error:
             # Mail from an instance started since: accept it once its attestation checks out.
+            # It is the one now running, or one that was replaced before the mail was read.
             self.adopt(transport.get_attestation())
+            try:
+                return self.receive(received)
+            except UnattestedSenderError:
+                pass
+            sender = Curve25519PublicKey(error.sender)
+            try:
+                attestation = transport.get_attestation(sender)
+            except TransportError:
+                raise error from None
+            self.admit(attestation, error.sender)
             return self.receive(received)
 
     def poll_mail(self) -> EnclaveMail | None:
@@ -696,8 +728,18 @@ class AsyncEnclaveClient(ClientCore):
     ) -> tuple[EnclaveMail, RequestId | None] | None:
         try:
             return self.receive(received)
-        except UnattestedSenderError:
+        except UnattestedSenderError as error:
             self.adopt(await transport.get_attestation())
+            try:
+                return self.receive(received)
+            except UnattestedSenderError:
+                pass
+            sender = Curve25519PublicKey(error.sender)
+            try:
+                attestation = await transport.get_attestation(sender)
+            except TransportError:
+                raise error from None
+            self.admit(attestation, error.sender)
             return self.receive(received)
 
     async def poll_mail(self) -> EnclaveMail | None:

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.common.errors import MailFormatError, MailRefusedError, TransportError
+from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE
 
 
@@ -36,8 +37,10 @@ class EnclaveTransport(Protocol):
         """The largest mail the host accepts, once known (None: no known limit)."""
         ...
 
-    def get_attestation(self) -> bytes:
-        """The serialized :class:`EnclaveInstanceInfo` (untrusted: the client verifies it)."""
+    def get_attestation(self, instance: Curve25519PublicKey | None = None) -> bytes:
+        """The serialized :class:`EnclaveInstanceInfo` (untrusted: the client verifies it) of
+        the current instance, or of the instance with encryption key ``instance`` (one the
+        host ran before, whose mail may still be queued)."""
         ...
 
     def deliver_mail(
@@ -57,7 +60,7 @@ class AsyncEnclaveTransport(Protocol):
     @property
     def max_mail_size(self) -> int | None: ...
 
-    async def get_attestation(self) -> bytes: ...
+    async def get_attestation(self, instance: Curve25519PublicKey | None = None) -> bytes: ...
 
     async def deliver_mail(
         self, mail: bytes, correlation_id: str, acknowledge: int | None
@@ -77,6 +80,10 @@ class _Mailbox(Protocol):
 class _Host(Protocol):
     @property
     def enclave_instance_info(self) -> EnclaveInstanceInfo: ...
+
+    def instance_info_of(
+        self, encryption_key: Curve25519PublicKey
+    ) -> EnclaveInstanceInfo | None: ...
 
     @property
     def mailbox(self) -> _Mailbox | None: ...
@@ -109,8 +116,13 @@ class InProcessTransport:
             )
         return mailbox
 
-    def get_attestation(self) -> bytes:
-        return self._host.enclave_instance_info.serialize()
+    def get_attestation(self, instance: Curve25519PublicKey | None = None) -> bytes:
+        if instance is None:
+            return self._host.enclave_instance_info.serialize()
+        info = self._host.instance_info_of(instance)
+        if info is None:
+            raise TransportError(f"the host never ran an enclave instance with key {instance}")
+        return info.serialize()
 
     def deliver_mail(
         self, mail: bytes, correlation_id: str, acknowledge: int | None

@@ -29,6 +29,7 @@ from sanctorum.common.headers import (
     MAIL_ID_HEADER,
     MAX_MAIL_SIZE_HEADER,
 )
+from sanctorum.common.keys import Curve25519PublicKey
 
 _RETRYABLE_STATUS = 503
 _RETRY_PAUSE = 0.05
@@ -72,8 +73,10 @@ class _Exchange:
         return headers
 
     @staticmethod
-    def attestation_request() -> Request:
-        return "GET", "/attestation", {}
+    def attestation_request(instance: Curve25519PublicKey | None) -> Request:
+        if instance is None:
+            return "GET", "/attestation", {}
+        return "GET", "/attestation", {"params": {"instance": instance.encoded.hex()}}
 
     def deliver_request(self, mail: bytes, correlation_id: str, acknowledge: int | None) -> Request:
         headers = {
@@ -148,8 +151,9 @@ class WebTransport:
         """The host's limit on a mail, learnt with the attestation."""
         return self._exchange.max_mail_size
 
-    def get_attestation(self) -> bytes:
-        return self._exchange.attestation_from(self._send(self._exchange.attestation_request()))
+    def get_attestation(self, instance: Curve25519PublicKey | None = None) -> bytes:
+        request = self._exchange.attestation_request(instance)
+        return self._exchange.attestation_from(self._send(request))
 
     def deliver_mail(
         self, mail: bytes, correlation_id: str, acknowledge: int | None
@@ -200,8 +204,8 @@ class AsyncWebTransport:
         """The host's limit on a mail, learnt with the attestation."""
         return self._exchange.max_mail_size
 
-    async def get_attestation(self) -> bytes:
-        request = self._exchange.attestation_request()
+    async def get_attestation(self, instance: Curve25519PublicKey | None = None) -> bytes:
+        request = self._exchange.attestation_request(instance)
         return self._exchange.attestation_from(await self._send(request))
 
     async def deliver_mail(

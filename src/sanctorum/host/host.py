@@ -17,6 +17,7 @@ from sanctorum.attestation.mock import MockConfiguration
 from sanctorum.common.bundle import DUMMY_SIGNING_KEY, read_bundle
 from sanctorum.common.commands import HostCallback, MailCommand, StoreSealedState
 from sanctorum.common.errors import BundleError, EnclaveLoadError, EnclaveStateError
+from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.enclave.base import Enclave
 from sanctorum.host.gramine import GraminePlatform
@@ -29,6 +30,7 @@ from sanctorum.host.platform import (
 from sanctorum.host.simulation import SimulationPlatform
 
 MailCommandsCallback = Callable[[list[MailCommand]], None]
+_REMEMBERED_INSTANCES = 64
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class EnclaveHost:
         self._filesystem_file: Path | None = None
         self.sealed_state: bytes | None = None
         """The latest sealed state the enclave handed over; :meth:`restart` starts from it."""
+        # Attestations of the instances this host ran, newest last: clients verify mail that an
+        # instance queued before it was replaced.
+        self._instances: dict[Curve25519PublicKey, EnclaveInstanceInfo] = {}
 
     @classmethod
     def supported_modes(cls) -> list[ModeSupport]:
@@ -214,6 +219,7 @@ class EnclaveHost:
             self._platform.start(sealed_state, self._filesystem_file)
             self.sealed_state = sealed_state
             self._state = _State.STARTED
+            self._remember(self._platform.enclave_instance_info)
         return self
 
     def restart(self) -> EnclaveHost:
@@ -228,6 +234,7 @@ class EnclaveHost:
             self._platform = self._make_platform()
             self._platform.start(self.sealed_state, self._filesystem_file)
             self._state = _State.STARTED
+            self._remember(self._platform.enclave_instance_info)
         self._on_mail_commands = callback
         return self
 
@@ -261,7 +268,21 @@ class EnclaveHost:
     def update_attestation(self) -> EnclaveInstanceInfo:
         """Refresh the attestation evidence; the enclave keeps its keys."""
         self._require_started()
-        return self._platform.update_attestation()
+        info = self._platform.update_attestation()
+        self._remember(info)
+        return info
+
+    def instance_info_of(self, encryption_key: Curve25519PublicKey) -> EnclaveInstanceInfo | None:
+        """The attestation of an instance this host ran (the current one or one it replaced),
+        found by its encryption key; None if unknown. Clients check mail an earlier instance
+        queued against it."""
+        return self._instances.get(encryption_key)
+
+    def _remember(self, info: EnclaveInstanceInfo) -> None:
+        self._instances.pop(info.encryption_key, None)
+        self._instances[info.encryption_key] = info
+        while len(self._instances) > _REMEMBERED_INSTANCES:
+            del self._instances[next(iter(self._instances))]
 
     def call_enclave(self, data: bytes, callback: HostCallback | None = None) -> bytes | None:
         """Pass ``data`` to the enclave's ``receive_from_untrusted_host``; returns its answer.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -86,6 +86,16 @@ Acknowledge = Annotated[
 ]
 
 
+Instance = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="An enclave instance's encryption key (hex): its attestation, not the "
+        "current one.",
+    ),
+]
+
+
 class _BodyTooLargeError(Exception):
     pass
 
@@ -152,16 +162,25 @@ def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SI
                 "content": {_OCTETS: {}},
                 "description": "The EnclaveInstanceInfo",
                 "headers": {MAX_MAIL_SIZE_HEADER: {"schema": {"type": "integer"}}},
-            }
+            },
+            404: {
+                "description": "No instance with that key ran here",
+                "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+            },
         },
     )
-    async def attestation() -> Response:
+    async def attestation(instance: Instance = None) -> Response:
         """The enclave's serialized EnclaveInstanceInfo: verify it, do not trust it. The
-        Max-Mail-Size header gives the largest mail this host accepts."""
+        Max-Mail-Size header gives the largest mail this host accepts. With ``instance`` (an
+        encryption key, hex), the attestation of that instance, current or replaced, so that
+        mail it queued before a restart can still be verified."""
+        key = bytes.fromhex(instance) if instance is not None else None
         try:
-            data = await run_in_threadpool(service.attestation)
+            data = await run_in_threadpool(service.attestation, key)
         except SanctorumError as problem:
             return failure(problem)
+        if data is None:
+            return error(404, "BAD_REQUEST", f"no enclave instance with key {instance} ran here")
         return Response(
             data, media_type=_OCTETS, headers={MAX_MAIL_SIZE_HEADER: str(max_body_size)}
         )

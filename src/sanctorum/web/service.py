@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from sanctorum.common.bundle import read_bundle
+from sanctorum.common.commands import MailCommand
 from sanctorum.common.errors import EnclaveCrashedError, EnclaveStateError, StateDirInUseError
+from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.host.host import EnclaveHost
 from sanctorum.web.store import MailboxStore
@@ -36,6 +38,7 @@ class EnclaveService:
         self._host = EnclaveHost.load(bundle, mode=mode, pccs_url=pccs_url)
         self._restart_lock = threading.Lock()
         self.restarting = False
+        self._serialized: tuple[object, tuple[bytes, bytes]] = (None, (b"", b""))
 
     @property
     def host(self) -> EnclaveHost:
@@ -46,11 +49,24 @@ class EnclaveService:
         self._host.start(
             sealed_state=self.store.sealed_state(),
             filesystem_file=self._filesystem_file,
-            on_mail_commands=self.store.apply,
+            on_mail_commands=self._store_commands,
         )
 
-    def attestation(self) -> bytes:
-        return self._call(lambda: self._host.enclave_instance_info.serialize())
+    def _store_commands(self, commands: list[MailCommand]) -> None:
+        info = self._host.enclave_instance_info
+        if info is not self._serialized[0]:
+            self._serialized = (info, (info.encryption_key.encoded, info.serialize()))
+        self.store.apply(commands, self._serialized[1])
+
+    def attestation(self, instance: bytes | None = None) -> bytes | None:
+        """The current instance's attestation, or that of the instance with encryption key
+        ``instance`` (one that ran here and stored mail); None if unknown."""
+        if instance is None:
+            return self._call(lambda: self._host.enclave_instance_info.serialize())
+        info = self._host.instance_info_of(Curve25519PublicKey(instance))
+        if info is not None:
+            return info.serialize()
+        return self.store.attestation_of(instance)
 
     def deliver(
         self, mail: bytes, routing_hint: str, acknowledged: int | None

@@ -20,6 +20,10 @@ CREATE TABLE IF NOT EXISTS mailbox (
     mail BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mailbox_by_hint ON mailbox (routing_hint, id);
+CREATE TABLE IF NOT EXISTS instances (
+    encryption_key BLOB PRIMARY KEY,
+    attestation BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sealed_state (
     only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
     blob BLOB NOT NULL
@@ -39,13 +43,24 @@ class MailboxStore:
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self._recorded_instance: bytes | None = None
 
-    def apply(self, commands: Iterable[MailCommand]) -> None:
-        """Store one call's mail commands atomically (the ``on_mail_commands`` callback)."""
+    def apply(
+        self, commands: Iterable[MailCommand], instance: tuple[bytes, bytes] | None = None
+    ) -> None:
+        """Store one call's mail commands atomically (the ``on_mail_commands`` callback), with
+        ``instance`` = (encryption key, serialized attestation) of the instance that made them,
+        so clients can still verify its mail after it was replaced."""
         with self._lock:
             cursor = self._connection.cursor()
             cursor.execute("BEGIN IMMEDIATE")
             try:
+                if instance is not None and instance[0] != self._recorded_instance:
+                    cursor.execute(
+                        "INSERT OR REPLACE INTO instances (encryption_key, attestation) "
+                        "VALUES (?, ?)",
+                        instance,
+                    )
                 for command in commands:
                     if isinstance(command, PostMail):
                         cursor.execute(
@@ -61,6 +76,16 @@ class MailboxStore:
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise
+            if instance is not None:
+                self._recorded_instance = instance[0]
+
+    def attestation_of(self, encryption_key: bytes) -> bytes | None:
+        """The attestation of an instance whose mail was stored here, by its encryption key."""
+        with self._lock:
+            row = self._connection.execute(
+                "SELECT attestation FROM instances WHERE encryption_key = ?", (encryption_key,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
 
     def acknowledge(self, routing_hint: str, acknowledged: int) -> None:
         """Drop the mail of ``routing_hint`` up to ``acknowledged``, the last one its reader
