@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import boundary_bench
+import conversation_bench
 import dcap_bench
 import mail_bench
 import persistence_bench
@@ -26,6 +27,8 @@ def main() -> int:
     results.append(web_bench.report())
     print()
     results.append(dcap_bench.report())
+    print()
+    results.append(conversation_bench.report())
     print()
     print("all targets met" if all(results) else "some targets missed (see MISSED above)")
     return 0

@@ -300,7 +300,7 @@ class ClientCore:
             if state is None or state.unanswered.get(answers.number) != answers.nonce:
                 # The answer to a request already answered: an answer the enclave sent
                 # again after a resend, or a replay.
-                office.accept_reply(opened)
+                office.record_reply(opened)
                 return None
         if header.commit_id is not None:
             if self.rollback_detection and header.last_told != self._last_commit:
@@ -311,7 +311,7 @@ class ClientCore:
                     "one); do not trust this answer"
                 )
             self._last_commit = header.commit_id
-        office.accept_reply(opened)
+        office.record_reply(opened)
         if answers is not None:
             del self._topics[opened.topic].unanswered[answers.number]
         return opened, answers

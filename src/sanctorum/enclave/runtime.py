@@ -272,11 +272,15 @@ class EnclaveRuntime:
         sender = opened.authenticated_sender
         stream = (sender, opened.topic)
         with _Entry(self, None) as context:
+            record_key = None
             if request_id is not None and self._map is not None:
                 self._incoming.check(stream, opened.sequence_number)
-                applied = _AppliedRequest.decode(self._map.record(_request_key(stream)))
-                if applied is not None and request_id.number <= applied.id.number:
-                    self._answer_again(applied, request_id, opened, routing_hint)
+                record_key = _request_key(stream)
+                record = self._map.record(record_key)
+                if record is not None and request_id.number <= _AppliedRequest.number_in(record):
+                    self._answer_again(
+                        _AppliedRequest.decode(record), request_id, opened, routing_hint
+                    )
                     self._incoming.advance(stream, opened.sequence_number)
                     self._finish(context)
                     return context.commands
@@ -289,9 +293,10 @@ class EnclaveRuntime:
                 "receive_mail", lambda: self.enclave.receive_mail(opened, routing_hint)
             )
             request = context.request
-            if self._map is not None and request is not None:
-                record = _AppliedRequest(request.id, request.answer)
-                self._map.set_record(_request_key(stream), record.encode())
+            if record_key is not None and request is not None:
+                applied = _AppliedRequest(request.id, request.answer)
+                assert self._map is not None
+                self._map.set_record(record_key, applied.encode())
             self._finish(context)
             return context.commands
 
@@ -484,6 +489,7 @@ def _user_code_error(hook: str, error: Exception) -> EnclaveCallError:
 
 _TOLD = b"T"
 _APPLIED = b"R"
+_U64 = struct.Struct(">Q")
 
 
 def _request_key(stream: tuple[Curve25519PublicKey, str]) -> bytes:
@@ -513,10 +519,13 @@ class _AppliedRequest:
             (head, struct.pack(">HI", len(header), len(envelope)), header, envelope, body)
         )
 
+    @staticmethod
+    def number_in(data: bytes) -> int:
+        number: int = _U64.unpack_from(data)[0]
+        return number
+
     @classmethod
-    def decode(cls, data: bytes | None) -> _AppliedRequest | None:
-        if data is None:
-            return None
+    def decode(cls, data: bytes) -> _AppliedRequest:
         number, nonce, has_answer = cls._HEAD.unpack_from(data)
         if not has_answer:
             return cls(RequestId(number, nonce), None)

@@ -102,6 +102,10 @@ class PostOffice:
         self._replies.check_and_advance(None, opened.sequence_number, "reply")
         return opened
 
+    def record_reply(self, opened: EnclaveMail) -> None:
+        """Record a reply :meth:`check_reply` accepted (the caller holds the two together)."""
+        self._replies.advance(None, opened.sequence_number)
+
     def check_reply(self, opened: EnclaveMail) -> None:
         """The checks of :meth:`accept_reply`, recording nothing."""
         if opened.authenticated_sender != self.destination:

@@ -32,6 +32,8 @@ NONCE_SIZE = 16
 _VERSION = 2
 _REQUEST, _ANSWERS, _COMMIT, _LAST_TOLD = 0x01, 0x02, 0x04, 0x08
 _ID = struct.Struct(f">Q{NONCE_SIZE}s")
+_REQUEST_ONLY = struct.Struct(f">BBQ{NONCE_SIZE}s")
+_REQUEST_ONLY_PREFIX = bytes([_VERSION, _REQUEST])
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class ConversationHeader:
     """The last commit the enclave told this client about before this mail (None: none)."""
 
     def encode(self) -> bytes:
+        if self.answers is None and self.commit_id is None and self.request is not None:
+            return _REQUEST_ONLY.pack(_VERSION, _REQUEST, self.request.number, self.request.nonce)
         flags = 0
         parts = [b""]
         for flag, value in ((_REQUEST, self.request), (_ANSWERS, self.answers)):
@@ -74,6 +78,10 @@ class ConversationHeader:
         """The header in a mail's private header (empty data: no fields)."""
         if not data:
             return _EMPTY
+        if len(data) == _REQUEST_ONLY.size and data[:2] == _REQUEST_ONLY_PREFIX:
+            # The shape of every client request: on each delivery, so read in one step.
+            number, nonce = _ID.unpack_from(data, 2)
+            return cls(request=RequestId(number, nonce))
         if len(data) < 2 or data[0] != _VERSION:
             raise MailFormatError("the mail's private header is malformed or of another version")
         flags = data[1]

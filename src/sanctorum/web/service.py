@@ -72,12 +72,11 @@ class EnclaveService:
         self, mail: bytes, routing_hint: str, acknowledged: int | None
     ) -> tuple[int, bytes] | None:
         """Deliver a mail; the client's oldest unacknowledged mail (the answer, unless older
-        mail waits). The acknowledgement is applied first, so it can never name mail this
-        delivery made."""
-        if acknowledged is not None:
-            self.store.acknowledge(routing_hint, acknowledged)
+        mail waits). The acknowledgement is bounded by the ids handed out before the delivery,
+        so it can never name mail this delivery made."""
+        bound = self.store.high_water
         self._call(lambda: self._host.deliver_mail(mail, routing_hint))
-        return self.store.next_mail(routing_hint, None)
+        return self.store.next_mail(routing_hint, acknowledged, bound)
 
     def poll(self, routing_hint: str, acknowledged: int | None) -> tuple[int, bytes] | None:
         return self.store.next_mail(routing_hint, acknowledged)

@@ -44,6 +44,11 @@ class MailboxStore:
         self._connection.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._recorded_instance: bytes | None = None
+        row = self._connection.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'mailbox'"
+        ).fetchone()
+        self.high_water: int = int(row[0]) if row else 0
+        """The largest mail id handed out so far."""
 
     def apply(
         self, commands: Iterable[MailCommand], instance: tuple[bytes, bytes] | None = None
@@ -54,6 +59,7 @@ class MailboxStore:
         with self._lock:
             cursor = self._connection.cursor()
             cursor.execute("BEGIN IMMEDIATE")
+            high_water = self.high_water
             try:
                 if instance is not None and instance[0] != self._recorded_instance:
                     cursor.execute(
@@ -67,6 +73,7 @@ class MailboxStore:
                             "INSERT INTO mailbox (routing_hint, mail) VALUES (?, ?)",
                             (command.routing_hint, command.mail),
                         )
+                        high_water = cursor.lastrowid or high_water
                     elif isinstance(command, StoreSealedState):
                         cursor.execute(
                             "INSERT OR REPLACE INTO sealed_state (only_row, blob) VALUES (1, ?)",
@@ -76,6 +83,7 @@ class MailboxStore:
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise
+            self.high_water = high_water
             if instance is not None:
                 self._recorded_instance = instance[0]
 
@@ -87,25 +95,20 @@ class MailboxStore:
             ).fetchone()
         return None if row is None else bytes(row[0])
 
-    def acknowledge(self, routing_hint: str, acknowledged: int) -> None:
+    def next_mail(
+        self, routing_hint: str, acknowledged: int | None, bound: int | None = None
+    ) -> tuple[int, bytes] | None:
         """Drop the mail of ``routing_hint`` up to ``acknowledged``, the last one its reader
-        opened. Honoured only while that mail is still here: an id this store did not hand
-        out for this reader (a store restored from an older copy hands out lower ids again)
-        must not drop mail the reader has not seen."""
-        with self._lock:
-            self._connection.execute(
-                "DELETE FROM mailbox WHERE routing_hint = ?1 AND id <= ?2 AND EXISTS "
-                "(SELECT 1 FROM mailbox WHERE routing_hint = ?1 AND id = ?2)",
-                (routing_hint, acknowledged),
-            )
-
-    def next_mail(self, routing_hint: str, acknowledged: int | None) -> tuple[int, bytes] | None:
-        """Acknowledge (see :meth:`acknowledge`); the oldest mail left for ``routing_hint``."""
+        opened; the oldest mail left. The acknowledgement is honoured only while that mail is
+        still here (a store restored from an older copy hands out lower ids again, and they
+        must not drop mail the reader has not seen), and only if it is at most ``bound``: the
+        high-water mark before the delivery it came with, so it never names that delivery's
+        mail."""
         with self._lock:
             cursor = self._connection.cursor()
             cursor.execute("BEGIN IMMEDIATE")
             try:
-                if acknowledged is not None:
+                if acknowledged is not None and (bound is None or acknowledged <= bound):
                     cursor.execute(
                         "DELETE FROM mailbox WHERE routing_hint = ?1 AND id <= ?2 AND EXISTS "
                         "(SELECT 1 FROM mailbox WHERE routing_hint = ?1 AND id = ?2)",
