@@ -23,6 +23,7 @@ ALLOWED = {
     "client": {"attestation", "mail", "common"},
     "build": {"common"},
     "web": {"host", "attestation", "mail", "common"},
+    "testing": {"host", "client", "enclave", "attestation", "mail", "common"},
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from sanctorum import EnclaveMode
+from sanctorum import EnclaveClient, EnclaveInstanceInfo, EnclaveMode, WebTransport
 from sanctorum.web.app import create_app
 from sanctorum.web.service import EnclaveService
 
@@ -28,6 +28,15 @@ class RunningHost:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.service.close()
+
+
+def web_client(url: str, retry_for: float = 30) -> tuple[EnclaveClient, WebTransport]:
+    """A client of the web host at ``url``, started, trusting its (simulation) code hash."""
+    transport = WebTransport(url, retry_for=retry_for)
+    info = EnclaveInstanceInfo.deserialize(transport.get_attestation())
+    client = EnclaveClient(f"C:{info.code_hash} SEC:INSECURE")
+    client.start(transport)
+    return client, transport
 
 
 def free_port() -> int:

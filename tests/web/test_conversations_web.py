@@ -26,17 +26,13 @@ from sanctorum import (
 from sanctorum.common import Curve25519PrivateKey
 from sanctorum.common.errors import StateDirInUseError
 from sanctorum.web.service import EnclaveService
-from tests.web.conftest import RunningHost, free_port, serve
+from tests.web.conftest import RunningHost, free_port, serve, web_client
 
 Start = Callable[[str], RunningHost]
 
 
 def _client(url: str) -> tuple[EnclaveClient, WebTransport]:
-    transport = WebTransport(url, retry_for=20)
-    info = EnclaveInstanceInfo.deserialize(transport.get_attestation())
-    client = EnclaveClient(f"C:{info.code_hash} SEC:INSECURE")
-    client.start(transport)
-    return client, transport
+    return web_client(url, retry_for=20)
 
 
 # -- 5. a saved client, restored in fresh processes with fresh transports ----------------------

@@ -16,21 +16,14 @@ import httpx
 
 from sanctorum import (
     EnclaveClient,
-    EnclaveInstanceInfo,
     SanctorumError,
-    WebTransport,
 )
-from tests.web.conftest import RunningHost, free_port
+from tests.web.conftest import RunningHost, free_port, web_client
 
 Start = Callable[[str], RunningHost]
 
 
-def _client(url: str) -> tuple[EnclaveClient, WebTransport]:
-    transport = WebTransport(url, retry_for=30)
-    info = EnclaveInstanceInfo.deserialize(transport.get_attestation())
-    client = EnclaveClient(f"C:{info.code_hash} SEC:INSECURE")
-    client.start(transport)
-    return client, transport
+_client = web_client
 
 
 def _drain(client: EnclaveClient) -> list[bytes]:
