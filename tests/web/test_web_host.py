@@ -243,3 +243,15 @@ def test_client_command(web_host: Start) -> None:
     unchecked = runner.invoke(app, ["client", host.url, "--send", "hi"])
     assert unchecked.exit_code == 1
     assert "--send needs --constraint" in unchecked.output
+
+
+def test_an_enclave_process_killed_from_outside_is_restarted(web_host: Start) -> None:
+    host = web_host("Recorder")
+    client, transport = _client(host)
+    host.service.host._platform.process.kill()  # type: ignore[attr-defined]
+    reply = client.send_mail(b"after the kill")  # 503s while it restarts, then re-attests
+    assert reply is not None
+    assert reply.body == b"AFTER THE KILL"
+    with httpx.Client(base_url=host.url) as http:
+        assert http.get("/health").json()["status"] == "ok"
+    transport.close()

@@ -338,6 +338,8 @@ class SimulationPlatform:
                     FrameType.SHUTDOWN_DONE,
                     timeout=SHUTDOWN_TIMEOUT,
                 )
+        except EnclaveCrashedError:
+            pass  # it died before it could be told (killed from outside): closed all the same
         finally:
             self._stop_process()
 

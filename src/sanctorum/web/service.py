@@ -12,7 +12,12 @@ from typing import IO, TypeVar
 
 from sanctorum.common.bundle import read_bundle
 from sanctorum.common.commands import MailCommand
-from sanctorum.common.errors import EnclaveCrashedError, EnclaveStateError, StateDirInUseError
+from sanctorum.common.errors import (
+    EnclaveCrashedError,
+    EnclaveStateError,
+    SanctorumError,
+    StateDirInUseError,
+)
 from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.host.host import EnclaveHost
@@ -38,6 +43,7 @@ class EnclaveService:
         self._host = EnclaveHost.load(bundle, mode=mode, pccs_url=pccs_url)
         self._restart_lock = threading.Lock()
         self.restarting = False
+        self._closed = False
         self._serialized: tuple[object, tuple[bytes, bytes]] = (None, (b"", b""))
 
     @property
@@ -98,12 +104,20 @@ class EnclaveService:
         threading.Thread(target=self._restart, name="enclave-restart", daemon=True).start()
 
     def _restart(self) -> None:
-        try:
-            self._host.restart()  # from the latest sealed state the host was handed
-        finally:
-            self.restarting = False
+        """Start a fresh instance from the latest sealed state, trying again (and answering
+        503, /health "restarting") until it starts or the service is closed."""
+        pause = 0.1
+        while not self._closed:
+            try:
+                self._host.restart()
+                break
+            except SanctorumError:
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+        self.restarting = False
 
     def close(self) -> None:
+        self._closed = True
         self._host.close()
         self.store.close()
         self._lock_file.close()  # releases the lock
