@@ -6,13 +6,16 @@ Each test reproduces an observation of the issue: it failed before the conversat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from sanctorum import (
+    ClientStateError,
     Enclave,
     EnclaveCallError,
     EnclaveClient,
@@ -437,4 +440,99 @@ def test_a_mail_of_unknown_fate_is_settled_before_the_next_and_applied_once(
     assert late.body == b"1"
     assert client.poll_mail() is None
     assert client.in_doubt("default") is None
+    assert _count(host) == 2
+
+
+# -- a client kept in a file survives a crash at any moment --------------------------------------
+
+
+class _Crash(BaseException):
+    """The client's process dies."""
+
+
+class Crashing(InProcessTransport):
+    """Records the client's file as it is when each request leaves; can make the process
+    "die" right after the host acted on the first request of a call."""
+
+    def __init__(self, host: EnclaveHost, path: Path, *, crash_on_first: bool) -> None:
+        super().__init__(host)
+        self.path = path
+        self.on_disk: list[bytes] = []
+        self.crash_on_first = crash_on_first
+
+    def _sent(self) -> None:
+        if self.crash_on_first:
+            raise _Crash
+
+    def deliver_mail(
+        self, mail: bytes, correlation_id: str, acknowledge: int | None
+    ) -> ReceivedMail | None:
+        self.on_disk.append(self.path.read_bytes())
+        received = super().deliver_mail(mail, correlation_id, acknowledge)
+        self._sent()
+        return received
+
+    def poll_mail(self, correlation_id: str, acknowledge: int | None) -> ReceivedMail | None:
+        self.on_disk.append(self.path.read_bytes())
+        received = super().poll_mail(correlation_id, acknowledge)
+        self._sent()
+        return received
+
+
+@pytest.mark.parametrize("crash_on_first", [True, False], ids=["first request", "last request"])
+def test_a_client_kept_in_a_file_goes_on_after_crashes(
+    load: Load, tmp_path: Path, crash_on_first: bool
+) -> None:
+    host = load("Counter").start()
+    path = tmp_path / "client.json"
+    constraint = f"C:{host.enclave_instance_info.code_hash} SEC:INSECURE"
+    assert not path.exists()
+    EnclaveClient.open(path, constraint)
+    assert path.stat().st_mode & 0o777 == 0o600
+    sends = 4
+    for _ in range(sends):
+        client = EnclaveClient.open(path, constraint)
+        transport = Crashing(host, path, crash_on_first=crash_on_first)
+        client.start(transport)
+        with contextlib.suppress(_Crash):
+            client.send_mail(b"+1")  # what it returns is lost with the process
+        # The process dies right after its last request reached the host: the file is as it
+        # was when that request left.
+        path.write_bytes(transport.on_disk[-1])
+    client = EnclaveClient.open(path, constraint)
+    client.start(InProcessTransport(host))
+    answers = []
+    while (mail := client.poll_mail()) is not None:
+        answers.append(mail.body)
+    assert _count(host) == sends  # every request applied exactly once
+    assert sorted(answers) == [b"1", b"2", b"3", b"4"]  # no answer lost, none handed out twice
+
+
+def test_a_client_file_for_another_constraint_or_none_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "client.json"
+    with pytest.raises(ClientStateError, match="holds no client yet"):
+        EnclaveClient.open(path)
+    EnclaveClient.open(path, "C:" + "00" * 32 + " SEC:INSECURE")
+    with pytest.raises(ClientStateError, match="is for the constraint"):
+        EnclaveClient.open(path, "C:" + "11" * 32 + " SEC:INSECURE")
+    path.write_text("{}")
+    with pytest.raises(ClientStateError, match="cannot use the client saved in"):
+        EnclaveClient.open(path)
+
+
+def test_a_mail_in_doubt_for_a_replaced_instance_is_resealed_for_the_current_one(
+    load: Load,
+) -> None:
+    host = load("Counter").start()
+    transport = BrokenLink(host)
+    client = _client(host, transport)
+    transport.fail_next = "before"
+    with pytest.raises(TransportError):
+        client.send_mail(b"+1")
+    host.restart()
+    host.call_enclave(_notify(client, "news", b"hello from the new instance"))
+    assert client.poll_mail() is not None  # the client now talks to the new instance
+    reply = client.send_mail(b"+1")  # the doubtful mail, sealed for the old one, goes first
+    assert reply is not None
+    assert reply.body == b"2"
     assert _count(host) == 2

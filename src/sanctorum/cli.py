@@ -243,6 +243,8 @@ def client(
             try:
                 enclave_client.start(transport)
                 started = True
+                if identity is not None:
+                    enclave_client.state_path = identity  # saved before every delivery too
                 typer.echo("constraint:       satisfied")
                 if identity is not None:
                     typer.echo(
@@ -258,7 +260,7 @@ def client(
             finally:
                 # Saved after a failure too: a mail sent may have spent a sequence number.
                 if identity is not None and (started or not created):
-                    _save_identity(identity, enclave_client.save())
+                    enclave_client.save_to(identity)
     except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None
 
@@ -283,6 +285,7 @@ def poll(
             enclave_client, _ = _load_identity(identity, None)
             try:
                 enclave_client.start(transport)
+                enclave_client.state_path = identity
                 printed = False
                 while (mail := enclave_client.poll_mail()) is not None:
                     typer.echo(f"{mail.topic}: {mail.body.decode('utf-8', 'replace')}")
@@ -292,7 +295,7 @@ def poll(
                 if not printed:
                     typer.echo("(none)")
             finally:
-                _save_identity(identity, enclave_client.save())
+                enclave_client.save_to(identity)
     except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None
 
@@ -325,33 +328,6 @@ def _load_identity(path: Path, constraint: str | None) -> tuple[EnclaveClient, b
             "the saved one, or use another identity file"
         )
     return saved, False
-
-
-def _save_identity(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file beside it, then a rename), so a
-    crash leaves the old or the new identity, never half of one; readable by the owner only."""
-    import contextlib
-    import os
-    import tempfile
-
-    directory = path.parent
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            os.fchmod(file.fileno(), 0o600)
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    directory_handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_handle)
-    finally:
-        os.close(directory_handle)
 
 
 _IDENTITY_LOCK_WAIT = 30.0

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
 import secrets
+import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self
 
 from sanctorum.attestation.constraint import EnclaveConstraint
@@ -117,6 +121,10 @@ class ClientCore:
         self.rollback_detection = rollback_detection
         self._last_commit: bytes | None = None  # the enclave state we last heard of
         self._lock = threading.RLock()
+        self.state_path: Path | None = None
+        self._saved_acknowledged: int | None = None
+        """Where the client keeps itself, if set (see :meth:`EnclaveClient.open`): it is saved
+        there before every delivery and after every call."""
 
     @property
     def public_key(self) -> Curve25519PublicKey:
@@ -240,6 +248,17 @@ class ClientCore:
         with self._lock:
             return self._in_doubt.get(topic)
 
+    def _write_ahead(self, outgoing: OutgoingMail) -> None:
+        self.set_in_doubt(outgoing, True)
+        self._persist()
+
+    def _settled(self, outgoing: OutgoingMail, *, refused: bool) -> None:
+        """The host's answer says what became of ``outgoing``: no longer in doubt. With
+        ``refused``, the enclave never saw it: its sequence number is given back."""
+        self.set_in_doubt(outgoing, False)
+        if refused:
+            self.refused(outgoing)
+
     def set_in_doubt(self, outgoing: OutgoingMail, in_doubt: bool) -> None:
         with self._lock:
             if in_doubt:
@@ -308,7 +327,8 @@ class ClientCore:
                     "the enclave has been rolled back: it answers from a state older than "
                     "the one it last told this client about (the host restarted it from an "
                     "old copy of its sealed state, or dropped mail that told of a newer "
-                    "one); do not trust this answer"
+                    "one); do not trust this answer. (If this client was restored from a "
+                    "saved state older than what it had received, that is the cause.)"
                 )
             self._last_commit = header.commit_id
         office.record_reply(opened)
@@ -373,6 +393,64 @@ class ClientCore:
             }
             return json.dumps(state, sort_keys=True).encode()
 
+    def save_to(self, path: str | os.PathLike[str]) -> None:
+        """:meth:`save` into ``path`` atomically (a temporary file beside it, synced, then
+        renamed), readable by its owner only: a crash leaves the old state or the new one."""
+        save_atomically(Path(path), self.save())
+
+    def _persist(self) -> None:
+        if self.state_path is not None:
+            with self._lock:
+                self.save_to(self.state_path)
+                self._saved_acknowledged = self.acknowledged
+
+    def _persist_before_acknowledging(self) -> None:
+        """Acknowledged mail is deleted by the host: what the client took from it must be
+        saved first (mail kept for :meth:`poll_mail`, the last commit heard of)."""
+        if self.state_path is not None and self.acknowledged != self._saved_acknowledged:
+            self._persist()
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], constraint: EnclaveConstraint | str | None = None
+    ) -> Self:
+        """The client kept in ``path``: restored if the file exists, else created for
+        ``constraint`` and saved there. It saves itself to ``path`` before every delivery
+        (write-ahead: the mail is recorded as in doubt first) and after every call, so a crash
+        at any moment leaves a state it can go on from, as if the connection had broken.
+
+        Raises :class:`ClientStateError` if the file holds no client, or one for another
+        constraint than ``constraint``."""
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            if constraint is None:
+                raise ClientStateError(
+                    f"{path} holds no client yet: give a constraint to create one"
+                ) from None
+            client = cls(constraint)
+            client.save_to(path)
+        else:
+            try:
+                client = cls.restore(data)
+            except ClientStateError as error:
+                raise ClientStateError(f"cannot use the client saved in {path}: {error}") from None
+            if constraint is not None:
+                wanted = (
+                    constraint
+                    if isinstance(constraint, EnclaveConstraint)
+                    else EnclaveConstraint.parse(constraint)
+                )
+                if wanted != client.constraint:
+                    raise ClientStateError(
+                        f"the client saved in {path} is for the constraint "
+                        f"{client.constraint.format()!r}, not {wanted.format()!r}; use another "
+                        "file for another constraint"
+                    )
+        client.state_path = path
+        return client
+
     @classmethod
     def restore(cls, data: bytes) -> Self:
         """A client from :meth:`save`'s bytes; call :meth:`start` to reconnect.
@@ -435,6 +513,28 @@ class ClientCore:
             raise ClientStateError(f"saved client state is malformed: {error!r}") from None
         except SanctorumError as error:
             raise ClientStateError(f"saved client state is invalid: {error}") from None
+
+
+def save_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old or the new content, never
+    half: a temporary file beside it (mode 0600), synced, renamed over it, directory synced."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            os.fchmod(file.fileno(), 0o600)
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _counter(value: object) -> bool:
@@ -551,12 +651,15 @@ class EnclaveClient(ClientCore):
         """
         transport = self._require_transport()
         with self._io_lock:
-            doubtful = self.in_doubt(topic)
-            if doubtful is not None:
-                self._collect(transport, self._settle(transport, doubtful), None)
-            outgoing = self.seal(body, envelope, topic, max_size=transport.max_mail_size)
-            received = self._deliver(transport, outgoing, withdraw_if_refused=True)
-            return self._collect(transport, received, outgoing.request)
+            try:
+                doubtful = self.in_doubt(topic)
+                if doubtful is not None:
+                    self._collect(transport, self._settle(transport, doubtful), None)
+                outgoing = self.seal(body, envelope, topic, max_size=transport.max_mail_size)
+                received = self._deliver(transport, outgoing, withdraw_if_refused=True)
+                return self._collect(transport, received, outgoing.request)
+            finally:
+                self._persist()
 
     def _settle(self, transport: EnclaveTransport, doubtful: OutgoingMail) -> ReceivedMail | None:
         """Deliver a mail of unknown fate again; a refusal means the enclave had it."""
@@ -568,24 +671,33 @@ class EnclaveClient(ClientCore):
     def _deliver(
         self, transport: EnclaveTransport, outgoing: OutgoingMail, *, withdraw_if_refused: bool
     ) -> ReceivedMail | None:
-        self.set_in_doubt(outgoing, False)
+        # In doubt until the host's answer says what became of it (and saved so, first).
+        self._write_ahead(outgoing)
         try:
             try:
-                return transport.deliver_mail(outgoing.mail, self.correlation_id, self.acknowledged)
+                received = transport.deliver_mail(
+                    outgoing.mail, self.correlation_id, self.acknowledged
+                )
             except MailDecryptionError:
                 # Most likely the enclave restarted with a new key: attest again and resend the
                 # same request, which an enclave that applied it already answers, not applies.
-                if not self.adopt(transport.get_attestation()):
-                    raise
+                self.adopt(transport.get_attestation())
+                if outgoing.instance == self.enclave_instance_info.encryption_key:
+                    raise  # the same instance: the claim is false or the mail was damaged
+                self.set_in_doubt(outgoing, False)
                 outgoing = self.reseal(outgoing, max_size=transport.max_mail_size)
-                return transport.deliver_mail(outgoing.mail, self.correlation_id, self.acknowledged)
+                self._write_ahead(outgoing)
+                received = transport.deliver_mail(
+                    outgoing.mail, self.correlation_id, self.acknowledged
+                )
         except (MailRefusedError, MailSequenceError):
-            if withdraw_if_refused:
-                self.refused(outgoing)
+            self._settled(outgoing, refused=withdraw_if_refused)
             raise
-        except TransportError:
-            self.set_in_doubt(outgoing, True)
+        except EnclaveCallError:
+            self._settled(outgoing, refused=False)
             raise
+        self._settled(outgoing, refused=False)
+        return received
 
     def _collect(
         self,
@@ -602,6 +714,7 @@ class EnclaveClient(ClientCore):
                 if awaited is not None and answers == awaited:
                     return mail
                 self.keep(mail)
+            self._persist_before_acknowledging()
             received = transport.poll_mail(self.correlation_id, self.acknowledged)
         return None
 
@@ -631,15 +744,19 @@ class EnclaveClient(ClientCore):
         on its own), or None."""
         transport = self._require_transport()
         with self._io_lock:
-            kept = self.next_kept()
-            while kept is None:
-                received = transport.poll_mail(self.correlation_id, self.acknowledged)
-                if received is None:
-                    return None
-                result = self._receive(transport, received)
-                if result is not None:
-                    return result[0]
-            return kept
+            try:
+                kept = self.next_kept()
+                while kept is None:
+                    self._persist_before_acknowledging()
+                    received = transport.poll_mail(self.correlation_id, self.acknowledged)
+                    if received is None:
+                        return None
+                    result = self._receive(transport, received)
+                    if result is not None:
+                        return result[0]
+                return kept
+            finally:
+                self._persist()
 
 
 class AsyncEnclaveClient(ClientCore):
@@ -664,12 +781,15 @@ class AsyncEnclaveClient(ClientCore):
         """As :meth:`EnclaveClient.send_mail`."""
         transport = self._require_transport()
         async with self._io_lock:
-            doubtful = self.in_doubt(topic)
-            if doubtful is not None:
-                await self._collect(transport, await self._settle(transport, doubtful), None)
-            outgoing = self.seal(body, envelope, topic, max_size=transport.max_mail_size)
-            received = await self._deliver(transport, outgoing, withdraw_if_refused=True)
-            return await self._collect(transport, received, outgoing.request)
+            try:
+                doubtful = self.in_doubt(topic)
+                if doubtful is not None:
+                    await self._collect(transport, await self._settle(transport, doubtful), None)
+                outgoing = self.seal(body, envelope, topic, max_size=transport.max_mail_size)
+                received = await self._deliver(transport, outgoing, withdraw_if_refused=True)
+                return await self._collect(transport, received, outgoing.request)
+            finally:
+                self._persist()
 
     async def _settle(
         self, transport: AsyncEnclaveTransport, doubtful: OutgoingMail
@@ -686,26 +806,30 @@ class AsyncEnclaveClient(ClientCore):
         *,
         withdraw_if_refused: bool,
     ) -> ReceivedMail | None:
-        self.set_in_doubt(outgoing, False)
+        self._write_ahead(outgoing)
         try:
             try:
-                return await transport.deliver_mail(
+                received = await transport.deliver_mail(
                     outgoing.mail, self.correlation_id, self.acknowledged
                 )
             except MailDecryptionError:
-                if not self.adopt(await transport.get_attestation()):
+                self.adopt(await transport.get_attestation())
+                if outgoing.instance == self.enclave_instance_info.encryption_key:
                     raise
+                self.set_in_doubt(outgoing, False)
                 outgoing = self.reseal(outgoing, max_size=transport.max_mail_size)
-                return await transport.deliver_mail(
+                self._write_ahead(outgoing)
+                received = await transport.deliver_mail(
                     outgoing.mail, self.correlation_id, self.acknowledged
                 )
         except (MailRefusedError, MailSequenceError):
-            if withdraw_if_refused:
-                self.refused(outgoing)
+            self._settled(outgoing, refused=withdraw_if_refused)
             raise
-        except TransportError:
-            self.set_in_doubt(outgoing, True)
+        except EnclaveCallError:
+            self._settled(outgoing, refused=False)
             raise
+        self._settled(outgoing, refused=False)
+        return received
 
     async def _collect(
         self,
@@ -720,6 +844,7 @@ class AsyncEnclaveClient(ClientCore):
                 if awaited is not None and answers == awaited:
                     return mail
                 self.keep(mail)
+            self._persist_before_acknowledging()
             received = await transport.poll_mail(self.correlation_id, self.acknowledged)
         return None
 
@@ -746,12 +871,16 @@ class AsyncEnclaveClient(ClientCore):
         """As :meth:`EnclaveClient.poll_mail`."""
         transport = self._require_transport()
         async with self._io_lock:
-            kept = self.next_kept()
-            while kept is None:
-                received = await transport.poll_mail(self.correlation_id, self.acknowledged)
-                if received is None:
-                    return None
-                result = await self._receive(transport, received)
-                if result is not None:
-                    return result[0]
-            return kept
+            try:
+                kept = self.next_kept()
+                while kept is None:
+                    self._persist_before_acknowledging()
+                    received = await transport.poll_mail(self.correlation_id, self.acknowledged)
+                    if received is None:
+                        return None
+                    result = await self._receive(transport, received)
+                    if result is not None:
+                        return result[0]
+                return kept
+            finally:
+                self._persist()
