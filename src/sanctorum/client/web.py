@@ -117,7 +117,9 @@ def _retry(outcome: httpx.Response | httpx.HTTPError, deadline: float, request: 
         return outcome.status_code == _RETRYABLE_STATUS and not late  # late 503: refused
     if isinstance(outcome, httpx.ConnectError):
         if late:
-            raise MailRefusedError(f"cannot reach the host: {outcome}") from None
+            # A mail that never reached the host was refused: sending it again is safe.
+            error = MailRefusedError if request[1] == "/deliver-mail" else TransportError
+            raise error(f"cannot reach the host at {outcome.request.url}: {outcome}") from None
         return True
     raise TransportError(f"{request[0]} {request[1]} failed: {outcome}") from None
 
