@@ -20,6 +20,7 @@ from sanctorum import (
     EnclaveCallError,
     EnclaveClient,
     EnclaveHost,
+    EnclaveMail,
     InProcessTransport,
     MailDecryptionError,
     MailRefusedError,
@@ -536,3 +537,144 @@ def test_a_mail_in_doubt_for_a_replaced_instance_is_resealed_for_the_current_one
     assert reply is not None
     assert reply.body == b"2"
     assert _count(host) == 2
+
+
+# -- found by the hostile-host review ------------------------------------------------------------
+
+
+class Announcer(Enclave):
+    """Replies to a request and mails the same client news in the same call; after a restart,
+    tells every client it knows that it is back (from on_startup)."""
+
+    persistent_map_size = 1 << 16
+
+    def on_startup(self) -> None:
+        for key in list(self.persistent_map):
+            destination = Curve25519PublicKey(bytes.fromhex(key))
+            hint = self.persistent_map[key].decode()
+            self.post_mail(self.post_office(destination, "news").encrypt_mail(b"back"), hint)
+
+    def receive_from_untrusted_host(self, data: bytes) -> bytes:
+        return b"read only"
+
+    def receive_mail(self, mail: EnclaveMail, routing_hint: str | None) -> None:
+        self.persistent_map[mail.authenticated_sender.encoded.hex()] = (routing_hint or "").encode()
+        self.post_mail(self.post_office(mail).encrypt_mail(b"answer"), routing_hint)
+        news = self.post_office(mail.authenticated_sender, "news").encrypt_mail(b"news")
+        self.post_mail(news, routing_hint)
+
+
+def test_two_mails_to_one_client_in_one_commit_are_no_rollback() -> None:
+    with EnclaveHost.load(Announcer).start() as host:
+        client = _client(host)
+        for _ in range(2):
+            reply = client.send_mail(b"hi")
+            assert reply is not None
+            assert reply.body == b"answer"
+            news = client.poll_mail()
+            assert news is not None
+            assert news.body == b"news"
+
+
+def test_mail_posted_by_on_startup_reaches_the_client_with_the_first_call() -> None:
+    with EnclaveHost.load(Announcer).start() as host:
+        client = _client(host)
+        client.send_mail(b"hi")
+        assert client.poll_mail() is not None
+        host.restart()
+        host.call_enclave(b"anything")  # the first call takes on_startup's mail to the host
+        back = client.poll_mail()
+        assert back is not None
+        assert back.body == b"back"
+        reply = client.send_mail(b"hi again")  # and the commit chain is unbroken
+        assert reply is not None
+
+
+def test_read_only_calls_leave_no_layers_behind() -> None:
+    with EnclaveHost.load(Announcer).start() as host:
+        for _ in range(100):
+            host.call_enclave(b"read")
+        runtime = host.mock_enclave.runtime
+        assert runtime.persistent_map._entries.layers == []
+
+
+def test_a_host_still_unreachable_leaves_the_mail_in_doubt(load: Load) -> None:
+    host = load("Counter").start()
+
+    failures: list[type[Exception]] = [TransportError, MailRefusedError]
+
+    class Flaky(InProcessTransport):
+        def deliver_mail(
+            self, mail: bytes, correlation_id: str, acknowledge: int | None
+        ) -> ReceivedMail | None:
+            if failures:
+                raise failures.pop(0)("the host cannot be reached")
+            return super().deliver_mail(mail, correlation_id, acknowledge)
+
+    client = _client(host, Flaky(host))
+    with pytest.raises(TransportError):
+        client.send_mail(b"+1")  # outcome unknown
+    with pytest.raises(MailRefusedError):
+        client.send_mail(b"+1")  # the doubtful one could not be settled: nothing new is sent
+    assert client.in_doubt("default") is not None
+    reply = client.send_mail(b"+1")
+    assert reply is not None
+    assert reply.body == b"2"  # the first arrived now, before it; no gap
+    late = client.poll_mail()
+    assert late is not None
+    assert late.body == b"1"
+    assert _count(host) == 2
+
+
+def test_mail_from_an_instance_the_client_has_retired_is_dropped() -> None:
+    with EnclaveHost.load(Announcer).start() as host:
+        client = _client(host)
+        client.send_mail(b"hi")
+        old = host.mailbox.next_mail(client.correlation_id) if host.mailbox else None
+        assert old is not None  # a mail of the first instance, already read
+        assert client.poll_mail() is not None
+        for _ in range(17):  # the client follows 17 restarts: the first instance is retired
+            host.restart()
+            client.start(InProcessTransport(host))
+        assert host.mailbox is not None
+        host.mailbox.handle([PostMail(old[1], client.correlation_id)])  # replayed
+        assert client.poll_mail() is None
+        again = EnclaveClient.restore(client.save())
+        again.start(InProcessTransport(host))
+        host.mailbox.handle([PostMail(old[1], client.correlation_id)])
+        assert again.poll_mail() is None
+
+
+def test_a_host_that_sends_only_garbage_cannot_keep_a_client_polling_forever(load: Load) -> None:
+    host = load("Recorder").start()
+
+    class Garbage(InProcessTransport):
+        ids = iter(range(1, 10**9))
+
+        def poll_mail(self, correlation_id: str, acknowledge: int | None) -> ReceivedMail | None:
+            return ReceivedMail(next(self.ids), b"garbage")
+
+    client = _client(host, Garbage(host))
+    with pytest.raises(TransportError, match="in a row"):
+        client.poll_mail()
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda state: state["topics"].update({"t": [0, [[1e400, "00"]]]}),
+        lambda state: state.update({"acknowledged": 2**64}),
+        lambda state: state.update({"kept": [{"sequence_number": 1e400}]}),
+        lambda state: state.update({"retired": ["zz"]}),
+    ],
+)
+def test_tampered_saved_state_is_a_client_state_error(
+    tamper: Callable[[dict[str, object]], None],
+) -> None:
+    client = EnclaveClient("C:" + "00" * 32 + " SEC:INSECURE")
+    state = json.loads(client.save())
+    tamper(state)
+    with pytest.raises(ClientStateError):
+        EnclaveClient.restore(json.dumps(state).encode())
+    with pytest.raises(ClientStateError):
+        EnclaveClient.restore(b"[" * 100_000 + b"]" * 100_000)

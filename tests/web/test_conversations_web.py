@@ -276,3 +276,38 @@ def test_the_attestation_of_an_instance_that_stored_mail_outlives_the_host(
         assert again.attestation(bytes(32)) is None
     finally:
         again.close()
+
+
+def test_sequence_refusals_have_codes_of_their_own(web_host: Start) -> None:
+    import httpx
+
+    host = web_host("Recorder")
+    client, transport = _client(host.url)
+    first, second = client.seal(b"first").mail, client.seal(b"second").mail
+    headers = {"Correlation-ID": "c"}
+    with httpx.Client(base_url=host.url) as http:
+        gap = http.post("/deliver-mail", content=second, headers=headers)
+        assert (gap.status_code, gap.json()["error"]) == (400, "MAIL_GAP")
+        assert http.post("/deliver-mail", content=first, headers=headers).status_code == 200
+        replay = http.post("/deliver-mail", content=first, headers=headers)
+        assert (replay.status_code, replay.json()["error"]) == (400, "MAIL_REPLAY")
+    transport.close()
+
+
+@pytest.mark.parametrize(
+    "value", ["", "12a", "\u00b9", "\u00b2", "9" * 20, str(2**63), "-1", "1" * 5000]
+)
+def test_malformed_numbers_from_the_host_are_refused(value: str) -> None:
+    from sanctorum.client.web import _number
+
+    assert _number(value) is None
+
+
+def test_a_hostile_error_body_cannot_crash_the_client() -> None:
+    import httpx
+
+    from sanctorum.client.web import _error_for
+
+    nested = "[" * 100_000 + "]" * 100_000
+    error = _error_for(httpx.Response(400, content=nested.encode()))
+    assert isinstance(error, MailRefusedError)

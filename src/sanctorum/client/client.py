@@ -51,6 +51,8 @@ from sanctorum.mail.private_header import (
 
 _STATE_VERSION = 2
 _KNOWN_INSTANCES = 16  # enclave instances whose mail this client still accepts
+_RETIRED_INSTANCES = 1024  # older instances it remembers having known, to drop their mail
+_DROP_LIMIT = 1000  # mails dropped in one call before the client gives up on the host
 _UNANSWERED_PER_TOPIC = 256  # requests per topic whose answer may still come
 
 
@@ -111,7 +113,9 @@ class ClientCore:
         self._instance_info: EnclaveInstanceInfo | None = None
         # Post offices per verified enclave instance (most recent last) and topic.
         self._instances: dict[Curve25519PublicKey, dict[str, PostOffice]] = {}
+        self._retired: dict[Curve25519PublicKey, None] = {}
         self._topics: dict[str, _Topic] = {}
+        self._dropped = 0  # in the current call
         self._inbox: deque[EnclaveMail] = deque()
         # Per topic, the last request whose delivery had an unknown outcome: delivered again,
         # byte for byte, before the next request on that topic (see :meth:`in_doubt`).
@@ -153,8 +157,7 @@ class ClientCore:
             changed = self._instance_info is None or key != self._instance_info.encryption_key
             offices = self._instances.pop(key, {})
             self._instances[key] = offices  # the most recent last
-            while len(self._instances) > _KNOWN_INSTANCES:
-                del self._instances[next(iter(self._instances))]
+            self._retire_oldest_instances()
             self._instance_info = info
         return changed
 
@@ -176,8 +179,17 @@ class ClientCore:
             if self._instance_info is not None:  # the current instance stays the newest
                 current = self._instance_info.encryption_key
                 self._instances[current] = self._instances.pop(current, {})
-            while len(self._instances) > _KNOWN_INSTANCES:
-                del self._instances[next(iter(self._instances))]
+            self._retire_oldest_instances()
+
+    def _retire_oldest_instances(self) -> None:
+        """Forget all but the newest instances; remember only that they were (their mail is
+        then dropped: what they sent was read long ago, or is a replay)."""
+        while len(self._instances) > _KNOWN_INSTANCES:
+            retired = next(iter(self._instances))
+            del self._instances[retired]
+            self._retired[retired] = None
+        while len(self._retired) > _RETIRED_INSTANCES:
+            del self._retired[next(iter(self._retired))]
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -293,6 +305,14 @@ class ClientCore:
         with self._lock:
             result = self._open(received.mail)
             self.acknowledged = received.mail_id  # not reached if the mail must stay
+            if result is None:
+                self._dropped += 1
+                if self._dropped > _DROP_LIMIT:
+                    self._dropped = 0
+                    raise TransportError(
+                        f"the host handed over {_DROP_LIMIT} mails in a row that were copies, "
+                        "replays or not for this client; giving up for now"
+                    )
             return result
 
     def _open(self, data: bytes) -> tuple[EnclaveMail, RequestId | None] | None:
@@ -301,6 +321,8 @@ class ClientCore:
         except (MailDecryptionError, MailFormatError):
             return None  # not a mail for this key, or damaged in transit: nobody can open it
         sender = opened.authenticated_sender
+        if sender in self._retired:
+            return None
         if sender not in self._instances:
             raise UnattestedSenderError(
                 f"received a mail from enclave key {sender.encoded.hex()}, which this "
@@ -381,6 +403,7 @@ class ClientCore:
                     ]
                     for key, offices in self._instances.items()
                 ],
+                "retired": [key.encoded.hex() for key in self._retired],
                 "topics": {
                     topic: [
                         state.next_request,
@@ -483,6 +506,8 @@ class ClientCore:
             if acknowledged is not None and not _counter(acknowledged):
                 raise ClientStateError("saved client state has a malformed acknowledgement")
             client.acknowledged = acknowledged
+            for key_hex in state["retired"]:
+                client._retired[Curve25519PublicKey(bytes.fromhex(key_hex))] = None
             for key_hex, topics in state["instances"]:
                 key = Curve25519PublicKey(bytes.fromhex(key_hex))
                 offices = client._instances[key] = {}
@@ -500,7 +525,7 @@ class ClientCore:
                 if not _counter(next_request):
                     raise ClientStateError(f"bad request counter for topic {topic!r}")
                 client._topics[validate_topic(topic)] = _Topic(
-                    next_request, {int(n): bytes.fromhex(nonce) for n, nonce in unanswered}
+                    next_request, {_checked(n): bytes.fromhex(nonce) for n, nonce in unanswered}
                 )
             client._inbox.extend(_mail_from_json(item) for item in state["kept"])
             for item in state["in_doubt"]:
@@ -509,8 +534,16 @@ class ClientCore:
             return client
         except ClientStateError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError, InvalidKeyError) as error:
-            raise ClientStateError(f"saved client state is malformed: {error!r}") from None
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            OverflowError,
+            RecursionError,
+            InvalidKeyError,
+        ) as error:
+            raise ClientStateError(f"saved client state is malformed: {error!r:.200}") from None
         except SanctorumError as error:
             raise ClientStateError(f"saved client state is invalid: {error}") from None
 
@@ -539,6 +572,13 @@ def save_atomically(path: Path, data: bytes) -> None:
 
 def _counter(value: object) -> bool:
     return type(value) is int and 0 <= value < 2**63
+
+
+def _checked(value: object) -> int:
+    if not _counter(value):
+        raise ClientStateError(f"saved client state has a malformed number: {value!r:.40}")
+    assert isinstance(value, int)
+    return value
 
 
 def _check_size(topic: str, envelope: bytes, body_size: int, max_size: int) -> None:
@@ -600,7 +640,7 @@ def _mail_from_json(item: dict[str, Any]) -> EnclaveMail:
         body=base64.b64decode(item["body"], validate=True),
         envelope=base64.b64decode(item["envelope"], validate=True),
         topic=validate_topic(item["topic"]),
-        sequence_number=int(item["sequence_number"]),
+        sequence_number=_checked(item["sequence_number"]),
         authenticated_sender=Curve25519PublicKey(bytes.fromhex(item["sender"])),
         private_header=base64.b64decode(item["private_header"], validate=True),
     )
@@ -652,24 +692,26 @@ class EnclaveClient(ClientCore):
         transport = self._require_transport()
         with self._io_lock:
             try:
+                self._dropped = 0
                 doubtful = self.in_doubt(topic)
                 if doubtful is not None:
                     self._collect(transport, self._settle(transport, doubtful), None)
                 outgoing = self.seal(body, envelope, topic, max_size=transport.max_mail_size)
-                received = self._deliver(transport, outgoing, withdraw_if_refused=True)
+                received = self._deliver(transport, outgoing, settling=False)
                 return self._collect(transport, received, outgoing.request)
             finally:
                 self._persist()
 
     def _settle(self, transport: EnclaveTransport, doubtful: OutgoingMail) -> ReceivedMail | None:
-        """Deliver a mail of unknown fate again; a refusal means the enclave had it."""
+        """Deliver a mail of unknown fate again: a replay refusal means the enclave had it; a
+        host that still refuses it leaves it in doubt (raised)."""
         try:
-            return self._deliver(transport, doubtful, withdraw_if_refused=False)
-        except (MailRefusedError, MailSequenceError, EnclaveCallError):
+            return self._deliver(transport, doubtful, settling=True)
+        except (MailSequenceError, EnclaveCallError):
             return None
 
     def _deliver(
-        self, transport: EnclaveTransport, outgoing: OutgoingMail, *, withdraw_if_refused: bool
+        self, transport: EnclaveTransport, outgoing: OutgoingMail, *, settling: bool
     ) -> ReceivedMail | None:
         # In doubt until the host's answer says what became of it (and saved so, first).
         self._write_ahead(outgoing)
@@ -690,8 +732,14 @@ class EnclaveClient(ClientCore):
                 received = transport.deliver_mail(
                     outgoing.mail, self.correlation_id, self.acknowledged
                 )
-        except (MailRefusedError, MailSequenceError):
-            self._settled(outgoing, refused=withdraw_if_refused)
+        except MailSequenceError:
+            # The enclave had it (a replay) or cannot take it (a gap): settled either way.
+            self._settled(outgoing, refused=not settling)
+            raise
+        except MailRefusedError:
+            if settling:
+                raise  # the host did not take it this time either: still in doubt
+            self._settled(outgoing, refused=True)
             raise
         except EnclaveCallError:
             self._settled(outgoing, refused=False)
@@ -745,6 +793,7 @@ class EnclaveClient(ClientCore):
         transport = self._require_transport()
         with self._io_lock:
             try:
+                self._dropped = 0
                 kept = self.next_kept()
                 while kept is None:
                     self._persist_before_acknowledging()
@@ -782,11 +831,12 @@ class AsyncEnclaveClient(ClientCore):
         transport = self._require_transport()
         async with self._io_lock:
             try:
+                self._dropped = 0
                 doubtful = self.in_doubt(topic)
                 if doubtful is not None:
                     await self._collect(transport, await self._settle(transport, doubtful), None)
                 outgoing = self.seal(body, envelope, topic, max_size=transport.max_mail_size)
-                received = await self._deliver(transport, outgoing, withdraw_if_refused=True)
+                received = await self._deliver(transport, outgoing, settling=False)
                 return await self._collect(transport, received, outgoing.request)
             finally:
                 self._persist()
@@ -795,8 +845,8 @@ class AsyncEnclaveClient(ClientCore):
         self, transport: AsyncEnclaveTransport, doubtful: OutgoingMail
     ) -> ReceivedMail | None:
         try:
-            return await self._deliver(transport, doubtful, withdraw_if_refused=False)
-        except (MailRefusedError, MailSequenceError, EnclaveCallError):
+            return await self._deliver(transport, doubtful, settling=True)
+        except (MailSequenceError, EnclaveCallError):
             return None
 
     async def _deliver(
@@ -804,7 +854,7 @@ class AsyncEnclaveClient(ClientCore):
         transport: AsyncEnclaveTransport,
         outgoing: OutgoingMail,
         *,
-        withdraw_if_refused: bool,
+        settling: bool,
     ) -> ReceivedMail | None:
         self._write_ahead(outgoing)
         try:
@@ -822,8 +872,14 @@ class AsyncEnclaveClient(ClientCore):
                 received = await transport.deliver_mail(
                     outgoing.mail, self.correlation_id, self.acknowledged
                 )
-        except (MailRefusedError, MailSequenceError):
-            self._settled(outgoing, refused=withdraw_if_refused)
+        except MailSequenceError:
+            # The enclave had it (a replay) or cannot take it (a gap): settled either way.
+            self._settled(outgoing, refused=not settling)
+            raise
+        except MailRefusedError:
+            if settling:
+                raise  # the host did not take it this time either: still in doubt
+            self._settled(outgoing, refused=True)
             raise
         except EnclaveCallError:
             self._settled(outgoing, refused=False)
@@ -872,6 +928,7 @@ class AsyncEnclaveClient(ClientCore):
         transport = self._require_transport()
         async with self._io_lock:
             try:
+                self._dropped = 0
                 kept = self.next_kept()
                 while kept is None:
                     self._persist_before_acknowledging()

@@ -19,7 +19,9 @@ from sanctorum.client.transport import ReceivedMail
 from sanctorum.common.errors import (
     EnclaveCallError,
     MailDecryptionError,
+    MailGapError,
     MailRefusedError,
+    MailReplayError,
     SanctorumError,
     TransportError,
 )
@@ -39,12 +41,18 @@ def _error_for(response: httpx.Response) -> SanctorumError:
     try:
         document = response.json()
         code, message = document.get("error"), document.get("message")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         code, message = None, None
+    if not isinstance(message, str):
+        message = None
     status = response.status_code
     detail = message or f"HTTP {status}"
     if code == "MAIL_DECRYPTION":
         return MailDecryptionError(f"the enclave could not decrypt the mail: {detail}")
+    if code == "MAIL_REPLAY":
+        return MailReplayError(f"the enclave refused the mail as already received: {detail}")
+    if code == "MAIL_GAP":
+        return MailGapError(f"the enclave refused the mail: an earlier one is missing: {detail}")
     if code == "ENCLAVE_EXCEPTION" and status < 500:
         return EnclaveCallError(f"the enclave failed: {detail}")
     if 400 <= status < 500 or status == _RETRYABLE_STATUS:
@@ -54,6 +62,14 @@ def _error_for(response: httpx.Response) -> SanctorumError:
 
 
 Request = tuple[str, str, dict[str, Any]]
+
+
+def _number(header: str | None) -> int | None:
+    """A header holding a non-negative 63-bit decimal number, else None."""
+    if header is None or not (0 < len(header) <= 19 and header.isascii() and header.isdigit()):
+        return None
+    value = int(header)
+    return value if value < 2**63 else None
 
 
 class _Exchange:
@@ -91,9 +107,9 @@ class _Exchange:
     def attestation_from(self, response: httpx.Response) -> bytes:
         if response.status_code != httpx.codes.OK:
             raise _error_for(response)
-        limit = response.headers.get(MAX_MAIL_SIZE_HEADER, "")
-        if limit.isdigit():
-            self.max_mail_size = int(limit)
+        limit = _number(response.headers.get(MAX_MAIL_SIZE_HEADER))
+        if limit is not None:
+            self.max_mail_size = limit
         return response.content
 
     @staticmethod
@@ -102,10 +118,10 @@ class _Exchange:
             raise _error_for(response)
         if not response.content:
             return None
-        mail_id = response.headers.get(MAIL_ID_HEADER, "")
-        if not mail_id.isdigit():
+        mail_id = _number(response.headers.get(MAIL_ID_HEADER))
+        if mail_id is None:
             raise TransportError("the host sent a mail without a valid Mail-ID header")
-        return ReceivedMail(int(mail_id), response.content)
+        return ReceivedMail(mail_id, response.content)
 
 
 def _retry(outcome: httpx.Response | httpx.HTTPError, deadline: float, request: Request) -> bool:

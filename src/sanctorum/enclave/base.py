@@ -46,7 +46,9 @@ class Enclave:
     # -- hooks to override -------------------------------------------------------------------
 
     def on_startup(self) -> None:
-        """Called once, before the first call or mail."""
+        """Called once, before the first call or mail. Its persistent-map changes are
+        committed when it returns; the mail it posts (and that commit) reach the host with the
+        mail commands of the first call."""
 
     def on_shutdown(self) -> None:
         """Called once when the host closes the enclave."""

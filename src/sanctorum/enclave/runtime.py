@@ -205,6 +205,7 @@ class EnclaveRuntime:
             filesystem_size, memory_filesystem_size, filesystem_file
         )
         self._started = False
+        self._from_startup: list[MailCommand] = []
         self._closed = False
         self._running = False  # started and not closed: the one check on the hot path
 
@@ -233,8 +234,11 @@ class EnclaveRuntime:
         if self._started:
             raise EnclaveStateError("the enclave is already started")
         self.enclave._runtime = self
-        with _Entry(self, None):
+        with _Entry(self, None) as context:
             self._run_user_code("on_startup", self.enclave.on_startup)
+            self._finish(context)
+        # The host takes mail commands after calls; on_startup's go with the first call's.
+        self._from_startup = context.commands
         self._started = True
         self._running = True
 
@@ -436,26 +440,30 @@ class EnclaveRuntime:
         previous = self._map.record(key)
         if previous != transaction.commit_id:
             self._map.set_record(key, transaction.commit_id)
-        else:  # a second mail in the same commit: it reports what the first one did
-            previous = self._map.committed_record(key)
+        # A second mail in the same commit names this commit as the last told: the client has
+        # heard of it from the first one when it reads the second.
         return transaction.commit_id, previous
 
     def _finish(self, context: _CallContext) -> None:
         """After a call succeeded: commit the persistent map, or pass to the enclosing call."""
-        if self._map is None:
-            return
         stack = self._call_stack()
-        if len(stack) > 1:  # nested in a host callback: part of the enclosing transaction
-            self._map.end(context.depth)
-            stack[-2].commands.extend(context.commands)
-            context.commands.clear()
+        if len(stack) > 1:
+            if self._map is not None:  # nested in a host callback: part of the transaction
+                self._map.end(context.depth)
+                stack[-2].commands.extend(context.commands)
+                context.commands.clear()
             return
-        if not self._map.changed:
-            return
-        self._map.apply()
-        commit_id = context.commit_id or secrets.token_bytes(COMMIT_ID_SIZE)
-        blob = seal(self._map_key, self._map.serialize(commit_id), _MAP_PURPOSE)
-        context.commands.append(StoreSealedState(blob))
+        if self._map is not None:
+            if not self._map.changed:
+                self._map.abort(0)  # close the call's (empty) layer
+            else:
+                self._map.apply()
+                commit_id = context.commit_id or secrets.token_bytes(COMMIT_ID_SIZE)
+                blob = seal(self._map_key, self._map.serialize(commit_id), _MAP_PURPOSE)
+                context.commands.append(StoreSealedState(blob))
+        if self._from_startup:  # what on_startup posted and committed goes out first
+            context.commands[:0] = self._from_startup
+            self._from_startup = []
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """The web host's HTTP API (FastAPI): attestation, mail delivery, polling, health.
 
 Every enclave call runs in a worker thread, so a slow enclave never blocks the event loop.
-Errors are JSON ``{"error": "MAIL_DECRYPTION" | "ENCLAVE_EXCEPTION" | "BAD_REQUEST",
-"message": ...}`` with status 400 (``message`` is null in release mode, so nothing leaks), 413
-for bodies over the limit, 503 while the enclave restarts.
+Errors are JSON ``{"error": "MAIL_DECRYPTION" | "MAIL_REPLAY" | "MAIL_GAP" |
+"ENCLAVE_EXCEPTION" | "BAD_REQUEST", "message": ...}`` with status 400 (``message`` is null in
+release mode, so nothing leaks), 413 for bodies over the limit, 503 while the enclave restarts.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from sanctorum.common.errors import (
     EnclaveCrashedError,
     EnclaveStateError,
     MailDecryptionError,
+    MailGapError,
+    MailReplayError,
     SanctorumError,
 )
 from sanctorum.common.headers import (
@@ -45,7 +47,13 @@ _ERROR_SCHEMA = {
     "properties": {
         "error": {
             "type": "string",
-            "enum": ["MAIL_DECRYPTION", "ENCLAVE_EXCEPTION", "BAD_REQUEST"],
+            "enum": [
+                "MAIL_DECRYPTION",
+                "MAIL_REPLAY",
+                "MAIL_GAP",
+                "ENCLAVE_EXCEPTION",
+                "BAD_REQUEST",
+            ],
         },
         "message": {"type": ["string", "null"]},
     },
@@ -150,6 +158,10 @@ def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SI
             return response
         if isinstance(problem, MailDecryptionError):
             return error(400, "MAIL_DECRYPTION", str(problem))
+        if isinstance(problem, MailReplayError):  # the enclave has this mail (or superseded it)
+            return error(400, "MAIL_REPLAY", str(problem))
+        if isinstance(problem, MailGapError):  # an earlier mail of the sender never arrived
+            return error(400, "MAIL_GAP", str(problem))
         if isinstance(problem, EnclaveCallError):
             return error(400, "ENCLAVE_EXCEPTION", str(problem))
         return error(400, "BAD_REQUEST", str(problem))
