@@ -21,6 +21,7 @@ from sanctorum import (
     EnclaveClient,
     EnclaveHost,
     EnclaveMail,
+    EnclaveRollbackError,
     InProcessTransport,
     MailDecryptionError,
     MailRefusedError,
@@ -678,3 +679,37 @@ def test_tampered_saved_state_is_a_client_state_error(
         EnclaveClient.restore(json.dumps(state).encode())
     with pytest.raises(ClientStateError):
         EnclaveClient.restore(b"[" * 100_000 + b"]" * 100_000)
+
+
+class Shop(Enclave):
+    """Seals a receipt before the answer but posts the answer first; seals a draft it never
+    sends."""
+
+    persistent_map_size = 1 << 16
+
+    def receive_mail(self, mail: EnclaveMail, routing_hint: str | None) -> None:
+        self.persistent_map["orders"] = mail.body
+        receipt = self.post_office(mail.authenticated_sender, "receipts").encrypt_mail(b"receipt")
+        self.post_office(mail.authenticated_sender, "drafts").encrypt_mail(b"never sent")
+        self.post_mail(self.post_office(mail).encrypt_mail(b"answer"), routing_hint)
+        self.post_mail(receipt, routing_hint)
+
+
+def test_mails_of_one_commit_may_be_sealed_and_posted_in_any_order_or_not_at_all() -> None:
+    with EnclaveHost.load(Shop).start() as host:
+        client = _client(host)
+        for order in (b"order 1", b"order 2", b"order 3"):
+            reply = client.send_mail(order)
+            assert reply is not None
+            assert reply.body == b"answer"
+            receipt = client.poll_mail()
+            assert receipt is not None
+            assert receipt.body == b"receipt"
+        restarted_from_old = host.sealed_state
+        client.send_mail(b"order 4")
+        assert client.poll_mail() is not None
+        host.close()
+    with EnclaveHost.load(Shop).start(sealed_state=restarted_from_old) as old:
+        client.start(InProcessTransport(old))
+        with pytest.raises(EnclaveRollbackError):  # and a real rollback is still caught
+            client.send_mail(b"order 5")

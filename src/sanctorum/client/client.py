@@ -344,7 +344,12 @@ class ClientCore:
                 office.record_reply(opened)
                 return None
         if header.commit_id is not None:
-            if self.rollback_detection and header.last_told != self._last_commit:
+            # In order: the last commit we heard of is the one this mail's commit followed,
+            # or this mail's own (the enclave sent several mails in one commit).
+            if self.rollback_detection and self._last_commit not in (
+                header.last_told,
+                header.commit_id,
+            ):
                 raise EnclaveRollbackError(
                     "the enclave has been rolled back: it answers from a state older than "
                     "the one it last told this client about (the host restarted it from an "

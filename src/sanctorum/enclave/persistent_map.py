@@ -154,6 +154,10 @@ class PersistentMap(MutableMapping[str, bytes]):
     def record(self, key: bytes) -> bytes | None:
         return self._records.get(key)
 
+    def committed_record(self, key: bytes) -> bytes | None:
+        """A record as the last commit left it, whatever the current call staged."""
+        return self._records.committed.get(key)
+
     def set_record(self, key: bytes, value: bytes) -> None:
         self._records.stage(key, value)
 

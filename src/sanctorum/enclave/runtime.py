@@ -76,10 +76,11 @@ class _Entry:
     persistent map); a call that raises takes back the mail it posted and drops its changes, at
     any depth. (A class, not a generator: it is on every call's path.)"""
 
-    __slots__ = ("_context", "_lock", "_map", "_stack")
+    __slots__ = ("_context", "_lock", "_map", "_sealed", "_stack")
 
     def __init__(self, runtime: EnclaveRuntime, host_callback: HostCallback | None) -> None:
         self._map = runtime._map
+        self._sealed = runtime._sealed
         self._lock = runtime._entry_lock
         self._stack = runtime._call_stack()
         self._context = _CallContext(host_callback)
@@ -104,6 +105,8 @@ class _Entry:
                 self._context.commands.clear()
                 if self._map is not None:
                     self._map.abort(self._context.depth)
+                    if self._context.depth == 0:
+                        self._sealed.clear()
         finally:
             self._stack.pop()
             self._lock.__exit__(exc_type, exc, traceback)
@@ -141,6 +144,10 @@ class _EnclavePostOffice(PostOffice):
             if answers is not None:
                 assert request is not None
                 request.answer = (private_header, bytes(envelope), bytes(body))
+            mail = super().encrypt_mail(body, envelope, private_header=private_header)
+            if commit_id is not None:
+                runtime._sealed[mail] = (self.destination.encoded, commit_id)
+            return mail
         return super().encrypt_mail(body, envelope, private_header=private_header)
 
 
@@ -206,6 +213,9 @@ class EnclaveRuntime:
         )
         self._started = False
         self._from_startup: list[MailCommand] = []
+        # Mail sealed to a client in the current transaction and not posted yet: which client
+        # and commit it tells of (rollback detection records it when it is posted).
+        self._sealed: dict[bytes, tuple[bytes, bytes]] = {}
         self._closed = False
         self._running = False  # started and not closed: the one check on the hot path
 
@@ -375,7 +385,10 @@ class EnclaveRuntime:
             raise EnclaveStateError("post_mail can only be used while handling a call or mail")
         if not isinstance(encrypted_mail, (bytes, bytearray)):
             raise TypeError(f"post_mail takes encrypted mail bytes, not {type(encrypted_mail)}")
-        context.commands.append(PostMail(bytes(encrypted_mail), routing_hint))
+        mail = bytes(encrypted_mail)
+        if self._sealed:
+            self._posted(mail)
+        context.commands.append(PostMail(mail, routing_hint))
 
     def sign(self, data: bytes) -> bytes:
         return self._signing_key.sign(data)
@@ -430,19 +443,23 @@ class EnclaveRuntime:
 
     def _tell(self, client: bytes) -> tuple[bytes, bytes | None]:
         """Rollback detection for a mail to ``client`` sealed in this call: the id of the
-        commit that will record it, and the last commit the enclave told ``client`` about."""
+        commit that will record it, and the last commit the enclave told ``client`` about
+        before this one. Every mail of one commit carries the same pair, so the client may read
+        them in any order; what the client is told is recorded when a mail is posted."""
         stack = self._call_stack()
         transaction = stack[0]
         if transaction.commit_id is None:
             transaction.commit_id = secrets.token_bytes(COMMIT_ID_SIZE)
         assert self._map is not None
-        key = _TOLD + client
-        previous = self._map.record(key)
-        if previous != transaction.commit_id:
-            self._map.set_record(key, transaction.commit_id)
-        # A second mail in the same commit names this commit as the last told: the client has
-        # heard of it from the first one when it reads the second.
-        return transaction.commit_id, previous
+        return transaction.commit_id, self._map.committed_record(_TOLD + client)
+
+    def _posted(self, mail: bytes) -> None:
+        """A mail was posted: if it tells a client of a commit, record that the client was
+        told (in the current call's layer, so a call that raises records nothing)."""
+        told = self._sealed.pop(mail, None)
+        if told is not None and self._map is not None:
+            client, commit_id = told
+            self._map.set_record(_TOLD + client, commit_id)
 
     def _finish(self, context: _CallContext) -> None:
         """After a call succeeded: commit the persistent map, or pass to the enclosing call."""
@@ -453,6 +470,7 @@ class EnclaveRuntime:
                 stack[-2].commands.extend(context.commands)
                 context.commands.clear()
             return
+        self._sealed.clear()  # mail sealed and never posted tells nobody anything
         if self._map is not None:
             if not self._map.changed:
                 self._map.abort(0)  # close the call's (empty) layer
