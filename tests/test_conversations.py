@@ -713,3 +713,24 @@ def test_mails_of_one_commit_may_be_sealed_and_posted_in_any_order_or_not_at_all
         client.start(InProcessTransport(old))
         with pytest.raises(EnclaveRollbackError):  # and a real rollback is still caught
             client.send_mail(b"order 5")
+
+
+def test_a_mail_in_doubt_the_host_will_never_take_is_given_up(load: Load) -> None:
+    host = load("Counter").start()
+    failures: list[type[Exception]] = [TransportError, MailTooLargeError]
+
+    class Shrinking(InProcessTransport):  # an operator lowered the host's body limit meanwhile
+        def deliver_mail(
+            self, mail: bytes, correlation_id: str, acknowledge: int | None
+        ) -> ReceivedMail | None:
+            if failures:
+                raise failures.pop(0)("no")
+            return super().deliver_mail(mail, correlation_id, acknowledge)
+
+    client = _client(host, Shrinking(host))
+    with pytest.raises(TransportError):
+        client.send_mail(b"+1")
+    reply = client.send_mail(b"+1")  # the doubtful mail is refused for good: the topic goes on
+    assert reply is not None
+    assert reply.body == b"1"
+    assert client.in_doubt("default") is None

@@ -311,3 +311,24 @@ def test_a_hostile_error_body_cannot_crash_the_client() -> None:
     nested = "[" * 100_000 + "]" * 100_000
     error = _error_for(httpx.Response(400, content=nested.encode()))
     assert isinstance(error, MailRefusedError)
+
+
+def test_a_store_restored_from_an_older_copy_hands_out_new_ids(tmp_path: Path) -> None:
+    from sanctorum.common.commands import PostMail
+    from sanctorum.web.store import MailboxStore
+
+    store = MailboxStore(tmp_path / "live" / "mailbox.sqlite3")
+    store.apply([PostMail(b"one", "c")])
+    store.close()
+    shutil.copytree(tmp_path / "live", tmp_path / "copy")
+    seen = []
+    for directory in ("live", "copy"):  # the newer timeline, then a restored older copy
+        again = MailboxStore(tmp_path / directory / "mailbox.sqlite3")
+        again.apply([PostMail(b"two", "c")])
+        first = again.next_mail("c", None)
+        assert first is not None
+        later = again.next_mail("c", first[0])
+        assert later is not None
+        seen.append(later[0])
+        again.close()
+    assert seen[0] != seen[1]  # an acknowledgement of one never drops the other

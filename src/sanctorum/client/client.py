@@ -708,11 +708,12 @@ class EnclaveClient(ClientCore):
                 self._persist()
 
     def _settle(self, transport: EnclaveTransport, doubtful: OutgoingMail) -> ReceivedMail | None:
-        """Deliver a mail of unknown fate again: a replay refusal means the enclave had it; a
-        host that still refuses it leaves it in doubt (raised)."""
+        """Deliver a mail of unknown fate again: a replay refusal means the enclave had it, a
+        host that will never take it (too large) ends it; a host that refuses it for now leaves
+        it in doubt (raised)."""
         try:
             return self._deliver(transport, doubtful, settling=True)
-        except (MailSequenceError, EnclaveCallError):
+        except (MailSequenceError, EnclaveCallError, MailTooLargeError):
             return None
 
     def _deliver(
@@ -741,9 +742,10 @@ class EnclaveClient(ClientCore):
             # The enclave had it (a replay) or cannot take it (a gap): settled either way.
             self._settled(outgoing, refused=not settling)
             raise
-        except MailRefusedError:
-            if settling:
+        except MailRefusedError as error:
+            if settling and not isinstance(error, MailTooLargeError):
                 raise  # the host did not take it this time either: still in doubt
+            # Refused for good (a host that will never take a mail this large): given back.
             self._settled(outgoing, refused=True)
             raise
         except EnclaveCallError:
@@ -851,7 +853,7 @@ class AsyncEnclaveClient(ClientCore):
     ) -> ReceivedMail | None:
         try:
             return await self._deliver(transport, doubtful, settling=True)
-        except (MailSequenceError, EnclaveCallError):
+        except (MailSequenceError, EnclaveCallError, MailTooLargeError):
             return None
 
     async def _deliver(
@@ -881,9 +883,10 @@ class AsyncEnclaveClient(ClientCore):
             # The enclave had it (a replay) or cannot take it (a gap): settled either way.
             self._settled(outgoing, refused=not settling)
             raise
-        except MailRefusedError:
-            if settling:
+        except MailRefusedError as error:
+            if settling and not isinstance(error, MailTooLargeError):
                 raise  # the host did not take it this time either: still in doubt
+            # Refused for good (a host that will never take a mail this large): given back.
             self._settled(outgoing, refused=True)
             raise
         except EnclaveCallError:

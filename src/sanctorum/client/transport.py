@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
-from sanctorum.common.errors import MailFormatError, MailRefusedError, TransportError
+from sanctorum.common.errors import (
+    MailFormatError,
+    MailRefusedError,
+    MailTooLargeError,
+    TransportError,
+)
 from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE
 
@@ -129,7 +134,7 @@ class InProcessTransport:
     ) -> ReceivedMail | None:
         mailbox = self._mailbox()
         if len(mail) > self._max_mail_size:
-            raise MailRefusedError(
+            raise MailTooLargeError(
                 f"the host refused a mail of {len(mail)} bytes: its limit is "
                 f"{self._max_mail_size} bytes"
             )

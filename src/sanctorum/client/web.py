@@ -22,6 +22,7 @@ from sanctorum.common.errors import (
     MailGapError,
     MailRefusedError,
     MailReplayError,
+    MailTooLargeError,
     SanctorumError,
     TransportError,
 )
@@ -55,6 +56,8 @@ def _error_for(response: httpx.Response) -> SanctorumError:
         return MailGapError(f"the enclave refused the mail: an earlier one is missing: {detail}")
     if code == "ENCLAVE_EXCEPTION" and status < 500:
         return EnclaveCallError(f"the enclave failed: {detail}")
+    if status == httpx.codes.REQUEST_ENTITY_TOO_LARGE:
+        return MailTooLargeError(f"the host refused the mail as too large (413): {detail}")
     if 400 <= status < 500 or status == _RETRYABLE_STATUS:
         # A definite refusal: the enclave never saw the mail.
         return MailRefusedError(f"the host refused the request ({status}): {detail}")

@@ -30,7 +30,7 @@ from sanctorum.host.platform import (
 from sanctorum.host.simulation import SimulationPlatform
 
 MailCommandsCallback = Callable[[list[MailCommand]], None]
-_REMEMBERED_INSTANCES = 64
+_REMEMBERED_INSTANCES = 4096  # about 1 KiB each
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 import threading
 from collections import defaultdict, deque
 from collections.abc import Iterable
 
 from sanctorum.common.commands import MailCommand, PostMail
 
-_ids = itertools.count(1)  # shared, so two mailboxes of one process never reuse an id
+# Shared, so two mailboxes of one process never reuse an id; from a random start, so ids a
+# reader saw in another process are not handed out again here.
+_ids = itertools.count(secrets.randbelow(1 << 40) + 1)
 
 
 class InMemoryMailbox:

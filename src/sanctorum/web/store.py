@@ -6,6 +6,7 @@ reply is neither lost when the host or the client dies, nor delivered twice.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -44,11 +45,23 @@ class MailboxStore:
         self._connection.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._recorded_instance: bytes | None = None
-        row = self._connection.execute(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'mailbox'"
-        ).fetchone()
-        self.high_water: int = int(row[0]) if row else 0
+        self.high_water: int = self._jump_ids()
         """The largest mail id handed out so far."""
+
+    def _jump_ids(self) -> int:
+        """Move the next mail id forward by a random amount, once per start: ids stay rising,
+        but a store restored from an older copy does not hand out the ids a reader already saw
+        from the newer one (an acknowledgement naming such an id would drop unseen mail)."""
+        with self._connection:
+            row = self._connection.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'mailbox'"
+            ).fetchone()
+            jumped = (int(row[0]) if row else 0) + secrets.randbelow(1 << 32) + 1
+            self._connection.execute("DELETE FROM sqlite_sequence WHERE name = 'mailbox'")
+            self._connection.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('mailbox', ?)", (jumped,)
+            )
+        return jumped
 
     def apply(
         self, commands: Iterable[MailCommand], instance: tuple[bytes, bytes] | None = None
