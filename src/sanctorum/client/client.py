@@ -687,8 +687,9 @@ class EnclaveClient(ClientCore):
         """Send ``body`` as a request; returns the enclave's answer to it, or None if the
         enclave did not answer at once (a later answer comes from :meth:`poll_mail`).
 
-        Raises :class:`MailRefusedError` (:class:`MailTooLargeError`) if the host refused the
-        mail before the enclave saw it (nothing spent; sending again is safe),
+        Raises :class:`MailRefusedError` (:class:`MailTooLargeError`) if the host says it
+        refused the mail before the enclave saw it (its sequence number is given back; the
+        claim is the host's, see docs/clients.md),
         :class:`EnclaveCallError` if the enclave's handler raised (nothing applied),
         :class:`TransportError` if the outcome is unknown (the mail is delivered again, byte for
         byte, before the next one on its topic; its answer comes by :meth:`poll_mail`),
