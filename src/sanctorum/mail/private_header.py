@@ -31,9 +31,6 @@ COMMIT_ID_SIZE = 16
 NONCE_SIZE = 16
 _VERSION = 2
 _REQUEST, _ANSWERS, _COMMIT, _LAST_TOLD = 0x01, 0x02, 0x04, 0x08
-_ID = struct.Struct(f">Q{NONCE_SIZE}s")
-_REQUEST_ONLY = struct.Struct(f">BBQ{NONCE_SIZE}s")
-_REQUEST_ONLY_PREFIX = bytes([_VERSION, _REQUEST])
 
 
 @dataclass(frozen=True)
@@ -56,58 +53,55 @@ class ConversationHeader:
     """The last commit the enclave told this client about before this mail (None: none)."""
 
     def encode(self) -> bytes:
-        if self.answers is None and self.commit_id is None and self.request is not None:
-            return _REQUEST_ONLY.pack(_VERSION, _REQUEST, self.request.number, self.request.nonce)
-        flags = 0
-        parts = [b""]
-        for flag, value in ((_REQUEST, self.request), (_ANSWERS, self.answers)):
-            if value is not None:
-                flags |= flag
-                parts.append(_ID.pack(value.number, value.nonce))
+        flags = (
+            (_REQUEST if self.request is not None else 0)
+            | (_ANSWERS if self.answers is not None else 0)
+            | (_COMMIT if self.commit_id is not None else 0)
+            | (_LAST_TOLD if self.commit_id is not None and self.last_told is not None else 0)
+        )
+        values: list[object] = [_VERSION, flags]
+        for request_id in (self.request, self.answers):
+            if request_id is not None:
+                values += (request_id.number, request_id.nonce)
         if self.commit_id is not None:
-            flags |= _COMMIT
-            parts.append(self.commit_id)
+            values.append(self.commit_id)
             if self.last_told is not None:
-                flags |= _LAST_TOLD
-                parts.append(self.last_told)
-        parts[0] = bytes([_VERSION, flags])
-        return b"".join(parts)
+                values.append(self.last_told)
+        return _LAYOUTS[flags].pack(*values)
 
     @classmethod
     def decode(cls, data: bytes) -> ConversationHeader:
         """The header in a mail's private header (empty data: no fields)."""
         if not data:
             return _EMPTY
-        if len(data) == _REQUEST_ONLY.size and data[:2] == _REQUEST_ONLY_PREFIX:
-            # The shape of every client request: on each delivery, so read in one step.
-            number, nonce = _ID.unpack_from(data, 2)
-            return cls(request=RequestId(number, nonce))
         if len(data) < 2 or data[0] != _VERSION:
             raise MailFormatError("the mail's private header is malformed or of another version")
-        flags = data[1]
-        if flags & ~0x0F or (flags & _LAST_TOLD and not flags & _COMMIT):
+        layout = _LAYOUTS.get(data[1])
+        if layout is None:
             raise MailFormatError("the mail's private header has unknown or inconsistent flags")
-        offset = 2
-        ids: list[RequestId | None] = []
-        for flag in (_REQUEST, _ANSWERS):
-            if flags & flag:
-                if len(data) < offset + _ID.size:
-                    raise MailFormatError("the mail's private header is truncated")
-                number, nonce = _ID.unpack_from(data, offset)
-                ids.append(RequestId(number, nonce))
-                offset += _ID.size
-            else:
-                ids.append(None)
-        commits: list[bytes | None] = []
-        for flag in (_COMMIT, _LAST_TOLD):
-            if flags & flag:
-                commits.append(bytes(data[offset : offset + COMMIT_ID_SIZE]))
-                offset += COMMIT_ID_SIZE
-            else:
-                commits.append(None)
-        if offset != len(data):
+        if len(data) != layout.size:
             raise MailFormatError("the mail's private header has the wrong length")
-        return cls(ids[0], ids[1], commits[0], commits[1])
+        flags = data[1]
+        values = iter(layout.unpack(data)[2:])
+        request = RequestId(next(values), next(values)) if flags & _REQUEST else None
+        answers = RequestId(next(values), next(values)) if flags & _ANSWERS else None
+        commit_id = next(values) if flags & _COMMIT else None
+        last_told = next(values) if flags & _LAST_TOLD else None
+        return cls(request, answers, commit_id, last_told)
 
+
+def _layout(flags: int) -> struct.Struct:
+    fields = ">BB"
+    fields += f"Q{NONCE_SIZE}s" * ((flags & _REQUEST > 0) + (flags & _ANSWERS > 0))
+    fields += f"{COMMIT_ID_SIZE}s" * ((flags & _COMMIT > 0) + (flags & _LAST_TOLD > 0))
+    return struct.Struct(fields)
+
+
+# One struct per valid combination of flags: every header is read and written in one step.
+_LAYOUTS = {
+    flags: _layout(flags)
+    for flags in range(16)
+    if not (flags & _LAST_TOLD and not flags & _COMMIT)
+}
 
 _EMPTY = ConversationHeader()
