@@ -99,9 +99,7 @@ def _layout(flags: int) -> struct.Struct:
 
 # One struct per valid combination of flags: every header is read and written in one step.
 _LAYOUTS = {
-    flags: _layout(flags)
-    for flags in range(16)
-    if not (flags & _LAST_TOLD and not flags & _COMMIT)
+    flags: _layout(flags) for flags in range(16) if not (flags & _LAST_TOLD and not flags & _COMMIT)
 }
 
 _EMPTY = ConversationHeader()
