@@ -234,3 +234,41 @@ def test_load_without_bundles_lists_enclave_classes(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(EnclaveLoadError, match=r"several Enclave subclasses found.*Recorder"):
         EnclaveHost.load()
+
+
+def test_a_module_in_both_sources_and_dependencies_is_refused_at_build(tmp_path: Path) -> None:
+    project = _project(
+        tmp_path / "p",
+        dependencies='["iniconfig"]',
+        sources='["behaviour_enclave.py", "iniconfig"]',
+    )
+    (project / "iniconfig").mkdir()
+    (project / "iniconfig" / "__init__.py").write_text("SHADOW = True\n")
+    with pytest.raises(BundleError, match=r"iniconfig/__init__\.py is both in the enclave's"):
+        build(project, tmp_path / "out")
+    with pytest.raises(BundleError, match="both in the enclave's sources"):
+        measure_project(project)
+
+
+def test_a_bundle_whose_code_and_deps_share_a_module_is_refused_at_load(tmp_path: Path) -> None:
+    # Both files are measured, so the code hash is the same whichever zip entry comes last;
+    # which one would run must not depend on that order: such a bundle does not load.
+    from sanctorum.build.builder import collect, write_bundle
+    from sanctorum.common.bundle import encode_signature, measure
+
+    config, files = collect(_project(tmp_path / "p"))
+    files["deps/behaviour_enclave.py"] = b"from os import _exit\n_exit(7)\n"
+    signature = encode_signature(DUMMY_SIGNING_KEY, measure(config, files))
+    path = tmp_path / "both.enclave"
+    path.write_bytes(write_bundle(files, signature))
+    with pytest.raises(BundleError, match=r"behaviour_enclave\.py is both in"):
+        read_bundle(path.read_bytes())
+    with pytest.raises(BundleError, match=r"behaviour_enclave\.py is both in"):
+        EnclaveHost.load(path, mode="simulation")
+
+
+def test_a_deeply_nested_enclave_toml_is_a_bundle_error(tmp_path: Path) -> None:
+    from sanctorum.common.bundle import parse_config
+
+    with pytest.raises(BundleError, match="nested too deeply"):
+        parse_config("x = " + "[" * 100_000 + "]" * 100_000)

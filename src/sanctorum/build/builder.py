@@ -20,6 +20,7 @@ from sanctorum.common.bundle import (
     SIGNATURE_ENTRY,
     Bundle,
     EnclaveConfig,
+    check_import_paths,
     encode_signature,
     load_config,
     measure,
@@ -101,6 +102,7 @@ def collect(project: Path) -> tuple[EnclaveConfig, dict[str, bytes]]:
     files = {CONFIG_FILE: (project / CONFIG_FILE).read_bytes()}
     files.update(_source_files(project, config))
     files.update(_dependency_files(config))
+    check_import_paths(files, str(project))
     return config, files
 
 

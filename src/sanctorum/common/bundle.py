@@ -16,6 +16,7 @@ import json
 import struct
 import tomllib
 import zipfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,8 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise BundleError(f"{where} is not valid TOML: {error}") from None
+    except RecursionError:
+        raise BundleError(f"{where} is nested too deeply to be an enclave.toml") from None
     table = document.get("enclave")
     if not isinstance(table, dict):
         raise BundleError(f"{where} has no [enclave] table")
@@ -177,6 +180,20 @@ def load_config(project: Path) -> EnclaveConfig:
 
 
 # -- the measurement ------------------------------------------------------------------------
+
+
+def check_import_paths(files: Iterable[str], where: str) -> None:
+    """Refuse a module that both the enclave's code and a dependency provide: which one ran
+    would depend on something the code hash does not measure (the order of zip entries)."""
+    paths = set(files)
+    for path in sorted(paths):
+        if path.startswith(CODE_DIR) and DEPS_DIR + path[len(CODE_DIR) :] in paths:
+            relative = path[len(CODE_DIR) :]
+            raise BundleError(
+                f"{where}: {relative} is both in the enclave's sources ({path}) and in a "
+                f"dependency ({DEPS_DIR}{relative}); rename your module so that one name means "
+                "one file"
+            )
 
 
 def measure(config: EnclaveConfig, files: dict[str, bytes]) -> SHA256Hash:
@@ -301,6 +318,7 @@ def read_bundle(data: bytes, where: str = "the bundle") -> Bundle:
     for name in entries:
         if name != CONFIG_FILE and not name.startswith((CODE_DIR, DEPS_DIR)):
             raise BundleError(f"{where} has an unexpected entry {name!r}")
+    check_import_paths(entries, where)
     code_hash = measure(config, entries)
     signer = _check_signature(signature, code_hash, where)
     return Bundle(config, entries, code_hash, signer)
