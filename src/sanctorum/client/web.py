@@ -33,6 +33,7 @@ from sanctorum.common.headers import (
     MAX_MAIL_SIZE_HEADER,
 )
 from sanctorum.common.keys import Curve25519PublicKey
+from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE
 
 _RETRYABLE_STATUS = 503
 _RETRY_PAUSE = 0.05
@@ -143,15 +144,72 @@ def _retry(outcome: httpx.Response | httpx.HTTPError, deadline: float, request: 
     raise TransportError(f"{request[0]} {request[1]} failed: {outcome}") from None
 
 
+DEFAULT_MAX_ATTESTATION_SIZE = 2 << 20
+"""The largest attestation a transport reads (evidence is at most 1 MiB)."""
+
+
+class _CappedBody:
+    """Collects a response body, refusing one over ``cap`` before it is all in memory: a
+    hostile host must not be able to exhaust a client's memory with one answer."""
+
+    def __init__(self, response: httpx.Response, cap: int) -> None:
+        declared = _number(response.headers.get("content-length"))
+        if declared is not None and declared > cap:
+            raise self._too_large(response, cap)
+        self._response = response
+        self._cap = cap
+        self._body = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self._body += chunk
+        if len(self._body) > self._cap:
+            raise self._too_large(self._response, self._cap)
+
+    def response(self) -> httpx.Response:
+        response = self._response
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=bytes(self._body),
+            request=response.request,
+        )
+
+    @staticmethod
+    def _too_large(response: httpx.Response, cap: int) -> TransportError:
+        return TransportError(
+            f"the host's answer to {response.request.method} {response.request.url.path} is "
+            f"over {cap} bytes; refused unread (raise the transport's limit if it is expected)"
+        )
+
+
 class WebTransport:
-    """Blocking transport to ``base_url`` (for example ``http://localhost:8080``)."""
+    """Blocking transport to ``base_url`` (for example ``http://localhost:8080``).
+
+    Answers are read up to a limit: ``max_attestation_size`` for attestations, and
+    ``max_response_size`` for mail (the largest mail a client opens by default)."""
 
     def __init__(
-        self, base_url: str, *, timeout: float = 30.0, retry_for: float = 15.0, **options: Any
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        retry_for: float = 15.0,
+        max_attestation_size: int = DEFAULT_MAX_ATTESTATION_SIZE,
+        max_response_size: int = DEFAULT_MAX_MAIL_SIZE,
+        **options: Any,
     ) -> None:
         self._http = httpx.Client(base_url=base_url, timeout=timeout, **options)
         self._retry_for = retry_for
         self._exchange = _Exchange()
+        self._caps = {"/attestation": max_attestation_size}
+        self._default_cap = max_response_size
+
+    def _fetch(self, method: str, path: str, arguments: dict[str, Any]) -> httpx.Response:
+        with self._http.stream(method, path, **arguments) as response:
+            body = _CappedBody(response, self._caps.get(path, self._default_cap))
+            for chunk in response.iter_bytes():
+                body.add(chunk)
+            return body.response()
 
     def _send(self, request: Request) -> httpx.Response:
         deadline = time.monotonic() + self._retry_for
@@ -159,7 +217,7 @@ class WebTransport:
         while True:
             outcome: httpx.Response | httpx.HTTPError
             try:
-                outcome = self._http.request(method, path, **arguments)
+                outcome = self._fetch(method, path, arguments)
             except httpx.HTTPError as error:
                 outcome = error
             if not _retry(outcome, deadline, request):
@@ -200,11 +258,27 @@ class AsyncWebTransport:
     """:class:`WebTransport` for asyncio."""
 
     def __init__(
-        self, base_url: str, *, timeout: float = 30.0, retry_for: float = 15.0, **options: Any
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        retry_for: float = 15.0,
+        max_attestation_size: int = DEFAULT_MAX_ATTESTATION_SIZE,
+        max_response_size: int = DEFAULT_MAX_MAIL_SIZE,
+        **options: Any,
     ) -> None:
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, **options)
         self._retry_for = retry_for
         self._exchange = _Exchange()
+        self._caps = {"/attestation": max_attestation_size}
+        self._default_cap = max_response_size
+
+    async def _fetch(self, method: str, path: str, arguments: dict[str, Any]) -> httpx.Response:
+        async with self._http.stream(method, path, **arguments) as response:
+            body = _CappedBody(response, self._caps.get(path, self._default_cap))
+            async for chunk in response.aiter_bytes():
+                body.add(chunk)
+            return body.response()
 
     async def _send(self, request: Request) -> httpx.Response:
         deadline = time.monotonic() + self._retry_for
@@ -212,7 +286,7 @@ class AsyncWebTransport:
         while True:
             outcome: httpx.Response | httpx.HTTPError
             try:
-                outcome = await self._http.request(method, path, **arguments)
+                outcome = await self._fetch(method, path, arguments)
             except httpx.HTTPError as error:
                 outcome = error
             if not _retry(outcome, deadline, request):
