@@ -246,3 +246,62 @@ def test_sgx_checks_name_each_missing_piece(tmp_path: Path) -> None:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).touch()
     assert sgx_problems(tmp_path, which=lambda name: f"/usr/bin/{name}") == []
+
+
+# -- the enclave process runs only measured code (issue 10, observation 3) -----------------------
+
+_SHADOWED = """
+from sanctorum import Enclave
+import helper_outside_the_bundle
+
+
+class Shadowed(Enclave):
+    def receive_from_untrusted_host(self, data: bytes) -> bytes:
+        return helper_outside_the_bundle.VALUE
+"""
+
+
+def test_modules_outside_the_bundle_are_not_imported_from_the_hosts_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sanctorum.build import build
+    from sanctorum.common.errors import EnclaveLoadError
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "shadowed.py").write_text(_SHADOWED)
+    (project / "enclave.toml").write_text(
+        '[enclave]\nname = "shadowed"\nentry = "shadowed:Shadowed"\nproduct_id = 1\n'
+        'revocation_level = 0\nsources = ["shadowed.py"]\n'
+    )
+    bundle = build(project, tmp_path / "out").path
+    # The module the enclave wants is right where an unisolated child would find it: in the
+    # host's working directory and on PYTHONPATH. Editing it there must not change the enclave.
+    for directory in (project, tmp_path / "pythonpath"):
+        directory.mkdir(exist_ok=True)
+        (directory / "helper_outside_the_bundle.py").write_text("VALUE = b'from the host'\n")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "pythonpath"))
+    with pytest.raises(EnclaveLoadError, match="'helper_outside_the_bundle', which is not in its"):
+        EnclaveHost.load(bundle, mode="simulation").start()
+
+
+def test_a_host_directory_shadowing_the_standard_library_changes_nothing(
+    bundle_for: BundleFor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("json", "hashlib", "struct"):
+        (tmp_path / f"{name}.py").write_text("raise SystemExit('shadowed by the host')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with EnclaveHost.load(bundle_for("Recorder"), mode="simulation").start() as host:
+        assert host.call_enclave(b"abc") == b"cba"
+
+
+def test_the_import_guard_allows_the_runtime_and_refuses_the_rest() -> None:
+    from sanctorum.enclave.importer import MeasuredOnlyFinder
+
+    guard = MeasuredOnlyFinder()
+    assert guard.find_spec("json.decoder", None) is None
+    assert guard.find_spec("cryptography.hazmat", None) is None
+    with pytest.raises(ModuleNotFoundError, match="add the module to"):
+        guard.find_spec("numpy", None)

@@ -49,7 +49,7 @@ from sanctorum.common.frames import (
     encode_frame,
 )
 from sanctorum.enclave.base import Enclave
-from sanctorum.enclave.importer import BundleFinder
+from sanctorum.enclave.importer import BundleFinder, MeasuredOnlyFinder
 from sanctorum.enclave.runtime import EnclaveRuntime
 from sanctorum.enclave.sealing import EnclaveIdentity, SealingPolicy, simulation_platform_secret
 
@@ -211,6 +211,7 @@ class EnclaveServer:
                 )
             bundle = read_bundle(self._platform.bundle_bytes(request.bundle))
             BundleFinder(bundle.python_files()).install()
+            MeasuredOnlyFinder().install()
             enclave_class = _import_entry(bundle.config.entry_module, bundle.config.entry_class)
             provider, platform_secret = self._platform.attestation(
                 bundle, lambda data: self._call_host_inline(frame.call_id, data)

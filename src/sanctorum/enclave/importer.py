@@ -55,3 +55,43 @@ class BundleFinder(importlib.abc.MetaPathFinder):
     def install(self) -> None:
         """Put this finder first, so bundled modules win over installed ones of the same name."""
         sys.meta_path.insert(0, self)
+
+
+RUNTIME_PACKAGES = frozenset(
+    {"sanctorum", "cryptography", "cffi", "_cffi_backend", "fsspec", "dcap_qvl"}
+)
+"""What an enclave may import besides its bundle and the standard library: Sanctorum's own
+runtime and what it needs (fsspec for ``filesystem.fsspec()``, dcap_qvl under SGX)."""
+
+
+class MeasuredOnlyFinder(importlib.abc.MetaPathFinder):
+    """Refuses every import that is neither in the bundle (found before this finder), the
+    standard library, nor Sanctorum's runtime, so an enclave never runs code from the host's
+    disk that the code hash does not cover."""
+
+    def __init__(self, allowed: frozenset[str] = RUNTIME_PACKAGES) -> None:
+        self._allowed = allowed | frozenset(sys.stdlib_module_names)
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        top = fullname.partition(".")[0]
+        if top in self._allowed:
+            return None  # the usual finders load it from the runtime's installation
+        raise ModuleNotFoundError(
+            f"the enclave imports {fullname!r}, which is not in its bundle: an enclave runs only "
+            "measured code, so add the module to [enclave].sources, or its distribution to "
+            "[enclave].dependencies, and build again",
+            name=fullname,
+        )
+
+    def install(self) -> None:
+        """Put this finder right after the bundle's own finder."""
+        position = next(
+            (i + 1 for i, finder in enumerate(sys.meta_path) if isinstance(finder, BundleFinder)),
+            0,
+        )
+        sys.meta_path.insert(position, self)

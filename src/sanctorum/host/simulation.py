@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import socket
 import subprocess
@@ -109,9 +110,12 @@ class SimulationPlatform:
         """Start the enclave process; the host's end of its connection."""
         host_end, child_end = socket.socketpair()
         try:
+            # Isolated (-I: no current directory, PYTHONPATH or user site on sys.path) and in a
+            # fixed directory: nothing of the host's working directory is importable.
             self._process = subprocess.Popen(  # noqa: S603  (our own module, no shell)
-                [sys.executable, "-m", "sanctorum.enclave.child", str(child_end.fileno())],
+                [sys.executable, "-I", "-m", "sanctorum.enclave.child", str(child_end.fileno())],
                 pass_fds=[child_end.fileno()],
+                cwd="/",
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
             )
@@ -123,8 +127,9 @@ class SimulationPlatform:
         return host_end
 
     def _enclave_path(self, filesystem_file: Path | None) -> Path | None:
-        """Where the enclave finds the filesystem file (the same path, in simulation)."""
-        return filesystem_file
+        """Where the enclave finds the filesystem file (the same file, in simulation; the
+        enclave process runs in another directory)."""
+        return None if filesystem_file is None else Path(os.path.abspath(filesystem_file))
 
     def _serve_load_request(self, data: bytes) -> bytes | None:
         """What the enclave asks the host while it loads (nothing, in simulation)."""
