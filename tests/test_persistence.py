@@ -221,3 +221,24 @@ def test_simulation_blob_from_another_product_is_refused(
     other = build(project).path
     with pytest.raises(SealedStateError):
         EnclaveHost.load(other).start(sealed_state=blob)
+
+
+def test_per_client_bookkeeping_cannot_grow_the_sealed_state_past_its_limit(
+    load: Load,
+) -> None:
+    # Issue 10, observation 4: the runtime's per-client records once were not counted, so
+    # inventing client keys grew the sealed state without bound. Now they fill the map like
+    # any entry; a new client is then refused, and clients it already knows go on.
+    host = load("Counter").start()  # max_persistent_map_size = 4096
+    first = _client(host)
+    assert _count(first) == 1
+    refused = 0
+    for _ in range(60):
+        try:
+            _count(_client(host))
+        except PersistentMapFullError:
+            refused += 1
+    assert refused > 0
+    assert host.sealed_state is not None
+    assert len(host.sealed_state) < 4096 + 256  # the limit plus fixed framing and sealing
+    assert _count(first) == 62 - refused  # a known client is not locked out
