@@ -264,6 +264,22 @@ class ClientCore:
         self.set_in_doubt(outgoing, True)
         self._persist()
 
+    def _delivery_failed(
+        self, outgoing: OutgoingMail, error: SanctorumError, *, settling: bool
+    ) -> None:
+        """What a failed delivery of ``outgoing`` says about its fate (``settling``: it was a
+        second delivery of a mail in doubt)."""
+        if isinstance(error, MailSequenceError):
+            # The enclave had it (a replay) or cannot take it (a gap): settled either way.
+            self._settled(outgoing, refused=not settling)
+        elif isinstance(error, MailRefusedError):
+            if settling and not isinstance(error, MailTooLargeError):
+                return  # the host did not take it this time either: still in doubt
+            # Refused before the enclave saw it, or for good (too large): number given back.
+            self._settled(outgoing, refused=True)
+        else:  # the enclave's handler raised: it had the mail
+            self._settled(outgoing, refused=False)
+
     def _settled(self, outgoing: OutgoingMail, *, refused: bool) -> None:
         """The host's answer says what became of ``outgoing``: no longer in doubt. With
         ``refused``, the enclave never saw it: its sequence number is given back."""
@@ -739,18 +755,8 @@ class EnclaveClient(ClientCore):
                 received = transport.deliver_mail(
                     outgoing.mail, self.correlation_id, self.acknowledged
                 )
-        except MailSequenceError:
-            # The enclave had it (a replay) or cannot take it (a gap): settled either way.
-            self._settled(outgoing, refused=not settling)
-            raise
-        except MailRefusedError as error:
-            if settling and not isinstance(error, MailTooLargeError):
-                raise  # the host did not take it this time either: still in doubt
-            # Refused for good (a host that will never take a mail this large): given back.
-            self._settled(outgoing, refused=True)
-            raise
-        except EnclaveCallError:
-            self._settled(outgoing, refused=False)
+        except (MailSequenceError, MailRefusedError, EnclaveCallError) as error:
+            self._delivery_failed(outgoing, error, settling=settling)
             raise
         self._settled(outgoing, refused=False)
         return received
@@ -880,18 +886,8 @@ class AsyncEnclaveClient(ClientCore):
                 received = await transport.deliver_mail(
                     outgoing.mail, self.correlation_id, self.acknowledged
                 )
-        except MailSequenceError:
-            # The enclave had it (a replay) or cannot take it (a gap): settled either way.
-            self._settled(outgoing, refused=not settling)
-            raise
-        except MailRefusedError as error:
-            if settling and not isinstance(error, MailTooLargeError):
-                raise  # the host did not take it this time either: still in doubt
-            # Refused for good (a host that will never take a mail this large): given back.
-            self._settled(outgoing, refused=True)
-            raise
-        except EnclaveCallError:
-            self._settled(outgoing, refused=False)
+        except (MailSequenceError, MailRefusedError, EnclaveCallError) as error:
+            self._delivery_failed(outgoing, error, settling=settling)
             raise
         self._settled(outgoing, refused=False)
         return received

@@ -79,11 +79,20 @@ def _number(header: str | None) -> int | None:
 class _Exchange:
     """The web transport's requests and answers, without I/O (shared by both transports).
 
-    It remembers only the host's mail size limit, learnt with the attestation.
+    It knows how much of each answer to read, and the host's mail size limit once learnt
+    with the attestation.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_attestation_size: int, max_response_size: int) -> None:
         self.max_mail_size: int | None = None
+        self._max_attestation_size = max_attestation_size
+        self._max_response_size = max_response_size
+
+    def read_limit(self, path: str) -> int:
+        """The most of an answer to ``path`` a transport reads."""
+        if path == "/attestation":
+            return self._max_attestation_size
+        return self._max_response_size
 
     @staticmethod
     def _headers(correlation_id: str, acknowledge: int | None) -> dict[str, str]:
@@ -200,13 +209,11 @@ class WebTransport:
     ) -> None:
         self._http = httpx.Client(base_url=base_url, timeout=timeout, **options)
         self._retry_for = retry_for
-        self._exchange = _Exchange()
-        self._caps = {"/attestation": max_attestation_size}
-        self._default_cap = max_response_size
+        self._exchange = _Exchange(max_attestation_size, max_response_size)
 
     def _fetch(self, method: str, path: str, arguments: dict[str, Any]) -> httpx.Response:
         with self._http.stream(method, path, **arguments) as response:
-            body = _CappedBody(response, self._caps.get(path, self._default_cap))
+            body = _CappedBody(response, self._exchange.read_limit(path))
             for chunk in response.iter_bytes():
                 body.add(chunk)
             return body.response()
@@ -269,13 +276,11 @@ class AsyncWebTransport:
     ) -> None:
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, **options)
         self._retry_for = retry_for
-        self._exchange = _Exchange()
-        self._caps = {"/attestation": max_attestation_size}
-        self._default_cap = max_response_size
+        self._exchange = _Exchange(max_attestation_size, max_response_size)
 
     async def _fetch(self, method: str, path: str, arguments: dict[str, Any]) -> httpx.Response:
         async with self._http.stream(method, path, **arguments) as response:
-            body = _CappedBody(response, self._caps.get(path, self._default_cap))
+            body = _CappedBody(response, self._exchange.read_limit(path))
             async for chunk in response.aiter_bytes():
                 body.add(chunk)
             return body.response()

@@ -17,7 +17,7 @@ against the same maximum size. The committed state is serialised canonically::
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Generic, TypeVar
 
 from sanctorum.common.codec import Reader
@@ -217,21 +217,20 @@ class PersistentMap(MutableMapping[str, bytes]):
         if reader.u8("version") != _VERSION:
             raise reader.fail("unsupported version")
         reader.raw(COMMIT_ID_SIZE, "commit id")
-        entries: dict[str, bytes] = {}
-        size = 0
-        for _ in range(reader.u32("entry count")):
-            key = reader.text16("key")
-            value = reader.bytes32("value", len(data))
-            entries[key] = value
-            size += entry_size(key, value)
-        records: dict[bytes, bytes] = {}
-        records_size = 0
-        for _ in range(reader.u32("record count")):
-            record_key = reader.bytes16("record key")
-            value = reader.bytes32("record value", len(data))
-            records[record_key] = value
-            records_size += entry_size(record_key, value)
+        entries = _read_table(reader, "entry", lambda: reader.text16("key"), len(data))
+        records = _read_table(reader, "record", lambda: reader.bytes16("record key"), len(data))
         reader.expect_end()
-        self._entries.committed, self._entries.size = entries, size
-        self._records.committed, self._records.size = records, records_size
+        for table, committed in ((self._entries, entries), (self._records, records)):
+            table.committed = committed
+            table.size = sum(entry_size(key, value) for key, value in committed.items())
         self.abort(0)
+
+
+def _read_table(
+    reader: Reader, what: str, read_key: Callable[[], _K], limit: int
+) -> dict[_K, bytes]:
+    table: dict[_K, bytes] = {}
+    for _ in range(reader.u32(f"{what} count")):
+        key = read_key()
+        table[key] = reader.bytes32(f"{what} value", limit)
+    return table
