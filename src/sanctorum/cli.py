@@ -72,33 +72,64 @@ def build_command(
         Path | None, typer.Option("--output", "-o", help="Directory for NAME.enclave.")
     ] = None,
     key: Annotated[
-        Path | None, typer.Option(help="Ed25519 signing key file (from `sanctorum keygen`).")
+        Path | None,
+        typer.Option(
+            help="Ed25519 key that signs the bundle (from `sanctorum keygen`): the signer in "
+            "simulation mode. Required for release."
+        ),
+    ] = None,
+    sgx_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="RSA-3072 SGX signing key (from `sanctorum keygen --sgx`): its MRSIGNER is the "
+            "signer SGX clients check. Required for release; debug builds without it are "
+            "signed with a throwaway key."
+        ),
     ] = None,
     mode: Annotated[str, typer.Option(help="simulation, debug or release.")] = "simulation",
 ) -> None:
-    """Bundle, measure and sign an enclave project; prints its code and signer hashes."""
+    """Bundle, measure and sign an enclave project; prints the constraints of its mode and
+    writes them to NAME.MODE.code.constraint and NAME.MODE.signer.constraint."""
     from sanctorum.build import build, load_key
     from sanctorum.common.errors import SanctorumError
     from sanctorum.common.mode import EnclaveMode
 
     try:
-        result = build(
-            project,
-            output,
-            load_key(key) if key else None,
-            EnclaveMode.parse(mode),
-        )
+        enclave_mode = EnclaveMode.parse(mode)
+        result = build(project, output, load_key(key) if key else None, enclave_mode, sgx_key)
     except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None
     typer.echo(f"built {result.path}")
-    typer.echo(f"code hash:   {result.code_hash}")
-    typer.echo(f"signer hash: {result.signer_hash}")
-    typer.echo(f"constraint:  C:{result.code_hash}")
-    typer.echo(f"         or: S:{result.signer_hash} PROD:{result.product_id}")
+    code, signer = result.constraints.get("code"), result.constraints.get("signer")
+    if result.sgx is None:
+        typer.echo(f"code hash:   {result.code_hash}")
+        typer.echo(f"signer hash: {result.signer_hash}  (SHA-256 of the bundle's Ed25519 key)")
+    else:
+        sgx = result.sgx
+        typer.echo(f"bundle code hash: {result.code_hash}  (its identity in simulation only)")
+        typer.echo(f"SGX manifest:     {sgx.manifest_template}")
+        typer.echo(
+            f"MRENCLAVE:        {sgx.mrenclave}"
+            if sgx.mrenclave
+            else "MRENCLAVE:        not known yet: it appears once gramine-sgx-sign has signed "
+            "the enclave (see below)"
+        )
+        if sgx.mrsigner:
+            origin = "a throwaway key, deleted" if sgx.throwaway_key else f"the key {sgx_key}"
+            typer.echo(f"MRSIGNER:         {sgx.mrsigner}  (SHA-256 of the modulus of {origin})")
+        else:
+            typer.echo(
+                "MRSIGNER:         not known: no --sgx-key was given (name one to know your "
+                "S: constraint now)"
+            )
+    lines = [line for line in (code, signer) if line]
+    if lines:
+        typer.echo(f"constraint:  {lines[0]}")
+        for line in lines[1:]:
+            typer.echo(f"         or: {line}")
+        paths = ", ".join(str(path) for path in result.constraint_files.values())
+        typer.echo(f"written to:  {paths}")
     if result.sgx is not None:
-        typer.echo(f"SGX manifest: {result.sgx.manifest_template}")
-        if result.sgx.mrenclave:
-            typer.echo(f"MRENCLAVE:    {result.sgx.mrenclave}  (the code hash SGX clients check)")
         typer.echo(result.sgx.note)
 
 
@@ -121,7 +152,11 @@ def sign(
     bundle: Annotated[Path, typer.Argument(help="The .enclave bundle to sign.")],
     key: Annotated[Path, typer.Option(help="Ed25519 signing key file.")],
 ) -> None:
-    """Sign an existing bundle with your key (its code hash does not change)."""
+    """Sign an existing bundle with your Ed25519 key (its code hash does not change).
+
+    This is the bundle's signer in simulation mode; SGX enclaves are signed by `sanctorum
+    build --mode debug|release --sgx-key`.
+    """
     from sanctorum.build import load_key
     from sanctorum.build import sign as sign_bundle
     from sanctorum.common.errors import SanctorumError
@@ -133,23 +168,47 @@ def sign(
     typer.echo(f"signed {result.path}")
     typer.echo(f"code hash:   {result.code_hash}")
     typer.echo(f"signer hash: {result.signer_hash}")
+    typer.echo(f"constraint:  {result.constraints['signer']}  (simulation mode)")
+    if result.note:
+        typer.echo(f"note: {result.note}")
 
 
 @app.command()
 def keygen(
     path: Annotated[Path, typer.Argument(help="Where to write the new signing key.")],
+    sgx: Annotated[
+        bool,
+        typer.Option(
+            "--sgx",
+            help="Create an SGX signing key (RSA-3072, exponent 3) for `sanctorum build "
+            "--sgx-key`, instead of an Ed25519 bundle key.",
+        ),
+    ] = False,
 ) -> None:
-    """Create an Ed25519 signing key for release builds; prints its signer hash."""
-    from sanctorum.build import generate_key
+    """Create a signing key (owner-only file, never overwritten) and print its signer hash.
+
+    Without --sgx: an Ed25519 key that signs bundles (`--key`), the signer in simulation
+    mode. With --sgx: the RSA key that signs SGX enclaves (`--sgx-key`); its MRSIGNER is the
+    signer SGX clients check.
+    """
+    from sanctorum.build import generate_key, generate_sgx_key, mrsigner
     from sanctorum.common.bundle import signer_hash
     from sanctorum.common.errors import SanctorumError
 
     try:
-        key = generate_key(path)
+        if sgx:
+            hash_line = f"MRSIGNER:    {mrsigner(generate_sgx_key(path))}"
+        else:
+            hash_line = f"signer hash: {signer_hash(generate_key(path).public_key)}"
     except (SanctorumError, OSError) as error:
         raise _fail(error) from None
     typer.echo(f"wrote {path} (keep it secret)")
-    typer.echo(f"signer hash: {signer_hash(key.public_key)}")
+    typer.echo(hash_line)
+    if sgx:
+        typer.echo(
+            "Whoever holds this key can sign enclaves that pass your S: constraints and open "
+            "their MRSIGNER-sealed data: keep it offline, and use it only to build releases."
+        )
 
 
 @app.command()

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sanctorum.build import build, generate_key, load_key, measure_project, sign
+from sanctorum.build import (
+    build,
+    generate_key,
+    generate_sgx_key,
+    load_key,
+    measure_project,
+    sign,
+)
 from sanctorum.cli import app
 from sanctorum.common.bundle import DUMMY_SIGNING_KEY, read_bundle, signer_hash
 from sanctorum.common.errors import BundleError, EnclaveLoadError
@@ -162,14 +169,22 @@ def test_unsafe_and_unexpected_entries_are_refused(tmp_path: Path) -> None:
         read_bundle(b"not a zip")
 
 
-def test_release_builds_need_a_real_key(tmp_path: Path) -> None:
+def test_release_builds_need_a_real_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Gramine: this test is about the bundle key
     project = _project(tmp_path / "p")
+    generate_sgx_key(tmp_path / "sgx-key.pem")
     with pytest.raises(BundleError, match="must be signed with your own key"):
         build(project, tmp_path / "out", mode=EnclaveMode.RELEASE)
     with pytest.raises(BundleError, match="dummy key"):
         build(project, tmp_path / "out", DUMMY_SIGNING_KEY, EnclaveMode.RELEASE)
     key = generate_key(tmp_path / "key.pem")
-    result = build(project, tmp_path / "out", load_key(tmp_path / "key.pem"), EnclaveMode.RELEASE)
+    result = build(
+        project,
+        tmp_path / "out",
+        load_key(tmp_path / "key.pem"),
+        EnclaveMode.RELEASE,
+        tmp_path / "sgx-key.pem",
+    )
     assert result.signer_hash == signer_hash(key.public_key)
     assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sanctorum.build import build, generate_key
+from sanctorum.build import build, generate_key, generate_sgx_key
 from sanctorum.build.gramine import manifest_template
 from sanctorum.common.bundle import EnclaveConfig
 from sanctorum.common.mode import EnclaveMode
@@ -55,10 +55,14 @@ def test_manifest_essentials() -> None:
     assert 'key_name = "_sgx_mrsigner"' in release
 
 
-def test_release_build_writes_the_manifest_and_says_what_is_missing(tmp_path: Path) -> None:
+def test_release_build_writes_the_manifest_and_says_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Gramine, whatever this machine has
     project = write_project(tmp_path, "Recorder")
     key = generate_key(tmp_path / "key.pem")
-    result = build(project, tmp_path / "out", key, EnclaveMode.RELEASE)
+    generate_sgx_key(tmp_path / "sgx-key.pem")
+    result = build(project, tmp_path / "out", key, EnclaveMode.RELEASE, tmp_path / "sgx-key.pem")
     assert result.sgx is not None
     text = result.sgx.manifest_template.read_text()
     assert "sgx.debug = false" in text
@@ -66,6 +70,7 @@ def test_release_build_writes_the_manifest_and_says_what_is_missing(tmp_path: Pa
     assert result.sgx.mrenclave is None
     assert "gramine-manifest and gramine-sgx-sign not installed" in result.sgx.note
     assert "gramine-sgx-sign --manifest" in result.sgx.note
+    assert f"--key {(tmp_path / 'sgx-key.pem').resolve()}" in result.sgx.note
 
 
 def test_simulation_builds_have_no_manifest(tmp_path: Path) -> None:
@@ -74,8 +79,9 @@ def test_simulation_builds_have_no_manifest(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", [EnclaveMode.DEBUG])
 def test_debug_build_uses_the_dummy_key_and_a_debug_manifest(
-    tmp_path: Path, mode: EnclaveMode
+    tmp_path: Path, mode: EnclaveMode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Gramine, whatever this machine has
     result = build(write_project(tmp_path, "Recorder"), tmp_path / "out", mode=mode)
     assert result.sgx is not None
     assert "sgx.debug = true" in result.sgx.manifest_template.read_text()

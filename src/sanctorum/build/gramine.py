@@ -5,20 +5,25 @@ runtime; the interpreter, its standard library, the installed packages and the b
 trusted files (measured into MRENCLAVE); ``/tmp`` is a tmpfs; the enclave's state directory is an
 encrypted mount keyed from the MRSIGNER sealing key; remote attestation is DCAP. It is written as
 a ``gramine-manifest`` template (``{{ gramine.libos }}`` and ``{{ gramine.runtimedir() }}`` are
-Gramine's own), so it is rendered and signed on the SGX machine.
+Gramine's own), so it is rendered and signed on the SGX machine, always with the SGX key the user
+names (``gramine-sgx-sign --key``): left to itself, gramine-sgx-sign signs with a default key
+in the build machine's home directory, and whoever held that would be the enclave's MRSIGNER.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sanctorum.build.sgx_signing import SgxKeyFile, Sigstruct, generate_sgx_key, read_sigstruct
 from sanctorum.common.bundle import BUNDLE_MOUNT, FILES_MOUNT, STATE_MOUNT, EnclaveConfig
+from sanctorum.common.errors import BundleError
+from sanctorum.common.hashes import SHA256Hash
 
 
 def python_paths() -> list[Path]:
@@ -91,39 +96,139 @@ def manifest_template(
 
 @dataclass(frozen=True)
 class SgxBuild:
+    """What a debug or release build produced for SGX, and the identity SGX will attest."""
+
     manifest_template: Path
-    mrenclave: str | None
-    """The SGX measurement, when Gramine was here to sign; None otherwise."""
+    mrenclave: SHA256Hash | None
+    """The SGX measurement, read from the signed SIGSTRUCT; None when Gramine was not here."""
+    mrsigner: SHA256Hash | None
+    """SHA-256 of the SGX signing key's modulus; None when no key was named and Gramine was
+    not here to sign with a throwaway key."""
     note: str
+    sigstruct: Path | None = None
+    throwaway_key: bool = False
+    """Signed with a key generated for this build and deleted: nothing else can carry its
+    MRSIGNER (debug builds without ``--sgx-key`` only)."""
 
 
-def write_and_sign(config: EnclaveConfig, bundle: Path, *, debug: bool) -> SgxBuild:
-    """Write ``NAME.manifest.template`` beside the bundle; render and sign it if Gramine is
-    installed, and say plainly what is missing if not."""
-    template = bundle.with_name(f"{config.name}.manifest.template")
+_SGX_OUTPUTS = (".manifest", ".manifest.sgx", ".sig")
+
+
+def _run(command: list[str], cwd: Path) -> str:
+    """Run a Gramine tool; its failure becomes a :class:`BundleError` that shows its output."""
+    try:
+        done = subprocess.run(  # noqa: S603 (our own arguments, no shell)
+            command, cwd=cwd, check=True, capture_output=True, text=True
+        )
+    except subprocess.CalledProcessError as error:
+        output = "\n".join(part for part in (error.stdout, error.stderr) if part).strip()
+        raise BundleError(
+            f"{command[0]} failed (exit status {error.returncode}); nothing was signed:\n"
+            f"{output[-4000:]}"
+        ) from None
+    except OSError as error:
+        raise BundleError(f"cannot run {command[0]}: {error}") from None
+    return done.stdout
+
+
+def _sign(
+    config: EnclaveConfig, directory: Path, debug: bool, sgx_key: SgxKeyFile | None
+) -> Sigstruct:
+    """Render and sign in ``directory``; the SIGSTRUCT, checked against the key and config."""
+    template = directory / f"{config.name}.manifest.template"
+    manifest = directory / f"{config.name}.manifest"
+    sigfile = directory / f"{config.name}.sig"
+    _run(["gramine-manifest", str(template), str(manifest)], directory)
+    with tempfile.TemporaryDirectory(prefix="sanctorum-sgx-key-") as scratch:
+        if sgx_key is None:
+            # Debug enclaves attest INSECURE and SGX derives their sealing keys apart from
+            # release ones; a key that is deleted after this signature cannot sign anything else.
+            path = Path(scratch) / "throwaway-sgx-key.pem"
+            sgx_key = SgxKeyFile(path, generate_sgx_key(path))
+        _run(
+            [
+                "gramine-sgx-sign",
+                "--manifest",
+                str(manifest),
+                "--output",
+                f"{manifest}.sgx",
+                "--sigfile",
+                str(sigfile),
+                "--key",
+                str(sgx_key.path),
+            ],
+            directory,
+        )
+        try:
+            data = sigfile.read_bytes()
+        except OSError as error:
+            raise BundleError(
+                f"gramine-sgx-sign did not write {sigfile}: {error.strerror or error}"
+            ) from None
+        sigstruct = read_sigstruct(data, str(sigfile), sgx_key.private_key.public_key())
+    expected = (config.product_id, config.revocation_level, debug)
+    found = (sigstruct.product_id, sigstruct.security_version, sigstruct.debug)
+    if found != expected:
+        raise BundleError(
+            f"{sigfile} says product id {found[0]}, revocation level (ISVSVN) {found[1]}, "
+            f"debug {found[2]}; the build asked for {expected[0]}, {expected[1]}, {expected[2]}: "
+            "check the manifest template and build again"
+        )
+    return sigstruct
+
+
+def write_and_sign(
+    config: EnclaveConfig, bundle: Path, *, debug: bool, sgx_key: SgxKeyFile | None
+) -> SgxBuild:
+    """Write ``NAME.manifest.template`` beside the bundle; render it and sign it with
+    ``gramine-sgx-sign --key`` if Gramine is installed, and say plainly what is missing if not.
+
+    ``sgx_key`` is the user's SGX signing key; it may be None only for debug builds, which are
+    then signed with a throwaway key (never with Gramine's default key on this machine).
+    The MRENCLAVE and MRSIGNER are read from the signed SIGSTRUCT, which must verify under the
+    key given and carry the configuration's product id, revocation level and debug flag.
+    """
+    if sgx_key is None and not debug:
+        raise BundleError("a release build needs an SGX signing key (--sgx-key)")
+    directory = bundle.parent.resolve()  # the tools run there, so no path may be relative
+    template = directory / f"{config.name}.manifest.template"
+    manifest = directory / f"{config.name}.manifest"
+    signed_manifest = directory / f"{config.name}.manifest.sgx"
+    sigfile = directory / f"{config.name}.sig"
+    # The bundle just changed, so any earlier signature is stale: never leave one to be found.
+    for suffix in _SGX_OUTPUTS:
+        (directory / f"{config.name}{suffix}").unlink(missing_ok=True)
     template.write_text(manifest_template(config, bundle.resolve(), debug=debug))
     missing = [tool for tool in ("gramine-manifest", "gramine-sgx-sign") if not shutil.which(tool)]
     if missing:
+        key_argument = str(sgx_key.path) if sgx_key else "YOUR-SGX-KEY.pem"
         return SgxBuild(
             template,
             None,
+            sgx_key.mrsigner if sgx_key else None,
             f"{' and '.join(missing)} not installed: the manifest template was written, but the "
-            "SGX enclave was not signed. On an SGX machine with Gramine, run "
-            f"`gramine-manifest {template.name} {config.name}.manifest` and "
-            f"`gramine-sgx-sign --manifest {config.name}.manifest --output "
-            f"{config.name}.manifest.sgx` in {template.parent}.",
+            "SGX enclave was not signed, so its MRENCLAVE is not known yet. On an SGX machine "
+            f"with Gramine, in {directory}/, run `gramine-manifest {template.name} "
+            f"{manifest.name}` and `gramine-sgx-sign --manifest {manifest.name} --output "
+            f"{signed_manifest.name} --sigfile {sigfile.name} --key {key_argument}`; then "
+            f"`gramine-sgx-sigstruct-view {sigfile.name}` prints mr_enclave (C:<mr_enclave>) "
+            "and mr_signer. Or run this build there.",
         )
-    manifest = template.with_name(f"{config.name}.manifest")
-    subprocess.run(["gramine-manifest", str(template), str(manifest)], check=True)  # noqa: S603,S607
-    signed = subprocess.run(  # noqa: S603
-        ["gramine-sgx-sign", "--manifest", str(manifest), "--output", f"{manifest}.sgx"],  # noqa: S607
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    match = re.search(r"mr_enclave:\s*([0-9a-fA-F]{64})", signed.stdout)
+    throwaway = sgx_key is None
+    try:
+        sigstruct = _sign(config, directory, debug, sgx_key)
+    except BaseException:
+        # A signature that failed a check must not be left where `gramine-sgx` would run it.
+        for suffix in _SGX_OUTPUTS:
+            (directory / f"{config.name}{suffix}").unlink(missing_ok=True)
+        raise
+    note = f"signed {signed_manifest.name} and {sigfile.name} in {directory}"
+    if throwaway:
+        note += (
+            "; with a throwaway SGX key, now deleted: this MRSIGNER belongs to this build "
+            "alone, and sealed state of earlier debug builds will not open. Pass --sgx-key "
+            "for a signer that lasts"
+        )
     return SgxBuild(
-        template,
-        match.group(1).upper() if match else None,
-        f"signed {manifest}.sgx",
+        template, sigstruct.mrenclave, sigstruct.mrsigner, note, sigfile, throwaway_key=throwaway
     )
