@@ -33,6 +33,26 @@ def test_collateral_is_cached_until_its_next_update(pccs: str) -> None:
     assert len(FakePccs.requests) == 8
 
 
+def test_collateral_is_refetched_after_max_age(pccs: str) -> None:
+    """Reusing a set for its whole 30 days would make a host's attestations look up to 30 days
+    old to EXPIRE:; by default a set is reused for a day."""
+    now = [VALID_AT]
+    fetcher = CollateralFetcher(pccs, clock=lambda: now[0])
+    fetcher.collateral_for(QUOTE)
+    now[0] = VALID_AT + timedelta(hours=23)
+    fetcher.collateral_for(QUOTE)
+    assert len(FakePccs.requests) == 4
+    now[0] = VALID_AT + timedelta(hours=24, seconds=1)  # the TCB info is valid for 29 more days
+    fetcher.collateral_for(QUOTE)
+    assert len(FakePccs.requests) == 8
+    uncached = CollateralFetcher(pccs, clock=lambda: VALID_AT, max_age=timedelta(0))
+    uncached.collateral_for(QUOTE)
+    uncached.collateral_for(QUOTE)
+    assert len(FakePccs.requests) == 16
+    with pytest.raises(CollateralError, match="max_age must not be negative"):
+        CollateralFetcher(pccs, max_age=timedelta(seconds=-1))
+
+
 def test_failures_are_collateral_errors(pccs: str) -> None:
     FakePccs.broken = True
     with pytest.raises(CollateralError, match="answered 503"):

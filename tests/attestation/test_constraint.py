@@ -37,7 +37,8 @@ INFO = _info()
 
 def test_parse_every_term() -> None:
     constraint = EnclaveConstraint.parse(
-        f"C:{CODE} c:{SHA256Hash.of(b'2')} S:{SIGNER} PROD:5 REVOKE:2 SEC:stale EXPIRE:P1DT2H"
+        f"C:{CODE} c:{SHA256Hash.of(b'2')} S:{SIGNER} PROD:5 REVOKE:2 SEC:stale EXPIRE:P1DT2H "
+        "tcbeval:17"
     )
     assert constraint.acceptable_code_hashes == {CODE, SHA256Hash.of(b"2")}
     assert constraint.acceptable_signers == {SIGNER}
@@ -45,6 +46,7 @@ def test_parse_every_term() -> None:
     assert constraint.minimum_revocation_level == 2
     assert constraint.minimum_security_level is SecuritySummary.STALE
     assert constraint.max_attestation_age == timedelta(days=1, hours=2)
+    assert constraint.minimum_tcb_evaluation_data_number == 17
 
 
 def test_default_security_is_secure() -> None:
@@ -72,6 +74,14 @@ def test_default_security_is_secure() -> None:
         ("C:1234", "64 hex digits"),
         (f"C:{CODE} BOGUS:1", "unknown constraint term 'BOGUS'"),
         (f"C:{CODE} PROD:1 PROD:2", "more than once"),
+        (f"C:{CODE} TCBEVAL:1 TCBEVAL:2", "TCBEVAL: appears more than once"),
+        (f"C:{CODE} TCBEVAL:x", "TCBEVAL:x is not a whole number"),
+        (f"C:{CODE} TCBEVAL:-1", "not a whole number"),
+        (f"C:{CODE} TCBEVAL:+1", "not a whole number"),
+        (f"C:{CODE} TCBEVAL:1.5", "not a whole number"),
+        (f"C:{CODE} TCBEVAL:\u0661", "not a whole number"),  # Arabic-Indic one
+        (f"C:{CODE} TCBEVAL:12345678901", "not a whole number"),
+        (f"C:{CODE} TCBEVAL:4294967296", "TCBEVAL must be from 0 to 4294967295"),
         (f"C{CODE}", "KEY:VALUE"),
         ("C:", "KEY:VALUE"),
     ],
@@ -141,6 +151,8 @@ def test_durations() -> None:
 def test_format_is_canonical() -> None:
     text = f"SEC:stale C:{str(CODE).lower()} EXPIRE:P1W"
     assert EnclaveConstraint.parse(text).format() == f"C:{CODE} SEC:STALE EXPIRE:P7D"
+    text = f"TCBEVAL:017 C:{CODE}"
+    assert EnclaveConstraint.parse(text).format() == f"C:{CODE} SEC:SECURE TCBEVAL:17"
 
 
 _hashes = st.binary(min_size=32, max_size=32).map(SHA256Hash)
@@ -160,6 +172,7 @@ def _constraints(draw: st.DrawFn) -> EnclaveConstraint:
         max_attestation_age=draw(
             st.none() | st.integers(1, 10**9).map(lambda s: timedelta(seconds=s))
         ),
+        minimum_tcb_evaluation_data_number=draw(st.none() | st.integers(0, 2**32 - 1)),
     )
 
 
@@ -181,7 +194,9 @@ def test_random_text_raises_only_constraint_errors(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(
-        st.sampled_from(["C:", "S:", "PROD:", "REVOKE:", "SEC:", "EXPIRE:", "X:", ""]).flatmap(
+        st.sampled_from(
+            ["C:", "S:", "PROD:", "REVOKE:", "SEC:", "EXPIRE:", "TCBEVAL:", "X:", ""]
+        ).flatmap(
             lambda key: st.text(alphabet="0123456789ABCDEFPTWDHMSY.-", max_size=70).map(
                 lambda value: key + value
             )

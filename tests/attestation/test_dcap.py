@@ -160,16 +160,13 @@ def test_constraints_on_the_recorded_claims() -> None:
     ],
 )
 def test_tcb_status_mapping(status: str, summary: SecuritySummary) -> None:
-    assert classify(status, ["INTEL-SA-1"], debug=False)[0] is summary
-    debug_summary, reason = classify(status, [], debug=True)
-    assert debug_summary is SecuritySummary.INSECURE
-    assert "debug" in reason
+    assert classify(status, ["INTEL-SA-1"])[0] is summary
 
 
 @pytest.mark.parametrize("status", ["Revoked", "TCBLevelUnknown", ""])
 def test_revoked_and_unknown_statuses_are_rejected(status: str) -> None:
     with pytest.raises(InvalidEnclaveError, match=r"revoked|unknown TCB status"):
-        classify(status, [], debug=False)
+        classify(status, [])
 
 
 @settings(max_examples=100, deadline=None)

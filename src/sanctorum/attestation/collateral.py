@@ -1,8 +1,10 @@
-"""Fetching DCAP collateral from a PCCS or Intel PCS, cached until it expires.
+"""Fetching DCAP collateral from a PCCS or Intel PCS, cached for a day at most.
 
 The host ships the collateral inside the enclave's attestation, so a client verifies offline
-with nothing but the Intel root it pins; a client may also fetch fresh collateral itself. Nothing
-here is trusted: every piece is signed by Intel and checked by the verifier.
+with nothing but the Intel root it pins; a client may also fetch fresh collateral itself
+(``EnclaveInstanceInfo.deserialize(data, collateral=CollateralFetcher(...))``), so the host
+cannot choose how old it is. Nothing here is trusted: every piece is signed by Intel and checked
+by the verifier.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:  # httpx loads only when collateral is fetched: clients stay l
     import httpx
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
+DEFAULT_MAX_AGE = timedelta(hours=24)
 
 
 class CollateralError(SanctorumError):
@@ -61,7 +64,13 @@ def _next_update(document: str) -> datetime:
 
 class CollateralFetcher:
     """Gets the collateral for a quote's platform, through ``httpx``, cached per FMSPC and CA
-    until the TCB info or QE identity says it must be refreshed."""
+    for ``max_age`` after fetching, or until the TCB info or QE identity says it must be
+    refreshed if that comes first.
+
+    Intel reissues TCB info, QE identity and PCK CRL often, each valid for 30 days; keeping a
+    set for its whole validity would make the attestations a host hands out look up to 30 days
+    old to clients whose constraint says ``EXPIRE:``. ``max_age`` bounds that (zero: no cache).
+    """
 
     def __init__(
         self,
@@ -69,9 +78,13 @@ class CollateralFetcher:
         *,
         http: httpx.Client | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_age: timedelta = DEFAULT_MAX_AGE,
     ) -> None:
         import httpx
 
+        if max_age < timedelta(0):
+            raise CollateralError(f"max_age must not be negative, not {max_age}")
+        self._max_age = max_age
         self._base = base_url.rstrip("/") + "/sgx/certification/v4"
         self._http = http or httpx.Client(timeout=30)
         self._clock = clock
@@ -94,8 +107,13 @@ class CollateralFetcher:
             cached = self._cache.get(key)
             if cached is not None and self._clock() < cached[0]:
                 return cached[1]
+        fetched_at = self._clock()
         collateral = self._fetch(fmspc, ca)
-        expires = min(_next_update(collateral["tcb_info"]), _next_update(collateral["qe_identity"]))
+        expires = min(
+            _next_update(collateral["tcb_info"]),
+            _next_update(collateral["qe_identity"]),
+            fetched_at + self._max_age,
+        )
         with self._lock:
             self._cache[key] = (expires, collateral)
         return collateral

@@ -8,9 +8,16 @@ One-line form, space separated::
     REVOKE:<n>          minimum revocation level, 0-65534
     SEC:<level>         minimum security: SECURE (default), STALE or INSECURE
     EXPIRE:<duration>   maximum age of the attestation, ISO-8601 (P1D, PT12H, P1W, P1DT30M, …)
+    TCBEVAL:<n>         minimum TCB evaluation data number of SGX DCAP collateral
 
 SECURE accepts SECURE only, STALE accepts SECURE or STALE, and INSECURE accepts INSECURE only,
 so a development client cannot be pointed at a production enclave by mistake.
+
+For SGX DCAP evidence, ``EXPIRE:`` counts from the issue date of the oldest collateral item Intel
+reissues continuously (TCB info, QE identity, PCK CRL), since the host chooses the collateral
+and a quote carries no time of its own. ``TCBEVAL:`` needs the lower of the TCB info's and QE
+identity's ``tcbEvaluationDataNumber`` to be at least ``n`` (Intel raises it at each TCB
+recovery); evidence without collateral (mock, simulation) has none and fails it.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ _DURATION = re.compile(
     re.ASCII,
 )
 _MAX_DURATION = timedelta(days=100 * 366)
+_MAX_TCB_EVALUATION = 2**32 - 1  # a u32 in Intel's collateral
 
 
 def parse_duration(text: str) -> timedelta:
@@ -79,6 +87,8 @@ class EnclaveConstraint:
     minimum_revocation_level: int | None = None
     minimum_security_level: SecuritySummary = SecuritySummary.SECURE
     max_attestation_age: timedelta | None = None
+    minimum_tcb_evaluation_data_number: int | None = None
+    """``TCBEVAL:``: the lowest TCB evaluation data number of SGX DCAP collateral accepted."""
 
     def __post_init__(self) -> None:
         if not self.acceptable_code_hashes and not self.acceptable_signers:
@@ -98,6 +108,11 @@ class EnclaveConstraint:
         age = self.max_attestation_age
         if age is not None and (age <= timedelta(0) or age % timedelta(seconds=1)):
             raise InvalidConstraintError("EXPIRE must be a positive whole number of seconds")
+        evaluation = self.minimum_tcb_evaluation_data_number
+        if evaluation is not None and not 0 <= evaluation <= _MAX_TCB_EVALUATION:
+            raise InvalidConstraintError(
+                f"TCBEVAL must be from 0 to {_MAX_TCB_EVALUATION}, not {evaluation}"
+            )
 
     @classmethod
     def parse(cls, text: str) -> EnclaveConstraint:
@@ -121,13 +136,14 @@ class EnclaveConstraint:
                     (codes if key == "C" else signers).add(SHA256Hash.parse(value))
                 except InvalidKeyError as error:
                     raise InvalidConstraintError(f"{key}: {error}") from None
-            elif key in ("PROD", "REVOKE", "SEC", "EXPIRE"):
+            elif key in ("PROD", "REVOKE", "SEC", "EXPIRE", "TCBEVAL"):
                 if key in single:
                     raise InvalidConstraintError(f"{key}: appears more than once")
                 single[key] = value
             else:
                 raise InvalidConstraintError(
-                    f"unknown constraint term {key!r}: use C, S, PROD, REVOKE, SEC or EXPIRE"
+                    f"unknown constraint term {key[:20]!r}: use C, S, PROD, REVOKE, SEC, EXPIRE "
+                    "or TCBEVAL"
                 )
         return cls(
             acceptable_code_hashes=frozenset(codes),
@@ -136,6 +152,9 @@ class EnclaveConstraint:
             minimum_revocation_level=_parse_int("REVOKE", single.get("REVOKE")),
             minimum_security_level=_parse_security(single.get("SEC", "SECURE")),
             max_attestation_age=(parse_duration(single["EXPIRE"]) if "EXPIRE" in single else None),
+            minimum_tcb_evaluation_data_number=_parse_int(
+                "TCBEVAL", single.get("TCBEVAL"), digits=10
+            ),
         )
 
     def format(self) -> str:
@@ -149,6 +168,8 @@ class EnclaveConstraint:
         terms.append(f"SEC:{self.minimum_security_level.name}")
         if self.max_attestation_age is not None:
             terms.append(f"EXPIRE:{format_duration(self.max_attestation_age)}")
+        if self.minimum_tcb_evaluation_data_number is not None:
+            terms.append(f"TCBEVAL:{self.minimum_tcb_evaluation_data_number}")
         return " ".join(terms)
 
     def __str__(self) -> str:
@@ -194,19 +215,52 @@ class EnclaveConstraint:
                 f"({info.security_info.reason}){hint}"
             )
         if self.max_attestation_age is not None:
-            now = now or datetime.now(UTC)
-            age = now - info.security_info.timestamp
-            if age > self.max_attestation_age:
-                raise InvalidEnclaveError(
-                    f"enclave fails EXPIRE:{format_duration(self.max_attestation_age)}: its "
-                    f"attestation is {age} old; ask the host to refresh it"
-                )
+            self._check_age(info, self.max_attestation_age, now or datetime.now(UTC))
+        if self.minimum_tcb_evaluation_data_number is not None:
+            self._check_tcb_evaluation(info, self.minimum_tcb_evaluation_data_number)
+
+    @staticmethod
+    def _check_age(info: EnclaveInstanceInfo, limit: timedelta, now: datetime) -> None:
+        security = info.security_info
+        age = now - security.timestamp
+        if age <= limit:
+            return
+        term = f"EXPIRE:{format_duration(limit)}"
+        if security.collateral is None:
+            raise InvalidEnclaveError(
+                f"enclave fails {term}: its attestation is {age} old; ask the host to refresh it"
+            )
+        item, issued = security.collateral.oldest_reissued_item
+        raise InvalidEnclaveError(
+            f"enclave fails {term}: its oldest DCAP collateral, the {item} issued "
+            f"{issued.isoformat()}, is {age} old; ask the host to refresh its collateral, or "
+            "fetch it fresh yourself (EnclaveInstanceInfo.deserialize(..., "
+            "collateral=CollateralFetcher(...)))"
+        )
+
+    @staticmethod
+    def _check_tcb_evaluation(info: EnclaveInstanceInfo, minimum: int) -> None:
+        collateral = info.security_info.collateral
+        if collateral is None:
+            raise InvalidEnclaveError(
+                f"enclave fails TCBEVAL:{minimum}: its {info.enclave_mode.value}-mode attestation "
+                f"({info.evidence_type} evidence) has no TCB evaluation data number: only SGX "
+                "DCAP collateral carries one; drop TCBEVAL: for development enclaves"
+            )
+        number = collateral.tcb_evaluation_data_number
+        if number < minimum:
+            raise InvalidEnclaveError(
+                f"enclave fails TCBEVAL:{minimum}: its collateral's TCB evaluation data number "
+                f"is {number} (TCB info {collateral.tcb_info_evaluation_data_number}, QE "
+                f"identity {collateral.qe_identity_evaluation_data_number}); ask the host to "
+                "refresh its collateral, or fetch it fresh yourself"
+            )
 
 
-def _parse_int(key: str, value: str | None) -> int | None:
+def _parse_int(key: str, value: str | None, digits: int = 6) -> int | None:
     if value is None:
         return None
-    if not value.isascii() or not value.isdigit() or len(value) > 6:
+    if not value.isascii() or not value.isdigit() or len(value) > digits:
         raise InvalidConstraintError(f"{key}:{value[:20]} is not a whole number")
     return int(value)
 
