@@ -18,6 +18,8 @@ import web_bench
 def main() -> int:
     results = [mail_bench.report()]
     print()
+    results.append(mail_bench.padding_report())
+    print()
     results.append(boundary_bench.report())
     print()
     results.append(persistence_bench.report())

@@ -40,7 +40,7 @@ class PostOffice:
         self.sender_private_key = sender_private_key
         self.destination = destination
         self.topic = validate_topic(topic)
-        self.min_size_policy = min_size_policy or MinSizePolicy.moving_average()
+        self.min_size_policy = min_size_policy or MinSizePolicy.default()
         self._next_sequence_number = next_sequence_number
         self._replies = SequenceTracker({None: next_reply_sequence_number}, gaps_allowed=True)
         self._lock = threading.Lock()
@@ -82,7 +82,10 @@ class PostOffice:
                 sequence_number=sequence_number,
                 body=body,
                 envelope=envelope,
-                padded_size=self.min_size_policy.padded_size(len(body)),
+                # The hidden header counts towards the padded size, so its length (an answer
+                # carries one, other mail may not) does not show either.
+                padded_size=self.min_size_policy.padded_size(len(body) + len(private_header))
+                - len(private_header),
                 private_header=private_header,
             )
             self._next_sequence_number = sequence_number + 1
