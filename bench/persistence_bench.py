@@ -80,8 +80,11 @@ CHUNK = 1 << 20
 
 
 def filesystem_report() -> bool:
-    """Sequential write and read of a 64 MiB file on the persistent filesystem, against raw
-    AES-GCM over the same bytes. Target (issue 4): at least 30% of raw throughput."""
+    """Sequential write and read of a 64 MiB file on the persistent filesystem,
+    against raw AES-GCM over the same bytes. Target (issue 4): at least 30% of raw
+    throughput; issue 10: within 20% of the figures before filesystems were bound to the
+    sealed state (write 67 to 98% of raw, read about 300%). The commit that makes the write
+    durable (it flushes the host file) is printed beside them."""
     import tempfile
     import time
     from pathlib import Path
@@ -93,16 +96,21 @@ def filesystem_report() -> bool:
     raw_encrypt = min(timeit.repeat(lambda: aead.encrypt(nonce, data, None), number=1, repeat=3))
     sealed = aead.encrypt(nonce, data, None)
     raw_decrypt = min(timeit.repeat(lambda: aead.decrypt(nonce, sealed, None), number=1, repeat=3))
-    writes, reads = [], []
+    writes, reads, commits = [], [], []
     with tempfile.TemporaryDirectory() as directory:
         for attempt in range(3):
             path = Path(directory) / f"fs{attempt}"
-            fs = EnclaveFileSystem(persistent_volume(path, os.urandom(32), 2 * FILE_SIZE), None)
+            volume = persistent_volume(path, 2 * FILE_SIZE, None)
+            volume.commit()
+            fs = EnclaveFileSystem(volume, None)
             started = time.perf_counter()
             with fs.open("/big", "wb") as file:
                 for start in range(0, FILE_SIZE, CHUNK):
                     file.write(data[start : start + CHUNK])
             writes.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            volume.commit()  # as the end of the call does: the tree, the superblock, a flush
+            commits.append(time.perf_counter() - started)
             started = time.perf_counter()
             with fs.open("/big", "rb") as file:
                 while file.read(CHUNK):
@@ -120,4 +128,8 @@ def filesystem_report() -> bool:
             f"  {name:5}  {mib / ours:7.0f} MiB/s   raw AES-GCM {mib / raw:7.0f} MiB/s   "
             f"{share:6.0%} of raw  {'met' if met else 'MISSED'} (≥30%)"
         )
+    print(
+        f"  commit after the write (tree, superblock, fdatasync of the host file): "
+        f"{min(commits) * 1e3:.1f} ms min, {sorted(commits)[1] * 1e3:.1f} ms median"
+    )
     return ok

@@ -627,8 +627,13 @@ def test_a_host_still_unreachable_leaves_the_mail_in_doubt(load: Load) -> None:
     assert _count(host) == 2
 
 
+class QuietAnnouncer(Announcer):
+    def on_startup(self) -> None:
+        """Says nothing when it restarts."""
+
+
 def test_mail_from_an_instance_the_client_has_retired_is_dropped() -> None:
-    with EnclaveHost.load(Announcer).start() as host:
+    with EnclaveHost.load(QuietAnnouncer).start() as host:
         client = _client(host)
         client.send_mail(b"hi")
         old = host.mailbox.next_mail(client.correlation_id) if host.mailbox else None

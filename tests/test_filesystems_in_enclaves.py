@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from sanctorum import EnclaveCallError, EnclaveHost, EnclaveStateError, SealedStateError
+from sanctorum import (
+    EnclaveCallError,
+    EnclaveHost,
+    EnclaveStateError,
+    FileSystemRollbackError,
+    SealedStateError,
+)
 
 Load = Callable[[str], EnclaveHost]
 
@@ -47,9 +53,89 @@ def test_a_tampered_filesystem_file_is_detected(load: Load, tmp_path: Path) -> N
             data[position + 100] ^= 1
     disk.write_bytes(bytes(data))
     with pytest.raises(SealedStateError, match=str(disk)):
-        load("Files").start(filesystem_file=disk).call_enclave(b"read /data.txt")
+        load("Files").start(sealed_state=host.sealed_state, filesystem_file=disk).call_enclave(
+            b"read /data.txt"
+        )
 
 
 def test_a_persistent_filesystem_needs_its_file(load: Load) -> None:
     with pytest.raises(EnclaveStateError, match="filesystem_file"):
         load("Files").start()
+
+
+# -- the filesystem is bound to the sealed state (issue 10, observation 1) ---------------------
+
+
+def test_an_emptied_filesystem_file_is_refused(load: Load, tmp_path: Path) -> None:
+    disk = tmp_path / "files.fs"
+    host = load("Files").start(filesystem_file=disk)
+    host.call_enclave(b"write /balance=100")
+    host.close()
+    disk.write_bytes(b"")  # the host "resets" the filesystem
+    with pytest.raises(FileSystemRollbackError, match="emptied"):
+        host.restart()
+
+
+def test_an_older_copy_of_the_filesystem_file_is_refused(load: Load, tmp_path: Path) -> None:
+    disk = tmp_path / "files.fs"
+    host = load("Files").start(filesystem_file=disk)
+    host.call_enclave(b"write /balance=100")
+    older = disk.read_bytes()
+    host.call_enclave(b"write /balance=50")
+    host.call_enclave(b"write /balance=0")
+    host.close()
+    disk.write_bytes(older)  # put back the file from when the balance was 100
+    with pytest.raises(FileSystemRollbackError, match="older or newer copy"):
+        host.restart()
+
+
+def test_a_file_without_its_sealed_state_is_refused_not_overwritten(
+    load: Load, tmp_path: Path
+) -> None:
+    disk = tmp_path / "files.fs"
+    host = load("Files").start(filesystem_file=disk)
+    host.call_enclave(b"write /kept=yes")
+    host.close()
+    before = disk.read_bytes()
+    with pytest.raises(FileSystemRollbackError, match="records no filesystem"):
+        load("Files").start(filesystem_file=disk)
+    assert disk.read_bytes() == before
+
+
+def test_a_new_filesystem_is_committed_before_start_returns(load: Load, tmp_path: Path) -> None:
+    """Its key lives in the sealed state: a host that stops before any call restarts fine."""
+    host = load("Files").start(filesystem_file=tmp_path / "files.fs")
+    assert host.sealed_state is not None
+    host.restart()
+    assert json.loads(host.call_enclave(b"list /") or b"") == ["tmp"]
+
+
+def test_after_a_crash_the_files_are_those_of_the_last_stored_state(
+    load: Load, tmp_path: Path
+) -> None:
+    """The host crashed after the enclave wrote files but before it stored the sealed state:
+    the enclave comes back from the state the host has, with the files as they were then."""
+    disk = tmp_path / "files.fs"
+    host = load("Files").start(filesystem_file=disk)
+    host.call_enclave(b"write /report=first")
+    stored = host.sealed_state
+    host.call_enclave(b"write /report=second")  # its sealed state is lost in the crash
+    host.close()
+    again = load("Files").start(sealed_state=stored, filesystem_file=disk)
+    assert again.call_enclave(b"read /report") == b"first"
+    assert json.loads(again.call_enclave(b"list /") or b"") == ["report", "tmp"]
+
+
+def test_a_sealed_state_older_than_the_files_by_two_commits_is_refused(
+    load: Load, tmp_path: Path
+) -> None:
+    """The host stored later states and then starts from an old one (a rollback)."""
+    disk = tmp_path / "files.fs"
+    host = load("Files").start(filesystem_file=disk)
+    host.call_enclave(b"write /report=first")
+    old = host.sealed_state
+    host.call_enclave(b"write /report=second")
+    host.call_enclave(b"write /report=third")
+    host.close()
+    with pytest.raises(FileSystemRollbackError, match="older or newer copy"):
+        load("Files").start(sealed_state=old, filesystem_file=disk)

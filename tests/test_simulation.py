@@ -29,6 +29,7 @@ from sanctorum.common.frames import (
     FrameType,
     decode_call_result,
     decode_error,
+    decode_ready,
     encode_frame,
     encode_load,
 )
@@ -73,7 +74,7 @@ class RawChild:
         )
         (ready,) = self.receive(1)
         assert ready.type is FrameType.READY, decode_error(ready.payload)
-        return EnclaveInstanceInfo.deserialize(ready.payload)
+        return EnclaveInstanceInfo.deserialize(decode_ready(ready.payload)[0])
 
     def call(self, call_id: int, data: bytes) -> bytes | None:
         self.send(encode_frame(Frame(FrameType.CALL, call_id, data)))

@@ -84,6 +84,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         EnclaveStateError as EnclaveStateError,
     )
     from sanctorum.common.errors import (
+        FileSystemRollbackError as FileSystemRollbackError,
+    )
+    from sanctorum.common.errors import (
         FrameError as FrameError,
     )
     from sanctorum.common.errors import (
@@ -124,6 +127,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
     )
     from sanctorum.common.errors import (
         MailTooLargeError as MailTooLargeError,
+    )
+    from sanctorum.common.errors import (
+        NewerSealedStateError as NewerSealedStateError,
     )
     from sanctorum.common.errors import (
         PersistentMapFullError as PersistentMapFullError,
@@ -207,6 +213,8 @@ _EXPORTS = {
             "EnclaveRollbackError",
             "PersistentMapFullError",
             "SealedStateError",
+            "FileSystemRollbackError",
+            "NewerSealedStateError",
             "EnclaveCrashedError",
             "FrameError",
         ],

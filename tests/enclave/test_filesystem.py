@@ -10,20 +10,21 @@ from pathlib import Path
 
 import pytest
 
+from sanctorum.common.errors import FileSystemRollbackError, SealedStateError
 from sanctorum.enclave.filesystem import (
     SECTOR_SIZE,
     SLOT_SIZE,
     EnclaveFileSystem,
     FileSystemCorruptError,
+    FileSystemRecord,
+    PersistentVolume,
     SectorStorage,
     _walk_files,
     memory_volume,
     persistent_volume,
 )
 
-KEY = bytes(range(32))
 CAPACITY = 16 << 20
-Mount = Callable[[], EnclaveFileSystem]
 
 
 @pytest.fixture
@@ -31,20 +32,48 @@ def disk(tmp_path: Path) -> Path:
     return tmp_path / "enclave.fs"
 
 
+class Mount:
+    """Mounts the persistent filesystem in ``disk`` with /tmp in memory, as an enclave does:
+    from the record of its last commit (kept here, as the sealed state keeps it)."""
+
+    def __init__(self, disk: Path) -> None:
+        self.disk = disk
+        self.record: FileSystemRecord | None = None
+        self.fs: EnclaveFileSystem | None = None
+
+    def __call__(self, record: FileSystemRecord | None = None) -> EnclaveFileSystem:
+        """Commit what changed (as a call's end does), then mount again from ``record``
+        (default: the last commit's)."""
+        if self.fs is not None:
+            if self.volume.dirty:
+                self.commit()
+            self.fs.close()
+            self.fs = None
+        volume = persistent_volume(self.disk, CAPACITY, record or self.record)
+        self.fs = EnclaveFileSystem(volume, memory_volume(1 << 20))
+        return self.fs
+
+    @property
+    def volume(self) -> PersistentVolume:
+        assert self.fs is not None
+        volume = self.fs._persistent
+        assert isinstance(volume, PersistentVolume)
+        return volume
+
+    def commit(self) -> FileSystemRecord:
+        self.record = self.volume.commit()
+        return self.record
+
+    def crash(self) -> None:
+        """The enclave stops without committing what changed since the last commit."""
+        assert self.fs is not None
+        self.fs.close()
+        self.fs = None
+
+
 @pytest.fixture
 def mount(disk: Path) -> Mount:
-    """Mounts the persistent filesystem in ``disk`` with /tmp in memory, as an enclave does."""
-    mounted: list[EnclaveFileSystem] = []
-
-    def make() -> EnclaveFileSystem:
-        for previous in mounted:
-            previous.close()
-        mounted.clear()
-        fs = EnclaveFileSystem(persistent_volume(disk, KEY, CAPACITY), memory_volume(1 << 20))
-        mounted.append(fs)
-        return fs
-
-    return make
+    return Mount(disk)
 
 
 @pytest.mark.parametrize(
@@ -143,9 +172,9 @@ def test_removing_a_full_directory(mount: Mount) -> None:
 
 
 def test_full_filesystems_say_so(tmp_path: Path) -> None:
-    small = EnclaveFileSystem(persistent_volume(tmp_path / "s.fs", KEY, 4 * SECTOR_SIZE), None)
-    with pytest.raises(OSError, match="full") as caught:
-        small.write_bytes("/big", bytes(4 * SECTOR_SIZE))
+    small = EnclaveFileSystem(persistent_volume(tmp_path / "s.fs", 4 * SECTOR_SIZE, None), None)
+    with pytest.raises(OSError, match="full") as caught:  # two of the four are superblocks
+        small.write_bytes("/big", bytes(3 * SECTOR_SIZE))
     assert caught.value.errno == errno.ENOSPC
     memory = EnclaveFileSystem(None, memory_volume(100))
     with pytest.raises(OSError, match="full") as caught:
@@ -172,36 +201,38 @@ def test_sectors_are_shuffled_and_sealed(mount: Mount, disk: Path) -> None:
     assert empty.count(bytes(64)) < 4  # no tell-tale zeros: free slots look used
     secret = b"SECRET" * 50_000
     fs.write_bytes("/f", secret)
+    mount.commit()
     assert b"SECRET" not in disk.read_bytes()
-    slots = _live_slots(fs)[2:]  # the file's sectors, in file order
+    slots = _live_slots(mount)[2:]  # the file's sectors, in file order
     assert len(slots) == 5
     assert slots != sorted(slots)  # not laid out in order
 
 
-def _live_slots(fs: EnclaveFileSystem) -> list[int]:
-    """Physical slots of the superblock, the tree and every file sector."""
-    volume = fs._persistent
-    assert volume is not None
+def _live_slots(mount: Mount) -> list[int]:
+    """Physical slots of the committed superblock, the tree and every file sector."""
+    volume = mount.volume
     storage = volume.storage
     assert isinstance(storage, SectorStorage)
-    sectors = [0, *storage._metadata_sectors]
-    for node in _walk_files(volume.root):
-        sectors += node.sectors
+    files = [sector for node in _walk_files(volume.root) for sector in node.sectors]
+    tree = sorted(storage._committed - set(files))
+    sectors = [storage._generation % 2, *tree, *files]
     return [storage._slot[sector] for sector in sectors]
 
 
 def test_every_tampered_sector_is_detected_naming_the_file(mount: Mount, disk: Path) -> None:
     fs = mount()
     fs.write_bytes("/f", os.urandom(3 * SECTOR_SIZE))
+    mount.commit()
     original = disk.read_bytes()
-    live = _live_slots(fs)
+    live = _live_slots(mount)
     assert len(live) == 5
     for slot in live:
         for offset in (0, 20, SLOT_SIZE - 1):  # nonce, ciphertext, tag
             tampered = bytearray(original)
             tampered[slot * SLOT_SIZE + offset] ^= 0x01
             disk.write_bytes(bytes(tampered))
-            with pytest.raises(FileSystemCorruptError, match=str(disk)):
+            # The superblock is checked when mounting, the rest when read.
+            with pytest.raises(SealedStateError, match=str(disk)):
                 mount().read_bytes("/f")
     disk.write_bytes(original)
     assert mount().read_bytes("/f") == fs.read_bytes("/f")
@@ -210,8 +241,9 @@ def test_every_tampered_sector_is_detected_naming_the_file(mount: Mount, disk: P
 def test_swapped_sectors_are_detected(mount: Mount, disk: Path) -> None:
     fs = mount()
     fs.write_bytes("/f", os.urandom(3 * SECTOR_SIZE))
+    mount.commit()
     data = bytearray(disk.read_bytes())
-    first, second = _live_slots(fs)[-2:]  # two sectors of the file
+    first, second = _live_slots(mount)[-2:]  # two sectors of the file
     a = data[first * SLOT_SIZE : (first + 1) * SLOT_SIZE]
     data[first * SLOT_SIZE : (first + 1) * SLOT_SIZE] = data[
         second * SLOT_SIZE : (second + 1) * SLOT_SIZE
@@ -224,16 +256,19 @@ def test_swapped_sectors_are_detected(mount: Mount, disk: Path) -> None:
 
 def test_truncated_file_is_refused_at_mount(mount: Mount, disk: Path) -> None:
     mount().write_bytes("/f", b"x")
+    mount.commit()
     with open(disk, "r+b") as file:
         file.truncate(disk.stat().st_size - 1)
-    with pytest.raises(FileSystemCorruptError, match="truncated or extended"):
+    with pytest.raises(FileSystemRollbackError, match="truncated or extended"):
         mount()
 
 
 def test_another_key_cannot_mount(mount: Mount, disk: Path) -> None:
     mount().write_bytes("/f", b"x")
-    with pytest.raises(FileSystemCorruptError, match="does not open"):
-        persistent_volume(disk, bytes(32), CAPACITY)
+    record = mount.commit()
+    other = FileSystemRecord(bytes(32), record.sectors, record.generation, record.root)
+    with pytest.raises(FileSystemRollbackError, match="does not hold the filesystem"):
+        persistent_volume(disk, CAPACITY, other)
 
 
 def test_fsspec_view(mount: Mount) -> None:
@@ -253,3 +288,98 @@ def test_fsspec_view(mount: Mount) -> None:
     assert not fs.exists("/data/c.txt")
     with pytest.raises(FileNotFoundError):
         fs.cat_file("/data/missing")
+
+
+# -- bound to the sealed state: emptied, older and mismatched files (issue 10, observation 1) --
+
+
+def test_an_emptied_or_missing_file_is_refused_once_a_filesystem_existed(
+    mount: Mount, disk: Path
+) -> None:
+    mount().write_bytes("/f", b"kept")
+    mount.commit()
+    mount.crash()
+    disk.write_bytes(b"")
+    with pytest.raises(FileSystemRollbackError, match="emptied"):
+        mount()
+    disk.unlink()
+    with pytest.raises(FileSystemRollbackError, match="missing"):
+        mount()
+
+
+def test_a_fresh_filesystem_is_made_only_where_none_existed(mount: Mount, disk: Path) -> None:
+    mount().write_bytes("/f", b"kept")
+    mount.commit()
+    mount.crash()
+    before = disk.read_bytes()
+    with pytest.raises(FileSystemRollbackError, match="records no filesystem"):
+        persistent_volume(disk, CAPACITY, None)
+    assert disk.read_bytes() == before  # refused before anything was written
+    disk.write_bytes(b"")  # an empty file is a new one
+    fresh = EnclaveFileSystem(persistent_volume(disk, CAPACITY, None), None)
+    assert fresh.listdir("/") == []
+
+
+def test_an_older_copy_of_the_whole_file_is_refused(mount: Mount, disk: Path) -> None:
+    fs = mount()
+    fs.write_bytes("/balance", b"100")
+    mount.commit()
+    older = disk.read_bytes()
+    for balance in (b"50", b"0"):  # two commits: both superblocks replaced
+        mount.fs.write_bytes("/balance", balance)  # type: ignore[union-attr]
+        mount.commit()
+    mount.crash()
+    disk.write_bytes(older)
+    with pytest.raises(FileSystemRollbackError, match="older or newer copy"):
+        mount()
+
+
+def test_one_sector_put_back_from_an_older_sealing_is_refused(mount: Mount, disk: Path) -> None:
+    fs = mount()
+    fs.write_bytes("/f", b"a" * SECTOR_SIZE)
+    mount.commit()
+    with fs.open("/f", "r+b") as file:  # copy on write: a new sector, sealed twice in place
+        file.write(b"b" * 10)
+        file.flush()
+        (sector,) = mount.volume.root.children["f"].sectors  # type: ignore[union-attr]
+        slot = mount.volume.storage._slot[sector]
+        first_sealing = os.pread(os.open(disk, os.O_RDONLY), SLOT_SIZE, slot * SLOT_SIZE)
+        file.seek(0)
+        file.write(b"c" * 10)
+    mount.commit()
+    assert fs.read_bytes("/f")[:11] == b"c" * 10 + b"a"
+    data = bytearray(disk.read_bytes())
+    data[slot * SLOT_SIZE : (slot + 1) * SLOT_SIZE] = first_sealing
+    disk.write_bytes(bytes(data))
+    with pytest.raises(FileSystemCorruptError, match="rolled back"):
+        mount().read_bytes("/f")
+
+
+def test_uncommitted_changes_never_damage_the_last_commit(mount: Mount, disk: Path) -> None:
+    """A crash between writing files and the host storing the sealed state: the enclave comes
+    back from the last sealed state the host has, with the files as they were then."""
+    fs = mount()
+    fs.write_bytes("/a", os.urandom(3 * SECTOR_SIZE))
+    fs.write_text("/b", "before")
+    committed = mount.commit()
+    a = fs.read_bytes("/a")
+    with fs.open("/a", "r+b") as file:  # overwrite committed sectors in the middle
+        file.seek(SECTOR_SIZE - 5)
+        file.write(b"x" * 20)
+    fs.remove("/b")
+    fs.write_bytes("/c", os.urandom(2 * SECTOR_SIZE))
+    fs.rename("/a", "/d")
+    mount.commit()  # committed, but the host never stored it (it crashed first)
+    mount.crash()
+    again = mount(committed)
+    assert again.listdir("/") == ["a", "b", "tmp"]
+    assert again.read_bytes("/a") == a
+    assert again.read_text("/b") == "before"
+
+
+def test_a_commit_frees_what_the_previous_one_used(mount: Mount) -> None:
+    fs = mount()
+    for round_number in range(20):  # 20 rewrites of 1 MiB in a 16 MiB filesystem
+        fs.write_bytes("/f", bytes([round_number]) * (1 << 20))
+        mount.commit()
+    assert mount().read_bytes("/f") == bytes([19]) * (1 << 20)

@@ -91,7 +91,7 @@ def test_serialisation_round_trips(entries: dict[str, bytes], records: dict[byte
     for key, value in records.items():
         state.set_record(key, value)
     state.apply()
-    data = state.serialize(bytes(16))
+    data = state.serialize()
     again = PersistentMap(1 << 20)
     again.load(data)
     assert dict(again) == entries
@@ -114,7 +114,7 @@ def test_runtime_records_count_against_the_limit() -> None:
 
 def test_malformed_state_is_refused() -> None:
     state = PersistentMap(100)
-    data = state.serialize(bytes(16))
+    data = state.serialize()
     for bad in (b"", b"\x01" + data[1:], data + b"\0", data[:-1]):
         with pytest.raises(SealedStateError):
             PersistentMap(100).load(bad)

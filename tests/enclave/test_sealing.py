@@ -11,8 +11,10 @@ from sanctorum.common.hashes import SHA256Hash
 from sanctorum.enclave.sealing import (
     EnclaveIdentity,
     SealingPolicy,
+    SecurityVersions,
     derive_sealing_key,
     seal,
+    sealed_versions,
     simulation_platform_secret,
     unseal,
 )
@@ -63,3 +65,30 @@ def test_simulation_secret_is_made_once_privately(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with pytest.raises(SealedStateError, match="damaged"):
         simulation_platform_secret(path)
+
+
+def test_keys_depend_on_the_security_versions_and_newer_ones_are_never_derived() -> None:
+    current = SecurityVersions(revocation_level=3, tcb_level=2)
+    identity = EnclaveIdentity(ONE.code_hash, ONE.signer_hash, 1, current)
+    keys = {
+        versions: derive_sealing_key(SECRET, identity, SealingPolicy.SIGNER, b"p", versions)
+        for versions in (SecurityVersions(3, 2), SecurityVersions(2, 2), SecurityVersions(3, 1))
+    }
+    assert len(set(keys.values())) == 3  # each version pair has its own key
+    assert keys[current] == derive_sealing_key(SECRET, identity, SealingPolicy.SIGNER, b"p")
+    for newer in (SecurityVersions(4, 2), SecurityVersions(3, 3), SecurityVersions(0, 9)):
+        with pytest.raises(SealedStateError, match="never derives the keys of newer versions"):
+            derive_sealing_key(SECRET, identity, SealingPolicy.SIGNER, b"p", newer)
+
+
+def test_a_sealed_blob_names_its_versions_and_they_are_authenticated() -> None:
+    versions = SecurityVersions(7, 1)
+    blob = seal(bytes(32), b"state", b"context", versions)
+    assert sealed_versions(blob) == versions
+    relabelled = bytearray(blob)
+    relabelled[6] = 6  # revocation level 7 → 6 in the header
+    assert sealed_versions(bytes(relabelled)) == SecurityVersions(6, 1)
+    with pytest.raises(SealedStateError, match="does not open"):
+        unseal(bytes(32), bytes(relabelled), b"context")
+    with pytest.raises(ValueError, match="revocation_level"):
+        SecurityVersions(revocation_level=70_000)

@@ -96,6 +96,16 @@ class SealedStateError(EnclaveError):
     was altered. The enclave refuses to start rather than start empty."""
 
 
+class FileSystemRollbackError(SealedStateError):
+    """The persistent filesystem file is not the one the sealed state records: it was emptied,
+    replaced by an older copy, or belongs to other state. The enclave refuses to start."""
+
+
+class NewerSealedStateError(SealedStateError):
+    """The sealed state was written by newer security versions (a higher revocation or TCB
+    level) than this enclave's: an enclave never reads state a newer version wrote."""
+
+
 class EnclaveRollbackError(SanctorumError):
     """The enclave's persistent state is older than what it already told this client: the host
     restarted it from an old copy of its sealed state."""

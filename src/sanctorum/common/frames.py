@@ -26,6 +26,7 @@ from sanctorum.common.errors import (
     EnclaveCrashedError,
     EnclaveLoadError,
     EnclaveStateError,
+    FileSystemRollbackError,
     FrameError,
     InvalidEnclaveError,
     MailDecryptionError,
@@ -33,6 +34,7 @@ from sanctorum.common.errors import (
     MailGapError,
     MailReplayError,
     MailSenderError,
+    NewerSealedStateError,
     PersistentMapFullError,
     SanctorumError,
     SealedStateError,
@@ -50,7 +52,7 @@ class FrameType(enum.IntEnum):
     LOAD = 1
     """host → enclave: mode and bundle bytes; answered by READY or ERROR."""
     READY = 2
-    """enclave → host: the serialized EnclaveInstanceInfo."""
+    """enclave → host: the serialized EnclaveInstanceInfo and on_startup's mail commands."""
     CALL = 3
     """host → enclave: call_enclave data."""
     CALL_RESULT = 4
@@ -266,6 +268,18 @@ def decode_call_result(payload: bytes) -> tuple[bytes | None, list[MailCommand]]
     return reply, commands
 
 
+def encode_ready(instance_info: bytes, commands: list[MailCommand]) -> bytes:
+    """READY: the serialised instance info and the mail commands ``on_startup`` made."""
+    return encode_call_result(instance_info, commands)
+
+
+def decode_ready(payload: bytes) -> tuple[bytes, list[MailCommand]]:
+    instance_info, commands = decode_call_result(payload)
+    if instance_info is None:
+        raise FrameError("malformed READY frame: it carries no instance info")
+    return instance_info, commands
+
+
 def encode_commands(commands: list[MailCommand]) -> bytes:
     writer = Writer()
     _write_commands(writer, commands)
@@ -338,6 +352,8 @@ _ERROR_CODES: list[tuple[int, type[SanctorumError]]] = [
     (10, EnclaveLoadError),
     (11, EnclaveCrashedError),
     (12, PersistentMapFullError),
+    (15, FileSystemRollbackError),
+    (16, NewerSealedStateError),
     (13, SealedStateError),
     (14, InvalidEnclaveError),
     (1, EnclaveCallError),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from sanctorum.common.errors import EnclaveStateError
 from sanctorum.common.keys import Curve25519PublicKey
-from sanctorum.enclave.sealing import SealingPolicy
+from sanctorum.enclave.sealing import SealingPolicy, SecurityVersions
 from sanctorum.mail.format import EnclaveMail
 from sanctorum.mail.policy import MinSizePolicy
 from sanctorum.mail.post_office import PostOffice
@@ -123,11 +123,18 @@ class Enclave:
         return self.runtime.filesystem
 
     def sealing_key(
-        self, policy: SealingPolicy = SealingPolicy.SIGNER, purpose: bytes = b""
+        self,
+        policy: SealingPolicy = SealingPolicy.SIGNER,
+        purpose: bytes = b"",
+        versions: SecurityVersions | None = None,
     ) -> bytes:
         """A 32-byte key only this enclave identity on this platform can derive (see
-        :mod:`sanctorum.enclave.sealing`), for sealing data of your own."""
-        return self.runtime.sealing_key(policy, b"user:" + purpose)
+        :mod:`sanctorum.enclave.sealing`), for sealing data of your own.
+
+        ``versions`` asks for the key of older security versions (to open data sealed before
+        an upgrade; record them beside the data); newer ones raise :class:`SealedStateError`.
+        """
+        return self.runtime.sealing_key(policy, b"user:" + purpose, versions)
 
     def sign(self, data: bytes) -> bytes:
         """Sign ``data`` with the enclave's data signing key (clients check it with

@@ -47,11 +47,17 @@ from sanctorum.common.frames import (
     encode_commands,
     encode_error,
     encode_frame,
+    encode_ready,
 )
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.importer import BundleFinder, MeasuredOnlyFinder
 from sanctorum.enclave.runtime import EnclaveRuntime
-from sanctorum.enclave.sealing import EnclaveIdentity, SealingPolicy, simulation_platform_secret
+from sanctorum.enclave.sealing import (
+    EnclaveIdentity,
+    SealingPolicy,
+    SecurityVersions,
+    simulation_platform_secret,
+)
 
 _MAX_WORKERS = 64
 _CALL_TYPES = (FrameType.CALL, FrameType.DELIVER_MAIL, FrameType.UPDATE_ATTESTATION)
@@ -226,7 +232,12 @@ class EnclaveServer:
             runtime = EnclaveRuntime(
                 enclave,
                 provider,
-                identity=EnclaveIdentity(bundle.code_hash, bundle.signer_hash, config.product_id),
+                identity=EnclaveIdentity(
+                    bundle.code_hash,
+                    bundle.signer_hash,
+                    config.product_id,
+                    SecurityVersions(revocation_level=config.revocation_level),
+                ),
                 platform_secret=platform_secret,
                 thread_safe=config.thread_safe,
                 persistent_map_size=(
@@ -237,7 +248,7 @@ class EnclaveServer:
                 memory_filesystem_size=config.memory_filesystem_size,
                 filesystem_file=Path(request.filesystem_file) if request.filesystem_file else None,
             )
-            runtime.start()
+            startup_commands = runtime.start()
         except SanctorumError as error:
             self._send_error(frame.call_id, error)
             return
@@ -246,7 +257,8 @@ class EnclaveServer:
             return
         self._runtime = runtime
         self._inline = not bundle.config.thread_safe
-        self._send(Frame(FrameType.READY, frame.call_id, runtime.instance_info.serialize()))
+        ready = encode_ready(runtime.instance_info.serialize(), startup_commands)
+        self._send(Frame(FrameType.READY, frame.call_id, ready))
 
     def _serve_call(self, frame: Frame) -> None:
         """Run one CALL / DELIVER_MAIL / UPDATE_ATTESTATION and send its answer."""

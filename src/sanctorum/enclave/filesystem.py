@@ -7,18 +7,19 @@ Both keep their directory tree in enclave memory and offer the same path-based A
 - :class:`SectorStorage`: in **one host file** of fixed-size sectors. Logical sector *i* is
   sealed with AES-GCM (a fresh random nonce each write, the sector number as associated data, so
   a sector moved elsewhere does not open) and stored in physical slot ``permutation[i]``, a
-  key-derived shuffle, so the host cannot tell which slots belong together. The file is filled
-  with random-looking bytes when it is created, so slots in use cannot be told from free ones.
-  Logical sector 0 is the superblock; it points to the sectors that hold the serialised
-  directory tree, which is rewritten copy-on-write whenever files are closed or the tree
-  changes.
+  shuffle keyed by the filesystem's own key, so the host cannot tell which slots belong
+  together. The file is filled with random-looking bytes when it is created, so slots in use
+  cannot be told from free ones. Logical sectors 0 and 1 are the superblocks, used in turn by
+  commits; each points to the sectors that hold the serialised directory tree.
 
-Known limit: the host can replace a sector with an *older* sealing of the same sector (a
-per-sector rollback); detecting that needs a Merkle tree over the sectors, which is not built.
+The persistent filesystem is bound to the enclave's sealed state: each commit of the state
+records the filesystem's key, generation and root hash (:class:`FileSystemRecord`), so a file
+that was emptied, or put back from an older copy, or a single sector rolled back, is refused.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import io
 import json
@@ -33,17 +34,22 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sanctorum.common.errors import SealedStateError
+from sanctorum.common.errors import FileSystemRollbackError, SealedStateError
 
 SECTOR_SIZE = 64 * 1024
 _NONCE = 12
 _TAG = 16
 SLOT_SIZE = _NONCE + SECTOR_SIZE + _TAG
-_SUPERBLOCK = struct.Struct(">4sBQI")  # magic, version, generation, metadata length
+# magic, format, generation, tree length, tree sector count; then the tree's sector numbers
+# (u32 each) and the nonces of their sealings
+_SUPERBLOCK = struct.Struct(">4sBQII")
 _MAGIC = b"SNFS"
+_FORMAT = 2
+_FIRST_DATA_SECTOR = 2  # sectors 0 and 1 are the superblocks
 _SCRATCH = "/tmp"  # noqa: S108  (a path inside the enclave's own filesystem, not the host's)
 
 
@@ -124,45 +130,103 @@ class MemoryStorage:
     def release(self, node: _File) -> None:
         self.truncate(node, 0)
 
-    def sync(self, root: _Dir) -> None:
+    def changed(self) -> None:
         """Nothing to persist."""
 
     def close(self) -> None:
         """Nothing to release."""
 
 
-class SectorStorage:
-    """File contents in one host file of sealed, shuffled, fixed-size sectors."""
+@dataclass(frozen=True)
+class FileSystemRecord:
+    """What the sealed state records of a persistent filesystem at a commit."""
 
-    def __init__(self, path: Path, key: bytes, capacity: int) -> None:
+    key: bytes
+    """The filesystem's own random key (kept in the sealed state, so it survives upgrades)."""
+    sectors: int
+    generation: int
+    """How many commits the filesystem has had."""
+    root: bytes
+    """SHA-256 of the superblock of that commit: the root of the filesystem's tree."""
+
+
+class SectorStorage:
+    """File contents in one host file of sealed, shuffled, fixed-size sectors.
+
+    Integrity is a tree rooted in the sealed state: the record names the superblock by hash;
+    the superblock names each sector of the directory tree by the nonce of its last sealing;
+    the directory tree names each data sector the same way. Only the enclave can seal, and a
+    nonce is never reused, so a nonce names exactly one sealing: an older sealing of a sector,
+    or another sector's, is refused when read. (Hashing each 64 KiB sector instead would cost
+    eight times the AES-GCM it guards: docs/decisions.md.)
+
+    Changes are durable at :meth:`commit` only. Until then the committed tree stays intact on
+    disk — its sectors are never overwritten (a write copies the sector elsewhere) and its
+    superblock lives in the other of two superblock sectors — so the enclave can always be
+    restarted from the last sealed state the host stored.
+    """
+
+    def __init__(self, path: Path, capacity: int, record: FileSystemRecord | None) -> None:
         self.path = path
-        self.sectors = max(2, capacity // SECTOR_SIZE)
+        sectors = max(_FIRST_DATA_SECTOR + 1, capacity // SECTOR_SIZE)
+        if record is not None and record.sectors != sectors:
+            raise FileSystemRollbackError(
+                f"the filesystem in {path} has {record.sectors} sectors, but the enclave's "
+                f"filesystem_size asks for {sectors}: resizing a persistent filesystem is not "
+                "supported; keep the filesystem_size it was made with"
+            )
+        self.sectors = sectors
+        key = record.key if record is not None else secrets.token_bytes(32)
+        self._key = key
         self._aead = AESGCM(key)
         # A keyed pseudo-random permutation: order the sector numbers by an AES-CTR keystream.
         stream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
-        sort_keys = stream.update(bytes(16 * self.sectors))
-        self._slot = sorted(range(self.sectors), key=lambda i: sort_keys[16 * i : 16 * i + 16])
-        expected = self.sectors * SLOT_SIZE
-        new = not path.exists()
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        if new or os.fstat(self._fd).st_size == 0:
-            self._fill(expected)
-            self.fresh = True
-        else:
-            size = os.fstat(self._fd).st_size
-            if size != expected:
-                os.close(self._fd)
-                raise FileSystemCorruptError(
-                    errno.EIO,
-                    f"the filesystem file {path} is {size} bytes, not {expected}: it was "
-                    "truncated or extended, or belongs to a filesystem of another size",
-                    str(path),
-                )
-            self.fresh = False
-        self._free = set(range(1, self.sectors))
-        self._generation = 0
-        self._metadata_sectors: list[int] = []
+        sort_keys = stream.update(bytes(16 * sectors))
+        self._slot = sorted(range(sectors), key=lambda i: sort_keys[16 * i : 16 * i + 16])
+        expected = sectors * SLOT_SIZE
+        self._fd = self._open_file(expected, fresh=record is None)
+        self._nonces: dict[int, bytes] = {}  # sector → nonce of its last sealing
+        self._committed: set[int] = set()  # sectors the last commit's tree uses
+        self._free = set(range(_FIRST_DATA_SECTOR, sectors))
+        self._generation = 0 if record is None else record.generation
         self._lock = threading.Lock()
+        self.dirty = record is None  # a new filesystem is committed at once
+
+    def _open_file(self, expected: int, *, fresh: bool) -> int:
+        path = self.path
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if fresh else 0), 0o600)
+        except FileNotFoundError:
+            raise FileSystemRollbackError(
+                f"the filesystem file {path} is missing, but the sealed state records a "
+                "filesystem in it: put back the file that goes with this sealed state"
+            ) from None
+        size = os.fstat(fd).st_size
+        if fresh and size == 0:
+            self._fd = fd
+            self._fill(expected)
+            return fd
+        problem = None
+        if fresh:
+            problem = (
+                f"the filesystem file {path} holds {size} bytes, but the sealed state records no "
+                "filesystem: start the enclave with the sealed state that goes with the file, or "
+                "remove the file to start with an empty filesystem"
+            )
+        elif size == 0:
+            problem = (
+                f"the filesystem file {path} is empty, but the sealed state records a filesystem "
+                "in it: it was emptied; put back the file that goes with this sealed state"
+            )
+        elif size != expected:
+            problem = (
+                f"the filesystem file {path} is {size} bytes, not {expected}: it was truncated "
+                "or extended, or belongs to a filesystem of another size"
+            )
+        if problem is not None:
+            os.close(fd)
+            raise FileSystemRollbackError(problem)
+        return fd
 
     def _fill(self, size: int) -> None:
         """Write the whole file with random-looking bytes, so slots in use and slots never
@@ -178,27 +242,39 @@ class SectorStorage:
         nonce = secrets.token_bytes(_NONCE)
         sealed = self._aead.encrypt(nonce, data, struct.pack(">Q", sector))
         os.pwritev(self._fd, [nonce, sealed], self._slot[sector] * SLOT_SIZE)
+        self._nonces[sector] = nonce
 
-    def _open(self, sector: int) -> bytes:
+    def _decrypt(self, sector: int, expected_nonce: bytes | None) -> bytes:
         slot = os.pread(self._fd, SLOT_SIZE, self._slot[sector] * SLOT_SIZE)
         view = memoryview(slot)
         try:
             if len(slot) != SLOT_SIZE:
                 raise InvalidTag
+            if expected_nonce is not None and view[:_NONCE] != expected_nonce:
+                raise InvalidTag  # another sealing than the last: an older one, put back
             return self._aead.decrypt(view[:_NONCE], view[_NONCE:], struct.pack(">Q", sector))
         except InvalidTag:
             raise FileSystemCorruptError(
                 errno.EIO,
-                f"sector {sector} of the filesystem file {self.path} does not open: it was "
-                "tampered with, truncated, or swapped with another sector",
+                f"sector {sector} of the filesystem file {self.path} does not hold its last "
+                "sealing: it was tampered with, truncated, rolled back to an older version, or "
+                "swapped with another sector",
                 str(self.path),
             ) from None
+
+    def _open(self, sector: int) -> bytes:
+        return self._decrypt(sector, self._nonces.get(sector, b""))
 
     def _allocate(self) -> int:
         try:
             return self._free.pop()
         except KeyError:
             raise _error(errno.ENOSPC, f"filesystem {self.path} is full") from None
+
+    def _discard(self, sector: int) -> None:
+        # A sector of the committed tree stays untouched until the next commit.
+        if sector not in self._committed:
+            self._free.add(sector)
 
     # files
 
@@ -215,6 +291,7 @@ class SectorStorage:
         return b"".join(parts)
 
     def write(self, node: _File, offset: int, data: bytes) -> None:
+        self.dirty = True
         if offset > node.size:  # a hole: fill it with zeros
             self.write(node, node.size, bytes(offset - node.size))
         view = memoryview(data)
@@ -225,81 +302,132 @@ class SectorStorage:
             piece = view[position - offset : position - offset + take]
             if index == len(node.sectors):
                 node.sectors.append(self._allocate())
+                previous = node.sectors[index]
+            else:
+                previous = node.sectors[index]
+                if previous in self._committed:  # copy on write: keep the committed tree
+                    node.sectors[index] = self._allocate()
             sector = node.sectors[index]
             if take == SECTOR_SIZE:
                 self._seal(sector, bytes(piece))
             else:  # a partial sector: read, modify, write
                 stored = index * SECTOR_SIZE < node.size
-                current = bytearray(self._open(sector)) if stored else bytearray(SECTOR_SIZE)
+                current = bytearray(self._open(previous)) if stored else bytearray(SECTOR_SIZE)
                 current[within : within + take] = piece
                 self._seal(sector, bytes(current))
             position += take
         node.size = max(node.size, end)
 
     def truncate(self, node: _File, size: int) -> None:
+        self.dirty = True
         keep = -(-size // SECTOR_SIZE)
-        self._free.update(node.sectors[keep:])
+        for sector in node.sectors[keep:]:
+            self._discard(sector)
         del node.sectors[keep:]
         node.size = min(node.size, size)
 
     def release(self, node: _File) -> None:
         self.truncate(node, 0)
 
+    def changed(self) -> None:
+        self.dirty = True
+
     # the tree on disk
 
-    def sync(self, root: _Dir) -> None:
-        """Write the tree copy-on-write, then the superblock that points to it."""
-        with self._lock:
-            metadata = json.dumps(_encode_tree(root), separators=(",", ":")).encode()
-            count = -(-len(metadata) // SECTOR_SIZE)
-            new = [self._allocate() for _ in range(count)]
-            for number, sector in enumerate(new):
-                chunk = metadata[number * SECTOR_SIZE : (number + 1) * SECTOR_SIZE]
-                self._seal(sector, chunk.ljust(SECTOR_SIZE, b"\0"))
-            self._generation += 1
-            pointers = struct.pack(f">{count}I", *new)
-            superblock = _SUPERBLOCK.pack(_MAGIC, 1, self._generation, len(metadata)) + pointers
-            if len(superblock) > SECTOR_SIZE:
-                raise _error(errno.EFBIG, "the directory tree is too large for this filesystem")
-            self._seal(0, superblock.ljust(SECTOR_SIZE, b"\0"))
-            self._free.update(self._metadata_sectors)
-            self._metadata_sectors = new
+    def commit(self, root: _Dir) -> FileSystemRecord:
+        """Write the tree and a superblock pointing to it; the result goes in the sealed state.
 
-    def load(self) -> _Dir:
-        """Read the tree back; every sector it names is marked in use."""
-        superblock = self._open(0)
-        magic, version, generation, length = _SUPERBLOCK.unpack_from(superblock)
-        if magic != _MAGIC or version != 1:
+        The file is flushed to the host's disk first: a sealed state the host stores must never
+        name a superblock that a power cut could lose."""
+        with self._lock:
+            metadata = json.dumps(_encode_tree(root, self._nonces), separators=(",", ":"))
+            encoded = metadata.encode()
+            count = -(-len(encoded) // SECTOR_SIZE)
+            if _SUPERBLOCK.size + count * (4 + _NONCE) > SECTOR_SIZE:
+                raise _error(errno.EFBIG, "the directory tree is too large for this filesystem")
+            tree_sectors = [self._allocate() for _ in range(count)]
+            for number, sector in enumerate(tree_sectors):
+                chunk = encoded[number * SECTOR_SIZE : (number + 1) * SECTOR_SIZE]
+                self._seal(sector, chunk.ljust(SECTOR_SIZE, b"\0"))
+            generation = self._generation + 1
+            superblock = b"".join(
+                (
+                    _SUPERBLOCK.pack(_MAGIC, _FORMAT, generation, len(encoded), count),
+                    struct.pack(f">{count}I", *tree_sectors),
+                    *(self._nonces[sector] for sector in tree_sectors),
+                )
+            ).ljust(SECTOR_SIZE, b"\0")
+            # Two superblock sectors, used in turn: the committed one is never overwritten.
+            self._seal(generation % _FIRST_DATA_SECTOR, superblock)
+            os.fdatasync(self._fd)
+            used = set(tree_sectors)
+            for node in _walk_files(root):
+                used.update(node.sectors)
+            self._free |= self._committed - used
+            self._committed = used
+            self._generation = generation
+            self.dirty = False
+            return FileSystemRecord(self._key, self.sectors, generation, _sha256(superblock))
+
+    def load(self, record: FileSystemRecord) -> _Dir:
+        """Read back the tree ``record`` names; every sector it uses is marked in use."""
+        try:
+            superblock = self._decrypt(record.generation % _FIRST_DATA_SECTOR, None)
+        except FileSystemCorruptError:
+            superblock = b""
+        if _sha256(superblock) != record.root:
+            raise FileSystemRollbackError(
+                f"the filesystem file {self.path} does not hold the filesystem the sealed state "
+                f"records (commit {record.generation}): it is an older or newer copy, or "
+                "another enclave's; put back the file that goes with this sealed state"
+            )
+        magic, version, generation, length, count = _SUPERBLOCK.unpack_from(superblock)
+        if magic != _MAGIC or version != _FORMAT or generation != record.generation:
             raise FileSystemCorruptError(errno.EIO, f"{self.path} has no Sanctorum superblock")
-        count = -(-length // SECTOR_SIZE)
-        pointers = list(struct.unpack_from(f">{count}I", superblock, _SUPERBLOCK.size))
-        metadata = b"".join(self._open(sector) for sector in pointers)[:length]
-        root = _decode_tree(json.loads(metadata))
-        self._generation = generation
-        self._metadata_sectors = pointers
-        used = set(pointers)
+        offset = _SUPERBLOCK.size
+        tree_sectors = list(struct.unpack_from(f">{count}I", superblock, offset))
+        offset += 4 * count
+        for number, sector in enumerate(tree_sectors):
+            self._nonces[sector] = superblock[
+                offset + number * _NONCE : offset + (number + 1) * _NONCE
+            ]
+        metadata = b"".join(self._open(sector) for sector in tree_sectors)[:length]
+        root = _decode_tree(json.loads(metadata), self._nonces)
+        used = set(tree_sectors)
         for node in _walk_files(root):
             used.update(node.sectors)
-        self._free = set(range(1, self.sectors)) - used
+        self._committed = used
+        self._free = set(range(_FIRST_DATA_SECTOR, self.sectors)) - used
         return root
 
     def close(self) -> None:
         os.close(self._fd)
 
 
-def _encode_tree(node: _File | _Dir) -> Any:
+def _sha256(data: bytes) -> bytes:
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(data)
+    return digest.finalize()
+
+
+def _encode_tree(node: _File | _Dir, nonces: dict[int, bytes]) -> Any:
     if isinstance(node, _Dir):
-        return {name: _encode_tree(child) for name, child in node.children.items()}
-    return [node.size, node.sectors]
+        return {name: _encode_tree(child, nonces) for name, child in node.children.items()}
+    sealings = b"".join(nonces[sector] for sector in node.sectors)
+    return [node.size, node.sectors, base64.b64encode(sealings).decode()]
 
 
-def _decode_tree(data: Any) -> _Dir:
+def _decode_tree(data: Any, nonces: dict[int, bytes]) -> _Dir:
     root = _Dir()
     for name, value in data.items():
         if isinstance(value, dict):
-            root.children[name] = _decode_tree(value)
+            root.children[name] = _decode_tree(value, nonces)
         else:
-            root.children[name] = _File(size=value[0], sectors=list(value[1]))
+            size, sectors, sealings = value
+            raw = base64.b64decode(sealings)
+            for number, sector in enumerate(sectors):
+                nonces[sector] = raw[number * _NONCE : (number + 1) * _NONCE]
+            root.children[name] = _File(size=size, sectors=list(sectors))
     return root
 
 
@@ -383,7 +511,7 @@ class EnclaveFile(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed and self._dirty:
-            self._fs.sync()
+            self._fs.changed()
         super().close()
 
 
@@ -398,8 +526,8 @@ class _Volume:
         self.root = root or _Dir()
         self.lock = threading.RLock()
 
-    def sync(self) -> None:
-        self.storage.sync(self.root)
+    def changed(self) -> None:
+        self.storage.changed()
 
     def lookup(self, path: str) -> _File | _Dir:
         node: _File | _Dir = self.root
@@ -564,7 +692,7 @@ class EnclaveFileSystem:
                 else:
                     if not exist_ok:
                         raise _error(errno.EEXIST, path) from None
-            volume.sync()
+            volume.changed()
 
     def remove(self, path: str) -> None:
         """Remove a file (``rmdir`` removes an empty directory)."""
@@ -576,7 +704,7 @@ class EnclaveFileSystem:
             parent, name = volume.parent(inner)
             del parent.children[name]
             volume.storage.release(node)
-            volume.sync()
+            volume.changed()
 
     def rmdir(self, path: str) -> None:
         volume, inner = self._volume(path)
@@ -588,7 +716,7 @@ class EnclaveFileSystem:
                 raise _error(errno.ENOTEMPTY, path)
             parent, name = volume.parent(inner)
             del parent.children[name]
-            volume.sync()
+            volume.changed()
 
     def rename(self, source: str, target: str) -> None:
         volume, inner = self._volume(source)
@@ -613,7 +741,7 @@ class EnclaveFileSystem:
                 raise OSError(errno.EINVAL, "cannot move a directory into itself", target)
             del parent.children[name]
             new_parent.children[new_name] = node
-            volume.sync()
+            volume.changed()
 
     def fsspec(self) -> Any:
         """This filesystem as an ``fsspec`` filesystem (for pandas and friends)."""
@@ -631,15 +759,36 @@ def memory_volume(capacity: int) -> _Volume:
     return _Volume(MemoryStorage(capacity))
 
 
-def persistent_volume(path: Path, key: bytes, capacity: int) -> _Volume:
-    """Open (or create) the filesystem in ``path``; a damaged one raises when read."""
-    storage = SectorStorage(path, key, capacity)
-    if storage.fresh:
-        volume = _Volume(storage)
-        volume.sync()
-        return volume
+class PersistentVolume(_Volume):
+    """The persistent filesystem: a tree in a :class:`SectorStorage`, committed on demand."""
+
+    storage: SectorStorage
+
+    def __init__(self, storage: SectorStorage, root: _Dir | None = None) -> None:
+        super().__init__(storage, root)
+
+    @property
+    def dirty(self) -> bool:
+        """Whether anything changed since the last commit."""
+        return self.storage.dirty
+
+    def commit(self) -> FileSystemRecord:
+        """Make the current tree durable; the record goes in the enclave's sealed state."""
+        with self.lock:
+            return self.storage.commit(self.root)
+
+
+def persistent_volume(
+    path: Path, capacity: int, record: FileSystemRecord | None
+) -> PersistentVolume:
+    """Open the filesystem ``record`` names in ``path``, or with no record create one (in a
+    missing or empty file); a file that does not match the record raises
+    :class:`FileSystemRollbackError`, a damaged sector raises when read."""
+    storage = SectorStorage(path, capacity, record)
+    if record is None:
+        return PersistentVolume(storage)
     try:
-        return _Volume(storage, storage.load())
+        return PersistentVolume(storage, storage.load(record))
     except BaseException:
         storage.close()
         raise

@@ -7,9 +7,10 @@ raises, its layer is dropped.
 
 Beside the application's entries the map keeps the runtime's own records (rollback detection,
 the last request applied per client and topic), staged and committed with them and counted
-against the same maximum size. The committed state is serialised canonically::
+against the same maximum size. The committed state is serialised canonically (the runtime seals
+it with the rest of its state: ``sanctorum.enclave.state``)::
 
-    version u8 | commit id (16)
+    version u8
     | entry count u32 | (key u16-len UTF-8, value u32-len)*      application entries
     | record count u32 | (key u16-len, value u32-len)*           runtime records
 """
@@ -27,8 +28,7 @@ from sanctorum.common.errors import (
     SealedStateError,
 )
 
-COMMIT_ID_SIZE = 16
-_VERSION = 2
+_VERSION = 3
 _DELETED = object()
 _ENTRY_OVERHEAD = 6  # the two length prefixes
 _U16 = struct.Struct(">H")
@@ -202,8 +202,8 @@ class PersistentMap(MutableMapping[str, bytes]):
 
     # -- serialisation -----------------------------------------------------------------------
 
-    def serialize(self, commit_id: bytes) -> bytes:
-        parts = [bytes([_VERSION]), commit_id]
+    def serialize(self) -> bytes:
+        parts = [bytes([_VERSION])]
         for table in (self._entries, self._records):
             parts.append(_U32.pack(len(table.committed)))
             for key, value in table.committed.items():
@@ -216,7 +216,6 @@ class PersistentMap(MutableMapping[str, bytes]):
         reader = Reader(data, error=SealedStateError, what="persistent map state")
         if reader.u8("version") != _VERSION:
             raise reader.fail("unsupported version")
-        reader.raw(COMMIT_ID_SIZE, "commit id")
         entries = _read_table(reader, "entry", lambda: reader.text16("key"), len(data))
         records = _read_table(reader, "record", lambda: reader.bytes16("record key"), len(data))
         reader.expect_end()

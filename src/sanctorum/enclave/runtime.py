@@ -23,26 +23,36 @@ from sanctorum.common.errors import (
     EnclaveLoadError,
     EnclaveStateError,
     MailReplayError,
+    NewerSealedStateError,
+    SealedStateError,
 )
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PrivateKey
 from sanctorum.enclave.base import Enclave
-from sanctorum.enclave.filesystem import EnclaveFileSystem, memory_volume, persistent_volume
-from sanctorum.enclave.persistent_map import COMMIT_ID_SIZE, PersistentMap
+from sanctorum.enclave.filesystem import (
+    EnclaveFileSystem,
+    FileSystemRecord,
+    PersistentVolume,
+    memory_volume,
+    persistent_volume,
+)
+from sanctorum.enclave.persistent_map import PersistentMap
 from sanctorum.enclave.sealing import (
     EnclaveIdentity,
     SealingPolicy,
+    SecurityVersions,
     derive_sealing_key,
     seal,
+    sealed_versions,
     unseal,
 )
+from sanctorum.enclave.state import RuntimeState, decode_state, encode_state
 from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE, EnclaveMail, open_mail
 from sanctorum.mail.policy import MinSizePolicy
 from sanctorum.mail.post_office import PostOffice
-from sanctorum.mail.private_header import NONCE_SIZE, ConversationHeader, RequestId
+from sanctorum.mail.private_header import COMMIT_ID_SIZE, NONCE_SIZE, ConversationHeader, RequestId
 from sanctorum.mail.sequence import SequenceTracker
 
-_MAP_PURPOSE = b"sanctorum-persistent-map"
-_FILESYSTEM_PURPOSE = b"sanctorum-filesystem"
+_STATE_PURPOSE = b"sanctorum-sealed-state"
 _T = TypeVar("_T")
 
 
@@ -191,28 +201,41 @@ class EnclaveRuntime:
         self._local = threading.local()
         self.identity = identity
         self._platform_secret = platform_secret
+        if thread_safe and (persistent_map_size is not None or filesystem_size):
+            raise EnclaveLoadError(
+                "a thread-safe enclave cannot have a persistent map or filesystem: their "
+                "changes are committed per call, and concurrent calls would commit each other's "
+                "half-done changes; make the enclave single-threaded or drop them"
+            )
+        if sealed_state is not None and persistent_map_size is None and not filesystem_size:
+            raise EnclaveStateError(
+                "sealed state was given, but this enclave has no persistent map or filesystem "
+                "to restore"
+            )
+        state = None
+        self._reseal = False
+        if sealed_state is not None:
+            state, versions = self._open_state(sealed_state)
+            # State sealed under older security versions is sealed again under ours at once.
+            self._reseal = versions != identity.versions
         self._map: PersistentMap | None = None
         if persistent_map_size is not None:
-            if thread_safe:
-                raise EnclaveLoadError(
-                    "a thread-safe enclave cannot have a persistent map: its changes are "
-                    "committed per call, and concurrent calls would commit each other's "
-                    "half-done changes; make the enclave single-threaded or drop the map"
-                )
             self._map = PersistentMap(persistent_map_size)
-            self._map_key = self.sealing_key(SealingPolicy.SIGNER, _MAP_PURPOSE)
-            if sealed_state is not None:
-                state = unseal(self._map_key, sealed_state, _MAP_PURPOSE, "the sealed state")
-                self._map.load(state)
-        elif sealed_state is not None:
+            if state is not None and state.map_state is not None:
+                self._map.load(state.map_state)
+        elif state is not None and state.map_state is not None:
             raise EnclaveStateError(
-                "sealed state was given, but this enclave has no persistent map to restore"
+                "the sealed state holds a persistent map, but this enclave has none: enable "
+                "persistent_map in enclave.toml, or start without this sealed state"
             )
+        self._persistent_volume: PersistentVolume | None = None
         self._filesystem = self._open_filesystem(
-            filesystem_size, memory_filesystem_size, filesystem_file
+            filesystem_size,
+            memory_filesystem_size,
+            filesystem_file,
+            None if state is None else state.filesystem,
         )
         self._started = False
-        self._from_startup: list[MailCommand] = []
         # Mail sealed to a client in the current transaction and not posted yet: which client
         # and commit it tells of (rollback detection records it when it is posted).
         self._sealed: dict[bytes, tuple[bytes, bytes]] = {}
@@ -240,17 +263,17 @@ class EnclaveRuntime:
 
     # -- entries from the host ---------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> list[MailCommand]:
+        """Run ``on_startup``; the mail commands it made (and the first commit of new state)."""
         if self._started:
             raise EnclaveStateError("the enclave is already started")
         self.enclave._runtime = self
         with _Entry(self, None) as context:
             self._run_user_code("on_startup", self.enclave.on_startup)
             self._finish(context)
-        # The host takes mail commands after calls; on_startup's go with the first call's.
-        self._from_startup = context.commands
         self._started = True
         self._running = True
+        return context.commands
 
     def call(
         self, data: bytes, host_callback: HostCallback | None
@@ -393,14 +416,49 @@ class EnclaveRuntime:
     def sign(self, data: bytes) -> bytes:
         return self._signing_key.sign(data)
 
-    def sealing_key(self, policy: SealingPolicy, purpose: bytes) -> bytes:
+    def sealing_key(
+        self, policy: SealingPolicy, purpose: bytes, versions: SecurityVersions | None = None
+    ) -> bytes:
+        """The key for ``purpose`` under ``policy``, for ``versions`` (default: the enclave's
+        own; older ones may be asked for, newer ones never)."""
         secret = self._platform_secret
         if callable(secret):
+            if versions is not None and versions != self.identity.versions:
+                raise SealedStateError(
+                    f"a sealing key for {versions} was asked for, but under SGX Gramine gives an "
+                    f"enclave the keys of its current versions only ({self.identity.versions}): "
+                    "data sealed before an SGX upgrade cannot be opened after it "
+                    "(docs/persistence.md, 'Upgrades')"
+                )
             secret = secret(policy)
-        return derive_sealing_key(secret, self.identity, policy, purpose)
+        return derive_sealing_key(secret, self.identity, policy, purpose, versions)
+
+    def _open_state(self, blob: bytes) -> tuple[RuntimeState, SecurityVersions]:
+        versions = sealed_versions(blob, "the sealed state")
+        if not self.identity.versions.covers(versions):
+            raise NewerSealedStateError(
+                f"the sealed state was written at {versions}, but this enclave is at "
+                f"{self.identity.versions}: an enclave never reads state a newer version wrote "
+                "(the newer version may have sealed data this one's flaws would expose); run "
+                "the newer version"
+            )
+        key = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
+        return decode_state(unseal(key, blob, _STATE_PURPOSE, "the sealed state")), versions
+
+    def _seal_state(self, commit_id: bytes) -> bytes:
+        """Commit the filesystem, then seal everything under the enclave's own versions."""
+        filesystem = None
+        if self._persistent_volume is not None:
+            filesystem = self._persistent_volume.commit()
+        map_state = None if self._map is None else self._map.serialize()
+        versions = self.identity.versions
+        key = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
+        plaintext = encode_state(RuntimeState(commit_id, map_state, filesystem))
+        self._reseal = False
+        return seal(key, plaintext, _STATE_PURPOSE, versions)
 
     def _open_filesystem(
-        self, size: int, memory_size: int, path: Path | None
+        self, size: int, memory_size: int, path: Path | None, record: FileSystemRecord | None
     ) -> EnclaveFileSystem | None:
         if size and path is None:
             raise EnclaveStateError(
@@ -411,11 +469,15 @@ class EnclaveRuntime:
             raise EnclaveStateError(
                 "filesystem_file was given, but this enclave has no persistent filesystem"
             )
+        if record is not None and not size:
+            raise EnclaveStateError(
+                "the sealed state records a persistent filesystem, but this enclave has none: "
+                "set filesystem_size in enclave.toml as it was, or start without this state"
+            )
         persistent = None
         if size:
             assert path is not None
-            key = self.sealing_key(SealingPolicy.SIGNER, _FILESYSTEM_PURPOSE)
-            persistent = persistent_volume(path, key, size)
+            persistent = self._persistent_volume = persistent_volume(path, size, record)
         memory = memory_volume(memory_size) if memory_size else None
         if persistent is None and memory is None:
             return None
@@ -471,17 +533,18 @@ class EnclaveRuntime:
                 context.commands.clear()
             return
         self._sealed.clear()  # mail sealed and never posted tells nobody anything
+        commit = self._reseal
         if self._map is not None:
             if not self._map.changed:
                 self._map.abort(0)  # close the call's (empty) layer
             else:
                 self._map.apply()
-                commit_id = context.commit_id or secrets.token_bytes(COMMIT_ID_SIZE)
-                blob = seal(self._map_key, self._map.serialize(commit_id), _MAP_PURPOSE)
-                context.commands.append(StoreSealedState(blob))
-        if self._from_startup:  # what on_startup posted and committed goes out first
-            context.commands[:0] = self._from_startup
-            self._from_startup = []
+                commit = True
+        if self._persistent_volume is not None and self._persistent_volume.dirty:
+            commit = True
+        if commit:
+            commit_id = context.commit_id or secrets.token_bytes(COMMIT_ID_SIZE)
+            context.commands.append(StoreSealedState(self._seal_state(commit_id)))
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -167,7 +167,10 @@ class EnclaveHost:
         except OSError as error:
             raise BundleError(f"cannot read the enclave bundle {path}: {error}") from None
         bundle = read_bundle(data, str(path))
-        refuse_thread_safe_persistence(bundle.config.thread_safe, bundle.config.persistent_map)
+        config = bundle.config
+        refuse_thread_safe_persistence(
+            config.thread_safe, config.persistent_map or bool(config.filesystem_size)
+        )
         if mode is EnclaveMode.SIMULATION:
             return cls(lambda: SimulationPlatform(bundle, data), mode)
         if mode is EnclaveMode.RELEASE and bundle.signer == DUMMY_SIGNING_KEY.public_key:
@@ -199,12 +202,16 @@ class EnclaveHost:
         """Start the enclave (its ``on_startup`` runs now).
 
         ``sealed_state`` is the last blob the enclave asked the host to store (a
-        :class:`StoreSealedState` mail command): the enclave's persistent map resumes from it,
-        and refuses to start (:class:`SealedStateError`) if it is not its own or was altered.
+        :class:`StoreSealedState` mail command): the enclave's persistent map and filesystem
+        resume from it, and it refuses to start (:class:`SealedStateError`) if the blob is not
+        its own or was altered, or (:class:`FileSystemRollbackError`) if the filesystem file is
+        not the one the blob records.
         ``filesystem_file`` is the host file that holds the enclave's persistent encrypted
-        filesystem (created if missing), for enclaves that have one.
-        ``on_mail_commands`` receives, after each call, the list of mail commands the enclave
-        made; persist and route them. Without it, posted mail is queued in :attr:`mailbox`.
+        filesystem, for enclaves that have one: created when the sealed state records none (a
+        missing or empty file), and otherwise the file that goes with ``sealed_state``.
+        ``on_mail_commands`` receives the list of mail commands the enclave made: those of
+        ``on_startup`` before ``start`` returns, then those of each call; persist and route
+        them. Without it, posted mail is queued in :attr:`mailbox`.
         """
         with self._state_lock:
             if self._state is not _State.LOADED:
@@ -216,10 +223,11 @@ class EnclaveHost:
                 on_mail_commands = self.mailbox.handle
             self._on_mail_commands = on_mail_commands
             self._filesystem_file = Path(filesystem_file) if filesystem_file else None
-            self._platform.start(sealed_state, self._filesystem_file)
+            commands = self._platform.start(sealed_state, self._filesystem_file)
             self.sealed_state = sealed_state
             self._state = _State.STARTED
             self._remember(self._platform.enclave_instance_info)
+        self._dispatch(commands)
         return self
 
     def restart(self) -> EnclaveHost:
@@ -232,10 +240,11 @@ class EnclaveHost:
         self.close()
         with self._state_lock:
             self._platform = self._make_platform()
-            self._platform.start(self.sealed_state, self._filesystem_file)
+            commands = self._platform.start(self.sealed_state, self._filesystem_file)
             self._state = _State.STARTED
             self._remember(self._platform.enclave_instance_info)
         self._on_mail_commands = callback
+        self._dispatch(commands)
         return self
 
     def close(self) -> None:

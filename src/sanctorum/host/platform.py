@@ -12,7 +12,7 @@ from sanctorum.common.commands import HostCallback, MailCommand
 from sanctorum.common.errors import EnclaveLoadError, EnclaveStateError
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.runtime import EnclaveRuntime
-from sanctorum.enclave.sealing import MOCK_PLATFORM_SECRET, EnclaveIdentity
+from sanctorum.enclave.sealing import MOCK_PLATFORM_SECRET, EnclaveIdentity, SecurityVersions
 
 
 class EnclavePlatform(Protocol):
@@ -21,7 +21,9 @@ class EnclavePlatform(Protocol):
     @property
     def enclave_instance_info(self) -> EnclaveInstanceInfo: ...
 
-    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> None: ...
+    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> list[MailCommand]:
+        """Start the enclave; the mail commands its ``on_startup`` made."""
+        ...
 
     def call_enclave(
         self, data: bytes, callback: HostCallback | None
@@ -34,12 +36,13 @@ class EnclavePlatform(Protocol):
     def close(self) -> None: ...
 
 
-def refuse_thread_safe_persistence(thread_safe: bool, persistent_map: bool) -> None:
-    if thread_safe and persistent_map:
+def refuse_thread_safe_persistence(thread_safe: bool, persistence: bool) -> None:
+    """Thread-safe enclaves cannot have a persistent map or filesystem (refused at load)."""
+    if thread_safe and persistence:
         raise EnclaveLoadError(
-            "a thread-safe enclave cannot have a persistent map: changes are committed per "
-            "call, and concurrent calls would commit each other's half-done changes; make the "
-            "enclave single-threaded or drop the map"
+            "a thread-safe enclave cannot have a persistent map or filesystem: changes are "
+            "committed per call, and concurrent calls would commit each other's half-done "
+            "changes; make the enclave single-threaded or drop them"
         )
 
 
@@ -48,7 +51,8 @@ class MockPlatform:
 
     def __init__(self, enclave_class: type[Enclave], config: MockConfiguration | None) -> None:
         refuse_thread_safe_persistence(
-            enclave_class.thread_safe, enclave_class.persistent_map_size is not None
+            enclave_class.thread_safe,
+            enclave_class.persistent_map_size is not None or bool(enclave_class.filesystem_size),
         )
         try:
             self.enclave = enclave_class()
@@ -81,12 +85,17 @@ class MockPlatform:
     def enclave_instance_info(self) -> EnclaveInstanceInfo:
         return self.runtime.instance_info
 
-    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> None:
+    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> list[MailCommand]:
         provider = self._provider
         self._runtime = EnclaveRuntime(
             self.enclave,
             provider,
-            identity=EnclaveIdentity(provider.code_hash, provider.signer_hash, provider.product_id),
+            identity=EnclaveIdentity(
+                provider.code_hash,
+                provider.signer_hash,
+                provider.product_id,
+                SecurityVersions(provider.revocation_level, provider.tcb_level),
+            ),
             platform_secret=MOCK_PLATFORM_SECRET,
             persistent_map_size=self.enclave.persistent_map_size,
             sealed_state=sealed_state,
@@ -96,7 +105,7 @@ class MockPlatform:
         )
         # Calls go straight to the runtime: mock mode's overhead over a method call is measured.
         self.call_enclave = self._runtime.call
-        self._runtime.start()
+        return self._runtime.start()
 
     def deliver_mail(self, mail: bytes, routing_hint: str | None) -> list[MailCommand]:
         return self.runtime.deliver_mail(mail, routing_hint)

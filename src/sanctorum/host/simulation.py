@@ -30,6 +30,7 @@ from sanctorum.common.frames import (
     decode_call_result,
     decode_commands,
     decode_error,
+    decode_ready,
     encode_deliver_mail,
     encode_error,
     encode_frame,
@@ -81,7 +82,7 @@ class SimulationPlatform:
 
     mode = "simulation"
 
-    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> None:
+    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> list[MailCommand]:
         self._connection = self._spawn()
         try:
             answer = self._request(
@@ -99,12 +100,14 @@ class SimulationPlatform:
                 callback=self._serve_load_request,
                 timeout=START_TIMEOUT,
             )
-            info = EnclaveInstanceInfo.deserialize(answer.payload)
+            serialized, commands = decode_ready(answer.payload)
+            info = EnclaveInstanceInfo.deserialize(serialized)
             self._check_attested(info)
         except BaseException:
             self._stop_process()
             raise
         self._instance_info = info
+        return commands
 
     def _spawn(self) -> socket.socket:
         """Start the enclave process; the host's end of its connection."""
