@@ -257,6 +257,32 @@ def test_a_client_replaces_old_collateral_with_fresh(recorded_binding: None, pcc
     assert fresh.evidence != shipped.evidence  # the instance carries the collateral it used
 
 
+def test_an_enclave_client_verifies_with_the_collateral_it_fetches_itself(
+    recorded_binding: None, pccs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sanctorum import EnclaveClient
+
+    deserialize = EnclaveInstanceInfo.deserialize.__func__  # type: ignore[attr-defined]
+
+    def at_the_recorded_time(
+        cls: type[EnclaveInstanceInfo], /, data: bytes, **options: object
+    ) -> EnclaveInstanceInfo:
+        options["verification_time"] = VALID_AT  # the recorded quote verifies only then
+        return deserialize(cls, data, **options)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(EnclaveInstanceInfo, "deserialize", classmethod(at_the_recorded_time))
+    lying_host = _serialized(_with_old_qe_identity())
+    fresh_date = datetime(2025, 6, 19, 10, 1, 18, tzinfo=UTC)
+    trusting = EnclaveClient(f"C:{MRENCLAVE} SEC:STALE")
+    trusting.adopt(lying_host)
+    assert trusting.enclave_instance_info.security_info.timestamp != fresh_date
+    fetching = EnclaveClient(
+        f"C:{MRENCLAVE} SEC:STALE", collateral=CollateralFetcher(pccs, clock=lambda: VALID_AT)
+    )
+    fetching.adopt(lying_host)
+    assert fetching.enclave_instance_info.security_info.timestamp == fresh_date
+
+
 # -- TCBEVAL: -----------------------------------------------------------------------------------
 
 

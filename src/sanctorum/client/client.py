@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from sanctorum.attestation.collateral import CollateralFetcher
 from sanctorum.attestation.constraint import EnclaveConstraint
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.client.transport import AsyncEnclaveTransport, EnclaveTransport, ReceivedMail
@@ -93,6 +94,11 @@ class ClientCore:
     With ``rollback_detection`` (the default), a mail from an enclave with persistent state
     raises :class:`EnclaveRollbackError` if the enclave no longer remembers the last state it
     told this client about: the host restarted it from an older copy of its state.
+
+    ``collateral`` (also an attribute, to set after :meth:`restore`) replaces the DCAP
+    collateral the host ships with every attestation: your own, or a
+    :class:`~sanctorum.attestation.collateral.CollateralFetcher` that fetches it fresh from
+    Intel's PCS or your PCCS, so the host cannot choose how old it is (docs/sgx.md).
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class ClientCore:
         private_key: Curve25519PrivateKey | None = None,
         *,
         rollback_detection: bool = True,
+        collateral: str | dict[str, str] | CollateralFetcher | None = None,
     ) -> None:
         self.constraint = (
             constraint
@@ -123,6 +130,7 @@ class ClientCore:
         self.acknowledged: int | None = None
         """The id of the last mail this client opened: its transport acknowledges it."""
         self.rollback_detection = rollback_detection
+        self.collateral = collateral
         self._last_commit: bytes | None = None  # the enclave state we last heard of
         self._lock = threading.RLock()
         self.state_path: Path | None = None
@@ -150,7 +158,7 @@ class ClientCore:
         sent to such an enclave. An instance this client talked to before (also before a
         :meth:`save`) continues its sequence numbers; a new one starts them afresh.
         """
-        info = EnclaveInstanceInfo.deserialize(attestation)
+        info = EnclaveInstanceInfo.deserialize(attestation, collateral=self.collateral)
         self.constraint.check(info)
         with self._lock:
             key = info.encryption_key
@@ -166,7 +174,7 @@ class ClientCore:
         and check that it is the instance with encryption key ``sender``. It does not become
         the instance this client sends to. Raises :class:`InvalidEnclaveError` or
         :class:`UnattestedSenderError`."""
-        info = EnclaveInstanceInfo.deserialize(attestation)
+        info = EnclaveInstanceInfo.deserialize(attestation, collateral=self.collateral)
         self.constraint.check(info)
         if info.encryption_key.encoded != sender:
             raise UnattestedSenderError(

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from sanctorum.attestation.instance_info import MAX_SERIALIZED_SIZE
 from sanctorum.client.transport import ReceivedMail
 from sanctorum.common.errors import (
     EnclaveCallError,
@@ -153,8 +154,9 @@ def _retry(outcome: httpx.Response | httpx.HTTPError, deadline: float, request: 
     raise TransportError(f"{request[0]} {request[1]} failed: {outcome}") from None
 
 
-DEFAULT_MAX_ATTESTATION_SIZE = 2 << 20
-"""The largest attestation a transport reads (evidence is at most 1 MiB)."""
+DEFAULT_MAX_ATTESTATION_SIZE = MAX_SERIALIZED_SIZE
+"""The largest attestation a transport reads: the largest an EnclaveInstanceInfo can be (1 MiB
+of evidence and its keys); anything longer could never be verified."""
 
 
 class _CappedBody:
