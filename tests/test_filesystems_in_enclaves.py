@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from sanctorum import (
+    Enclave,
     EnclaveCallError,
     EnclaveHost,
     EnclaveStateError,
     FileSystemRollbackError,
+    PersistentMapFullError,
     SealedStateError,
 )
 
@@ -139,3 +141,29 @@ def test_a_sealed_state_older_than_the_files_by_two_commits_is_refused(
     host.close()
     with pytest.raises(FileSystemRollbackError, match="older or newer copy"):
         load("Files").start(sealed_state=old, filesystem_file=disk)
+
+
+class _MapAndFiles(Enclave):
+    persistent_map_size = 64
+    filesystem_size = 1 << 20
+
+    def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
+        self.filesystem.write_bytes("/f", data)
+        self.persistent_map["k"] = data  # over the map's maximum for long data
+        return None
+
+
+def test_a_call_whose_map_is_over_its_limit_commits_no_files_either(tmp_path: Path) -> None:
+    """The map is checked before the filesystem commits, so a failing call never leaves the
+    filesystem ahead of the sealed state the host stores."""
+    disk = tmp_path / "files.fs"
+    host = EnclaveHost.load(_MapAndFiles).start(filesystem_file=disk)
+    stored = host.sealed_state
+    for _ in range(2):
+        with pytest.raises(PersistentMapFullError):
+            host.call_enclave(b"x" * 100)
+    assert host.sealed_state == stored
+    host.restart()  # from the state stored at start: the filesystem still matches it
+    host.call_enclave(b"short")
+    host.restart()
+    assert host.mock_enclave.filesystem.read_bytes("/f") == b"short"

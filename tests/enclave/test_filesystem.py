@@ -383,3 +383,25 @@ def test_a_commit_frees_what_the_previous_one_used(mount: Mount) -> None:
         fs.write_bytes("/f", bytes([round_number]) * (1 << 20))
         mount.commit()
     assert mount().read_bytes("/f") == bytes([19]) * (1 << 20)
+
+
+def test_a_full_filesystem_can_still_commit_the_call_that_frees_space(mount: Mount) -> None:
+    fs = mount()
+
+    def fill() -> int:
+        for number in range(1000):  # until full: 16 MiB, all of it committed
+            try:
+                fs.write_bytes(f"/f{number}", bytes(SECTOR_SIZE))
+            except OSError as error:
+                return -1 if error.errno != errno.ENOSPC else number
+            mount.commit()
+        return -2  # never full
+
+    assert fill() > 200
+    mount.commit()  # the partial file of the failed write: still room for the tree
+    for number in range(10):
+        fs.remove(f"/f{number}")
+    mount.commit()  # deleting committed files frees their sectors at this commit
+    fs.write_bytes("/after", bytes(5 * SECTOR_SIZE))
+    mount.commit()
+    assert mount().read_bytes("/after") == bytes(5 * SECTOR_SIZE)

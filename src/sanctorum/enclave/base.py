@@ -46,12 +46,13 @@ class Enclave:
     # -- hooks to override -------------------------------------------------------------------
 
     def on_startup(self) -> None:
-        """Called once, before the first call or mail. Its persistent-map changes are
-        committed when it returns; the mail it posts (and that commit) reach the host with the
-        mail commands of the first call."""
+        """Called once, before the first call or mail. Its persistent-map and file changes
+        are committed when it returns; the mail it posts and that commit reach the host's
+        ``on_mail_commands`` before ``EnclaveHost.start`` returns."""
 
     def on_shutdown(self) -> None:
-        """Called once when the host closes the enclave."""
+        """Called once when the host closes the enclave. Nothing it changes is committed or
+        posted: the host is no longer listening (persist from your calls instead)."""
 
     def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
         """Handle ``EnclaveHost.call_enclave(data)``; the return value goes back to the host.

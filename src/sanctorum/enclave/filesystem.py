@@ -168,7 +168,8 @@ class SectorStorage:
 
     def __init__(self, path: Path, capacity: int, record: FileSystemRecord | None) -> None:
         self.path = path
-        sectors = max(_FIRST_DATA_SECTOR + 1, capacity // SECTOR_SIZE)
+        # Two superblocks and room for a directory tree come on top of the smallest size.
+        sectors = max(_FIRST_DATA_SECTOR + 3, capacity // SECTOR_SIZE)
         if record is not None and record.sectors != sectors:
             raise FileSystemRollbackError(
                 f"the filesystem in {path} has {record.sectors} sectors, but the enclave's "
@@ -189,6 +190,9 @@ class SectorStorage:
         self._committed: set[int] = set()  # sectors the last commit's tree uses
         self._free = set(range(_FIRST_DATA_SECTOR, sectors))
         self._generation = 0 if record is None else record.generation
+        self.record = record  # the last commit's
+        self._tree_sectors = 1  # how many the last commit's directory tree took
+        self._allocated = 0  # data sectors allocated since the last commit
         self._lock = threading.Lock()
         self.dirty = record is None  # a new filesystem is committed at once
 
@@ -266,10 +270,14 @@ class SectorStorage:
         return self._decrypt(sector, self._nonces.get(sector, b""))
 
     def _allocate(self) -> int:
-        try:
-            return self._free.pop()
-        except KeyError:
-            raise _error(errno.ENOSPC, f"filesystem {self.path} is full") from None
+        """A free sector for file data. Enough stay free for the next commit's directory tree
+        (the last one's size, one more, and one per 2,048 sectors written since), so a full
+        filesystem can still commit the call that deletes files."""
+        reserve = self._tree_sectors + 1 + self._allocated // 2048
+        if len(self._free) <= reserve:
+            raise _error(errno.ENOSPC, f"filesystem {self.path} is full")
+        self._allocated += 1
+        return self._free.pop()
 
     def _discard(self, sector: int) -> None:
         # A sector of the committed tree stays untouched until the next commit.
@@ -345,7 +353,9 @@ class SectorStorage:
             count = -(-len(encoded) // SECTOR_SIZE)
             if _SUPERBLOCK.size + count * (4 + _NONCE) > SECTOR_SIZE:
                 raise _error(errno.EFBIG, "the directory tree is too large for this filesystem")
-            tree_sectors = [self._allocate() for _ in range(count)]
+            if count > len(self._free):
+                raise _error(errno.ENOSPC, f"filesystem {self.path} is full: delete files")
+            tree_sectors = [self._free.pop() for _ in range(count)]
             for number, sector in enumerate(tree_sectors):
                 chunk = encoded[number * SECTOR_SIZE : (number + 1) * SECTOR_SIZE]
                 self._seal(sector, chunk.ljust(SECTOR_SIZE, b"\0"))
@@ -366,8 +376,10 @@ class SectorStorage:
             self._free |= self._committed - used
             self._committed = used
             self._generation = generation
+            self._tree_sectors, self._allocated = count, 0
             self.dirty = False
-            return FileSystemRecord(self._key, self.sectors, generation, _sha256(superblock))
+            self.record = FileSystemRecord(self._key, self.sectors, generation, _sha256(superblock))
+            return self.record
 
     def load(self, record: FileSystemRecord) -> _Dir:
         """Read back the tree ``record`` names; every sector it uses is marked in use."""
@@ -398,6 +410,7 @@ class SectorStorage:
             used.update(node.sectors)
         self._committed = used
         self._free = set(range(_FIRST_DATA_SECTOR, self.sectors)) - used
+        self._tree_sectors = count
         return root
 
     def close(self) -> None:
@@ -773,8 +786,12 @@ class PersistentVolume(_Volume):
         return self.storage.dirty
 
     def commit(self) -> FileSystemRecord:
-        """Make the current tree durable; the record goes in the enclave's sealed state."""
+        """Make the current tree durable (if anything changed since the last commit); the
+        record goes in the enclave's sealed state."""
         with self.lock:
+            record = self.storage.record
+            if record is not None and not self.storage.dirty:
+                return record
             return self.storage.commit(self.root)
 
 

@@ -187,8 +187,9 @@ class PersistentMap(MutableMapping[str, bytes]):
         """The size the map would have if the staged changes were committed."""
         return self._entries.staged_size() + self._records.staged_size()
 
-    def apply(self) -> None:
-        """Make every staged change permanent in memory (the caller seals the result)."""
+    def check_size(self) -> tuple[int, int]:
+        """The staged sizes of entries and records; :class:`PersistentMapFullError` (and
+        every staged change dropped) if they would take the map over its maximum."""
         entries, records = self._entries.staged_size(), self._records.staged_size()
         if entries + records > self.max_size:
             self.abort(0)
@@ -197,6 +198,11 @@ class PersistentMap(MutableMapping[str, bytes]):
                 f"the runtime's per-client records), over its maximum of {self.max_size}; none "
                 "of this call's changes were kept (raise max_persistent_map_size or store less)"
             )
+        return entries, records
+
+    def apply(self) -> None:
+        """Make every staged change permanent in memory (the caller seals the result)."""
+        entries, records = self.check_size()
         self._entries.apply(entries)
         self._records.apply(records)
 

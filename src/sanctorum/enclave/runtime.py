@@ -445,11 +445,8 @@ class EnclaveRuntime:
         key = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
         return decode_state(unseal(key, blob, _STATE_PURPOSE, "the sealed state")), versions
 
-    def _seal_state(self, commit_id: bytes) -> bytes:
-        """Commit the filesystem, then seal everything under the enclave's own versions."""
-        filesystem = None
-        if self._persistent_volume is not None:
-            filesystem = self._persistent_volume.commit()
+    def _seal_state(self, commit_id: bytes, filesystem: FileSystemRecord | None) -> bytes:
+        """Seal the committed state under the enclave's own versions."""
         map_state = None if self._map is None else self._map.serialize()
         versions = self.identity.versions
         key = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
@@ -533,18 +530,24 @@ class EnclaveRuntime:
                 context.commands.clear()
             return
         self._sealed.clear()  # mail sealed and never posted tells nobody anything
-        commit = self._reseal
-        if self._map is not None:
-            if not self._map.changed:
+        map_changed = self._map is not None and self._map.changed
+        if map_changed:
+            assert self._map is not None
+            self._map.check_size()  # before the filesystem commits: nothing fails after it
+        volume = self._persistent_volume
+        if not (map_changed or self._reseal or (volume is not None and volume.dirty)):
+            if self._map is not None:
                 self._map.abort(0)  # close the call's (empty) layer
-            else:
-                self._map.apply()
-                commit = True
-        if self._persistent_volume is not None and self._persistent_volume.dirty:
-            commit = True
-        if commit:
-            commit_id = context.commit_id or secrets.token_bytes(COMMIT_ID_SIZE)
-            context.commands.append(StoreSealedState(self._seal_state(commit_id)))
+            return
+        # If the filesystem cannot commit (full), the call fails and the map's changes go.
+        filesystem = None if volume is None else volume.commit()
+        if map_changed:
+            assert self._map is not None
+            self._map.apply()
+        elif self._map is not None:
+            self._map.abort(0)
+        commit_id = context.commit_id or secrets.token_bytes(COMMIT_ID_SIZE)
+        context.commands.append(StoreSealedState(self._seal_state(commit_id, filesystem)))
 
     # -- internals ---------------------------------------------------------------------------
 
