@@ -131,6 +131,13 @@ def build_command(
         typer.echo(f"written to:  {paths}")
     if result.sgx is not None:
         typer.echo(result.sgx.note)
+    if key is None and result.sgx is None:
+        typer.echo(
+            "note: signed with the public dummy key (no --key): every project built without a "
+            "key shares this signer hash, so an S: constraint, or state sealed with the signer "
+            "policy, is no one's own; use --key (from `sanctorum keygen`) for anything you keep",
+            err=True,
+        )
 
 
 @app.command()

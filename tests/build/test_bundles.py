@@ -93,6 +93,8 @@ def test_files_outside_sources_are_not_bundled(tmp_path: Path) -> None:
         ({"sources": '["../x.py"]'}, r"outside the project"),
         ({"thread_safe": '"yes"'}, r"thread_safe must be true or false"),
         ({"colour": '"blue"'}, r"unknown setting\(s\) colour"),
+        ({"persistent_map": "true"}, r"persistent_map = true needs max_persistent_map_size"),
+        ({"filesystem_size": "65536"}, r"filesystem_size must be 0 or at least 327680"),
     ],
 )
 def test_bad_settings_fail_the_build_naming_the_setting(
@@ -216,11 +218,17 @@ def test_cli_build_measure_keygen_sign(tmp_path: Path) -> None:
     code_hash = str(measure_project(project))
     assert f"C:{code_hash}" in built.output
     assert "PROD:1" in built.output
+    assert "signed with the public dummy key" in built.output  # says whose signer it is
     measured = runner.invoke(app, ["measure", str(project)])
     assert measured.output.strip() == code_hash
     keygen = runner.invoke(app, ["keygen", str(tmp_path / "k.pem")])
     assert keygen.exit_code == 0
     assert "signer hash" in keygen.output
+    own = runner.invoke(
+        app, ["build", str(project), "-o", str(tmp_path / "own"), "--key", str(tmp_path / "k.pem")]
+    )
+    assert own.exit_code == 0, own.output
+    assert "dummy key" not in own.output
     signed = runner.invoke(
         app, ["sign", str(tmp_path / "out" / "recorder.enclave"), "--key", str(tmp_path / "k.pem")]
     )

@@ -53,6 +53,9 @@ def test_manifest_essentials() -> None:
     assert '"file:/usr/lib/python3.11/",' in release  # so is the standard library
     assert 'type = "encrypted", path = "/sanctorum/state"' in release
     assert 'key_name = "_sgx_mrsigner"' in release
+    # The manifest starts the resolved base interpreter, which alone would not see a virtual
+    # environment's packages: they are named on PYTHONPATH.
+    assert 'loader.env.PYTHONPATH = "/usr/lib/python3.11:/usr/lib/python3/dist-packages"' in release
 
 
 def test_release_build_writes_the_manifest_and_says_what_is_missing(

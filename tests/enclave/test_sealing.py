@@ -92,3 +92,10 @@ def test_a_sealed_blob_names_its_versions_and_they_are_authenticated() -> None:
         unseal(bytes(32), bytes(relabelled), b"context")
     with pytest.raises(ValueError, match="revocation_level"):
         SecurityVersions(revocation_level=70_000)
+
+
+def test_a_blob_of_another_format_says_so() -> None:
+    blob = bytearray(seal(bytes(32), b"state", b"context"))
+    blob[4] = 1  # the format byte of an older Sanctorum
+    with pytest.raises(SealedStateError, match="written by another version of Sanctorum"):
+        sealed_versions(bytes(blob))

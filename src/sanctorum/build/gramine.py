@@ -70,6 +70,8 @@ def manifest_template(
         f'loader.argv = ["{python}", "-m", "sanctorum.enclave.gramine", "{BUNDLE_MOUNT}"]',
         'loader.env.LD_LIBRARY_PATH = "/lib"',
         'loader.env.PYTHONDONTWRITEBYTECODE = "1"',
+        "# The interpreter is the resolved base one: name the (virtual environment's) packages.",
+        f'loader.env.PYTHONPATH = "{":".join(str(path) for path in paths)}"',
         "# Where the host listens for the enclave's connection (untrusted, like all it sends).",
         "loader.env.SANCTORUM_HOST_ADDRESS = { passthrough = true }",
         'loader.log_level = "error"',

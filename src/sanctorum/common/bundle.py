@@ -32,6 +32,9 @@ CODE_DIR = "code/"
 DEPS_DIR = "deps/"
 MAX_BUNDLE_SIZE = 128 << 20
 MAX_UNPACKED_SIZE = 256 << 20
+MIN_FILESYSTEM_SIZE = 5 * 64 * 1024
+"""The smallest persistent filesystem: two superblocks, a directory tree, room for it to be
+written again, and one slot of data."""
 # Where a bundle's pieces are inside an SGX enclave (the Gramine manifest mounts them there).
 BUNDLE_MOUNT = "/sanctorum/enclave.bundle"
 STATE_MOUNT = "/sanctorum/state"
@@ -156,6 +159,16 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise BundleError(f"{where}: [enclave].{key} must be a size in bytes ≥ 0")
         sizes[key] = value
+    if persistent_map and not sizes["max_persistent_map_size"]:
+        raise BundleError(
+            f"{where}: persistent_map = true needs max_persistent_map_size, the most bytes the "
+            "map may hold (its entries and the runtime's per-client records)"
+        )
+    if 0 < sizes["filesystem_size"] < MIN_FILESYSTEM_SIZE:
+        raise BundleError(
+            f"{where}: filesystem_size must be 0 or at least {MIN_FILESYSTEM_SIZE} bytes: four "
+            "64 KiB slots go to the superblocks and the directory tree (docs/persistence.md)"
+        )
     return EnclaveConfig(
         name=name,
         entry=entry,

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from sanctorum.common.bundle import MIN_FILESYSTEM_SIZE
 from sanctorum.common.errors import FileSystemRollbackError, SealedStateError
 
 SECTOR_SIZE = 64 * 1024
@@ -168,8 +169,7 @@ class SectorStorage:
 
     def __init__(self, path: Path, capacity: int, record: FileSystemRecord | None) -> None:
         self.path = path
-        # Two superblocks and room for a directory tree come on top of the smallest size.
-        sectors = max(_FIRST_DATA_SECTOR + 3, capacity // SECTOR_SIZE)
+        sectors = max(MIN_FILESYSTEM_SIZE, capacity) // SECTOR_SIZE
         if record is not None and record.sectors != sectors:
             raise FileSystemRollbackError(
                 f"the filesystem in {path} has {record.sectors} sectors, but the enclave's "

@@ -141,8 +141,14 @@ def sealed_versions(blob: bytes, what: str = "sealed state") -> SecurityVersions
     if len(blob) < _HEADER.size + _NONCE_SIZE + 16:
         raise SealedStateError(f"{what} is not a Sanctorum sealed blob (or is truncated)")
     magic, version, revocation_level, tcb_level = _HEADER.unpack_from(blob)
-    if magic != _MAGIC or version != _VERSION:
-        raise SealedStateError(f"{what} is not a Sanctorum sealed blob of version {_VERSION}")
+    if magic != _MAGIC:
+        raise SealedStateError(f"{what} is not a Sanctorum sealed blob")
+    if version != _VERSION:
+        raise SealedStateError(
+            f"{what} is a Sanctorum sealed blob of format {version}, not {_VERSION}: it was "
+            "written by another version of Sanctorum, which this one cannot read; run the "
+            "version that wrote it, or start afresh (for the web host: a new --state-dir)"
+        )
     return SecurityVersions(revocation_level, tcb_level)
 
 
