@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from sanctorum import (
     PersistentMapFullError,
     SealedStateError,
 )
+from sanctorum.host import MailCommand
 
 Load = Callable[[str], EnclaveHost]
 
@@ -167,3 +169,35 @@ def test_a_call_whose_map_is_over_its_limit_commits_no_files_either(tmp_path: Pa
     host.call_enclave(b"short")
     host.restart()
     assert host.mock_enclave.filesystem.read_bytes("/f") == b"short"
+
+
+def test_calls_that_return_out_of_order_never_leave_the_host_an_older_state(
+    tmp_path: Path,
+) -> None:
+    """Two threads call a single-threaded enclave; the first call's commands reach the host
+    after the second's. The host keeps the newer commit, so a restart finds the newest files
+    (with the older blob, the file would be ahead of it: stale data, or refused)."""
+    disk = tmp_path / "files.fs"
+    host = EnclaveHost.load(_MapAndFiles).start(filesystem_file=disk)
+    dispatch = host._dispatch
+    second_done = threading.Event()
+    first = threading.Event()
+
+    def late_first(commands: list[MailCommand]) -> None:
+        if not first.is_set():
+            first.set()
+            second_done.wait(10)  # the first call's commands arrive last
+        dispatch(commands)
+        if first.is_set() and threading.current_thread().name == "second":
+            second_done.set()
+
+    host._dispatch = late_first  # type: ignore[method-assign]
+    one = threading.Thread(target=host.call_enclave, args=(b"older",), name="first")
+    one.start()
+    assert first.wait(10)
+    two = threading.Thread(target=host.call_enclave, args=(b"newer",), name="second")
+    two.start()
+    for thread in (one, two):
+        thread.join(10)
+    host.restart()
+    assert host.mock_enclave.filesystem.read_bytes("/f") == b"newer"

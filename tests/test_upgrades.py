@@ -7,6 +7,7 @@ versions and seals it again under its own at start; it never opens state newer v
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,57 @@ def test_under_sgx_state_from_older_versions_is_refused_with_the_reason() -> Non
     again.close()
     with pytest.raises(SealedStateError, match="Gramine gives an enclave the keys of its current"):
         runtime(1, stored.blob)
+
+
+def test_files_written_after_an_upgrade_are_closed_to_the_retired_version(tmp_path: Path) -> None:
+    """The host keeps the pre-upgrade sealed state; a retired release started from it (and
+    exploited) has the filesystem keys it recorded. Files the upgraded release writes are
+    sealed with a key added at the upgrade, which that state does not hold."""
+    from cryptography.exceptions import InvalidTag
+
+    from sanctorum.common.hashes import ZERO_HASH
+    from sanctorum.enclave.filesystem import SLOT_SIZE, SectorStorage
+    from sanctorum.enclave.sealing import (
+        MOCK_PLATFORM_SECRET,
+        EnclaveIdentity,
+        SealingPolicy,
+        derive_sealing_key,
+        unseal,
+    )
+    from sanctorum.enclave.state import decode_state
+
+    disk = tmp_path / "files"
+    with _mock(1, 1).start(filesystem_file=disk) as before:
+        before.call_enclave(b"written before the upgrade")
+        retired_state = before.sealed_state
+    with _mock(2, 1).start(sealed_state=retired_state, filesystem_file=disk) as after:
+        after.call_enclave(b"TOP SECRET written after the upgrade")
+        current_state = after.sealed_state
+    assert retired_state is not None
+    assert current_state is not None
+
+    def plaintexts(state: bytes, versions: SecurityVersions) -> list[bytes]:
+        """Every sector of the current file that the keys ``state`` records open."""
+        identity = EnclaveIdentity(ZERO_HASH, ZERO_HASH, 1, versions)  # Keeper's in mock mode
+        key = derive_sealing_key(
+            MOCK_PLATFORM_SECRET, identity, SealingPolicy.SIGNER, b"sanctorum-sealed-state"
+        )
+        record = decode_state(unseal(key, state, b"sanctorum-sealed-state")).filesystem
+        assert record is not None
+        storage = SectorStorage(disk, 1 << 20, record)
+        opened = []
+        data = disk.read_bytes()
+        for sector in range(storage.sectors):
+            slot = data[storage._slot[sector] * SLOT_SIZE :][:SLOT_SIZE]
+            for aead in storage._aeads:
+                with contextlib.suppress(InvalidTag):
+                    opened.append(aead.decrypt(slot[:12], slot[12:], sector.to_bytes(8, "big")))
+        storage.close()
+        return opened
+
+    def holds(found: list[bytes], secret: bytes) -> bool:
+        return any(secret in plaintext for plaintext in found)
+
+    current = plaintexts(current_state, SecurityVersions(2, 1))
+    assert holds(current, b"TOP SECRET")  # the check finds it with the current keys
+    assert not holds(plaintexts(retired_state, SecurityVersions(1, 1)), b"TOP SECRET")

@@ -94,7 +94,7 @@ def test_files_outside_sources_are_not_bundled(tmp_path: Path) -> None:
         ({"thread_safe": '"yes"'}, r"thread_safe must be true or false"),
         ({"colour": '"blue"'}, r"unknown setting\(s\) colour"),
         ({"persistent_map": "true"}, r"persistent_map = true needs max_persistent_map_size"),
-        ({"filesystem_size": "65536"}, r"filesystem_size must be 0 or at least 327680"),
+        ({"filesystem_size": "65536"}, r"filesystem_size must be 0 or at least 393216"),
     ],
 )
 def test_bad_settings_fail_the_build_naming_the_setting(

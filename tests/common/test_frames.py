@@ -83,7 +83,7 @@ def test_malformed_frames_become_events(body: bytes, reason: str) -> None:
 def test_payloads_round_trip() -> None:
     commands: list[MailCommand] = [
         PostMail(b"mail-1", "hint"),
-        StoreSealedState(b"blob"),
+        StoreSealedState(b"blob", 2**64 - 1),
         PostMail(b"", None),
     ]
     assert decode_call_result(encode_call_result(b"reply", commands)) == (b"reply", commands)

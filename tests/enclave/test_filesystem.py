@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sanctorum.common.bundle import MIN_FILESYSTEM_SIZE
 from sanctorum.common.errors import FileSystemRollbackError, SealedStateError
 from sanctorum.enclave.filesystem import (
     SECTOR_SIZE,
@@ -266,7 +267,7 @@ def test_truncated_file_is_refused_at_mount(mount: Mount, disk: Path) -> None:
 def test_another_key_cannot_mount(mount: Mount, disk: Path) -> None:
     mount().write_bytes("/f", b"x")
     record = mount.commit()
-    other = FileSystemRecord(bytes(32), record.sectors, record.generation, record.root)
+    other = FileSystemRecord((bytes(32),), record.sectors, record.generation, record.root)
     with pytest.raises(FileSystemRollbackError, match="does not hold the filesystem"):
         persistent_volume(disk, CAPACITY, other)
 
@@ -405,3 +406,45 @@ def test_a_full_filesystem_can_still_commit_the_call_that_frees_space(mount: Mou
     fs.write_bytes("/after", bytes(5 * SECTOR_SIZE))
     mount.commit()
     assert mount().read_bytes("/after") == bytes(5 * SECTOR_SIZE)
+
+
+def test_names_are_refused_before_the_tree_outgrows_the_free_space(tmp_path: Path) -> None:
+    """Empty files and long names grow the directory tree without writing data: they are
+    refused (ENOSPC) while the next commit still fits, never at the commit."""
+    volume = persistent_volume(tmp_path / "small.fs", MIN_FILESYSTEM_SIZE, None)
+    fs = EnclaveFileSystem(volume, None)
+    volume.commit()
+
+    def create_until_full() -> int:
+        for number in range(100_000):
+            try:
+                fs.write_bytes(f"/{number:060d}", b"")
+            except OSError as error:
+                return number if error.errno == errno.ENOSPC else -1
+        return -2
+
+    created = create_until_full()
+    assert created > 500
+    volume.commit()  # what was created fits
+    assert fs.read_bytes(f"/{0:060d}") == b""
+    for number in range(created // 2):
+        fs.remove(f"/{number:060d}")
+    volume.commit()
+    fs.write_bytes("/more", b"room again")
+    record = volume.commit()
+    fs.close()
+    again = EnclaveFileSystem(
+        persistent_volume(tmp_path / "small.fs", MIN_FILESYSTEM_SIZE, record), None
+    )
+    assert again.read_bytes("/more") == b"room again"
+    assert len(again.listdir("/")) == created - created // 2 + 1
+
+
+def test_the_smallest_filesystem_holds_a_sector_of_data(tmp_path: Path) -> None:
+    volume = persistent_volume(tmp_path / "small.fs", MIN_FILESYSTEM_SIZE, None)
+    fs = EnclaveFileSystem(volume, None)
+    volume.commit()
+    fs.write_bytes("/one", bytes(SECTOR_SIZE))
+    volume.commit()
+    with pytest.raises(OSError, match="full"):
+        fs.write_bytes("/two", b"x")

@@ -2,8 +2,9 @@
 
 The manifest runs the Python interpreter as the enclave's entry point with the Sanctorum
 runtime; the interpreter, its standard library, the installed packages and the bundle are
-trusted files (measured into MRENCLAVE); ``/tmp`` is a tmpfs; the enclave's state directory is an
-encrypted mount keyed from the MRSIGNER sealing key; remote attestation is DCAP. It is written as
+trusted files (measured into MRENCLAVE); ``/tmp`` is a tmpfs; the persistent filesystem's file is
+reached through an allowed mount (it is encrypted by the enclave itself); remote attestation is
+DCAP. It is written as
 a ``gramine-manifest`` template (``{{ gramine.libos }}`` and ``{{ gramine.runtimedir() }}`` are
 Gramine's own), so it is rendered and signed on the SGX machine, always with the SGX key the user
 names (``gramine-sgx-sign --key``): left to itself, gramine-sgx-sign signs with a default key
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sanctorum.build.sgx_signing import SgxKeyFile, Sigstruct, generate_sgx_key, read_sigstruct
-from sanctorum.common.bundle import BUNDLE_MOUNT, FILES_MOUNT, STATE_MOUNT, EnclaveConfig
+from sanctorum.common.bundle import BUNDLE_MOUNT, FILES_MOUNT, EnclaveConfig
 from sanctorum.common.errors import BundleError
 from sanctorum.common.hashes import SHA256Hash
 
@@ -50,8 +51,6 @@ def manifest_template(
         *(f'  {{ path = "{path}", uri = "file:{path}" }},' for path in paths),
         f'  {{ path = "{BUNDLE_MOUNT}", uri = "file:{bundle}" }},',
         '  { type = "tmpfs", path = "/tmp" },',
-        f'  {{ type = "encrypted", path = "{STATE_MOUNT}", uri = "file:state", '
-        'key_name = "_sgx_mrsigner" },',
         f'  {{ path = "{FILES_MOUNT}", uri = "file:files" }},',
     ]
     trusted = [

@@ -32,12 +32,11 @@ CODE_DIR = "code/"
 DEPS_DIR = "deps/"
 MAX_BUNDLE_SIZE = 128 << 20
 MAX_UNPACKED_SIZE = 256 << 20
-MIN_FILESYSTEM_SIZE = 5 * 64 * 1024
-"""The smallest persistent filesystem: two superblocks, a directory tree, room for it to be
-written again, and one slot of data."""
+MIN_FILESYSTEM_SIZE = 6 * 64 * 1024
+"""The smallest persistent filesystem: two superblocks, a directory tree, room for the next one
+and a spare, and one slot of data."""
 # Where a bundle's pieces are inside an SGX enclave (the Gramine manifest mounts them there).
 BUNDLE_MOUNT = "/sanctorum/enclave.bundle"
-STATE_MOUNT = "/sanctorum/state"
 FILES_MOUNT = "/sanctorum/files"
 """Host files the enclave protects itself (its persistent filesystem): allowed, not trusted."""
 _SIGNATURE_MAGIC = b"SNCS"

@@ -21,11 +21,15 @@ class PostMail:
 class StoreSealedState:
     """Keep ``blob`` (the enclave's sealed persistent state) and hand it back at the next start.
 
-    Each blob replaces the one before; persist it in the same transaction as the mail posted
-    by the same call.
+    Persist it in the same transaction as the mail posted by the same call. Keep the blob with
+    the highest ``commit_number``: calls made from several threads can return, and reach your
+    code, in another order than the enclave committed them, and an older blob than the newest
+    one does not go with the enclave's filesystem file.
     """
 
     blob: bytes
+    commit_number: int
+    """Counts the enclave's commits (across restarts): higher is newer."""
 
 
 MailCommand = PostMail | StoreSealedState

@@ -223,7 +223,7 @@ def _write_commands(writer: Writer, commands: list[MailCommand]) -> None:
             _write_optional_text(writer, command.routing_hint)
             writer.bytes32(command.mail)
         else:
-            writer.u8(2).bytes32(command.blob)
+            writer.u8(2).u64(command.commit_number).bytes32(command.blob)
 
 
 def _read_commands(reader: Reader) -> list[MailCommand]:
@@ -237,7 +237,8 @@ def _read_commands(reader: Reader) -> list[MailCommand]:
             hint = _read_optional_text(reader)
             commands.append(PostMail(reader.bytes32("mail", MAX_DATA_SIZE), hint))
         elif kind == 2:
-            commands.append(StoreSealedState(reader.bytes32("sealed state", MAX_DATA_SIZE)))
+            number = reader.u64("commit number")
+            commands.append(StoreSealedState(reader.bytes32("sealed state", MAX_DATA_SIZE), number))
         else:
             raise reader.fail(f"unknown mail command kind {kind}")
     return commands

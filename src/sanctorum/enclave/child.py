@@ -115,6 +115,7 @@ class EnclaveServer:
         self._waiting_lock = threading.Lock()
         self._running = True
         self._inline = True  # serve calls on the reading thread (not thread-safe enclaves)
+        self._reveal_errors = True  # not in release mode: messages may hold enclave data
         self._decoder = FrameDecoder()
         self._events: deque[Frame | BadFrame] = deque()  # decoded, not yet handled
         self._deferred: deque[Frame | BadFrame] = deque()  # arrived while a call was busy
@@ -247,6 +248,7 @@ class EnclaveServer:
                 filesystem_size=config.filesystem_size,
                 memory_filesystem_size=config.memory_filesystem_size,
                 filesystem_file=Path(request.filesystem_file) if request.filesystem_file else None,
+                reveal_errors=request.mode != "release",
             )
             startup_commands = runtime.start()
         except SanctorumError as error:
@@ -257,6 +259,7 @@ class EnclaveServer:
             return
         self._runtime = runtime
         self._inline = not bundle.config.thread_safe
+        self._reveal_errors = request.mode != "release"
         ready = encode_ready(runtime.instance_info.serialize(), startup_commands)
         self._send(Frame(FrameType.READY, frame.call_id, ready))
 
@@ -282,10 +285,12 @@ class EnclaveServer:
         except SanctorumError as error:
             answer = Frame(FrameType.ERROR, frame.call_id, encode_error(error))
         except Exception as error:
+            # Not the enclave's code (that raises EnclaveCallError): the runtime's own failure.
+            detail = f": {error}" if self._reveal_errors else ""
             answer = Frame(
                 FrameType.ERROR,
                 frame.call_id,
-                encode_error(EnclaveCallError(f"{type(error).__name__}: {error}")),
+                encode_error(EnclaveCallError(f"{type(error).__name__}{detail}")),
             )
         self._send(answer)
 

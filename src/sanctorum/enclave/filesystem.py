@@ -43,6 +43,11 @@ from sanctorum.common.errors import FileSystemRollbackError, SealedStateError
 
 SECTOR_SIZE = 64 * 1024
 _NONCE = 12
+_SEALING = 1 + _NONCE  # which key, and the nonce: names one sealing of a sector
+# What the directory tree grows by, at most, per sector ("4294967295," and 13 bytes in base64)
+# and per entry besides its name ('"":{},' or '"":[0,[],""],' and a size).
+_TREE_BYTES_PER_SECTOR = 11 + 18
+_TREE_BYTES_PER_ENTRY = 32
 _TAG = 16
 SLOT_SIZE = _NONCE + SECTOR_SIZE + _TAG
 # magic, format, generation, tree length, tree sector count; then the tree's sector numbers
@@ -134,6 +139,9 @@ class MemoryStorage:
     def changed(self) -> None:
         """Nothing to persist."""
 
+    def add_entry(self, name: str) -> None:
+        """Names take no room here."""
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -142,8 +150,10 @@ class MemoryStorage:
 class FileSystemRecord:
     """What the sealed state records of a persistent filesystem at a commit."""
 
-    key: bytes
-    """The filesystem's own random key (kept in the sealed state, so it survives upgrades)."""
+    keys: tuple[bytes, ...]
+    """The filesystem's own random keys, oldest first (kept in the sealed state, so they
+    survive upgrades). Each upgrade adds one, which seals everything written from then on: the
+    sealed state of the versions it retired does not hold it. The first also keys the layout."""
     sectors: int
     generation: int
     """How many commits the filesystem has had."""
@@ -155,11 +165,11 @@ class SectorStorage:
     """File contents in one host file of sealed, shuffled, fixed-size sectors.
 
     Integrity is a tree rooted in the sealed state: the record names the superblock by hash;
-    the superblock names each sector of the directory tree by the nonce of its last sealing;
-    the directory tree names each data sector the same way. Only the enclave can seal, and a
-    nonce is never reused, so a nonce names exactly one sealing: an older sealing of a sector,
-    or another sector's, is refused when read. (Hashing each 64 KiB sector instead would cost
-    eight times the AES-GCM it guards: docs/decisions.md.)
+    the superblock names each sector of the directory tree by its last sealing (the key's
+    number and the nonce); the directory tree names each data sector the same way. Only the
+    enclave can seal, and a nonce is never reused, so a nonce names exactly one sealing: an
+    older sealing of a sector, or another sector's, is refused when read. (Hashing each 64 KiB
+    sector instead would cost eight times the AES-GCM it guards: docs/decisions.md.)
 
     Changes are durable at :meth:`commit` only. Until then the committed tree stays intact on
     disk — its sectors are never overwritten (a write copies the sector elsewhere) and its
@@ -177,22 +187,23 @@ class SectorStorage:
                 "supported; keep the filesystem_size it was made with"
             )
         self.sectors = sectors
-        key = record.key if record is not None else secrets.token_bytes(32)
-        self._key = key
-        self._aead = AESGCM(key)
+        self._keys = list(record.keys) if record is not None else [secrets.token_bytes(32)]
+        self._aeads = [AESGCM(key) for key in self._keys]
         # A keyed pseudo-random permutation: order the sector numbers by an AES-CTR keystream.
-        stream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+        stream = Cipher(algorithms.AES(self._keys[0]), modes.CTR(bytes(16))).encryptor()
         sort_keys = stream.update(bytes(16 * sectors))
         self._slot = sorted(range(sectors), key=lambda i: sort_keys[16 * i : 16 * i + 16])
         expected = sectors * SLOT_SIZE
         self._fd = self._open_file(expected, fresh=record is None)
-        self._nonces: dict[int, bytes] = {}  # sector → nonce of its last sealing
+        # sector → its last sealing: the number of the key (u8) and the nonce
+        self._sealings: dict[int, bytes] = {}
         self._committed: set[int] = set()  # sectors the last commit's tree uses
         self._free = set(range(_FIRST_DATA_SECTOR, sectors))
         self._generation = 0 if record is None else record.generation
         self.record = record  # the last commit's
-        self._tree_sectors = 1  # how many the last commit's directory tree took
-        self._allocated = 0  # data sectors allocated since the last commit
+        # What the next commit's directory tree will take, estimated: its size at the last
+        # commit and what was added since. Writes keep room for it (see _keep_room).
+        self._tree_bytes = 2
         self._lock = threading.Lock()
         self.dirty = record is None  # a new filesystem is committed at once
 
@@ -244,19 +255,25 @@ class SectorStorage:
 
     def _seal(self, sector: int, data: bytes) -> None:
         nonce = secrets.token_bytes(_NONCE)
-        sealed = self._aead.encrypt(nonce, data, struct.pack(">Q", sector))
+        key = len(self._keys) - 1  # the newest
+        sealed = self._aeads[key].encrypt(nonce, data, struct.pack(">Q", sector))
         os.pwritev(self._fd, [nonce, sealed], self._slot[sector] * SLOT_SIZE)
-        self._nonces[sector] = nonce
+        self._sealings[sector] = bytes([key]) + nonce
 
-    def _decrypt(self, sector: int, expected_nonce: bytes | None) -> bytes:
+    def _decrypt(self, sector: int, sealing: bytes | None) -> bytes:
+        """The sector's contents if it holds ``sealing`` (None: any sealing with the newest
+        key, for the superblock, which the sealed state checks by hash)."""
         slot = os.pread(self._fd, SLOT_SIZE, self._slot[sector] * SLOT_SIZE)
         view = memoryview(slot)
         try:
             if len(slot) != SLOT_SIZE:
                 raise InvalidTag
-            if expected_nonce is not None and view[:_NONCE] != expected_nonce:
-                raise InvalidTag  # another sealing than the last: an older one, put back
-            return self._aead.decrypt(view[:_NONCE], view[_NONCE:], struct.pack(">Q", sector))
+            key = len(self._keys) - 1
+            if sealing is not None:
+                if len(sealing) != _SEALING or sealing[0] > key or view[:_NONCE] != sealing[1:]:
+                    raise InvalidTag  # another sealing than the last: an older one, put back
+                key = sealing[0]
+            return self._aeads[key].decrypt(view[:_NONCE], view[_NONCE:], struct.pack(">Q", sector))
         except InvalidTag:
             raise FileSystemCorruptError(
                 errno.EIO,
@@ -267,17 +284,36 @@ class SectorStorage:
             ) from None
 
     def _open(self, sector: int) -> bytes:
-        return self._decrypt(sector, self._nonces.get(sector, b""))
+        return self._decrypt(sector, self._sealings.get(sector, b""))
+
+    def _keep_room(self, tree_growth: int, sectors: int = 0) -> None:
+        """Refuse (ENOSPC) a change that would leave too few free sectors for the next
+        commit's directory tree (one more than its estimate), so a full filesystem can always
+        commit the call that deletes files."""
+        tree = -(-(self._tree_bytes + tree_growth) // SECTOR_SIZE) + 1
+        if len(self._free) < tree + sectors:
+            raise _error(errno.ENOSPC, f"filesystem {self.path} is full")
+        self._tree_bytes += tree_growth
 
     def _allocate(self) -> int:
-        """A free sector for file data. Enough stay free for the next commit's directory tree
-        (the last one's size, one more, and one per 2,048 sectors written since), so a full
-        filesystem can still commit the call that deletes files."""
-        reserve = self._tree_sectors + 1 + self._allocated // 2048
-        if len(self._free) <= reserve:
-            raise _error(errno.ENOSPC, f"filesystem {self.path} is full")
-        self._allocated += 1
+        """A free sector for file data."""
+        self._keep_room(_TREE_BYTES_PER_SECTOR, 1)
         return self._free.pop()
+
+    def add_entry(self, name: str) -> None:
+        """A file or directory called ``name`` is about to join the tree."""
+        self.dirty = True
+        self._keep_room(len(name.encode()) + _TREE_BYTES_PER_ENTRY)
+
+    def add_key(self) -> None:
+        """Seal from now on with a new key (after an upgrade: see :class:`FileSystemRecord`)."""
+        if len(self._keys) == 255:
+            raise FileSystemCorruptError(
+                errno.EOVERFLOW, f"the filesystem {self.path} has had 254 upgrades, its limit"
+            )
+        self._keys.append(secrets.token_bytes(32))
+        self._aeads.append(AESGCM(self._keys[-1]))
+        self.dirty = True
 
     def _discard(self, sector: int) -> None:
         # A sector of the committed tree stays untouched until the next commit.
@@ -348,10 +384,10 @@ class SectorStorage:
         The file is flushed to the host's disk first: a sealed state the host stores must never
         name a superblock that a power cut could lose."""
         with self._lock:
-            metadata = json.dumps(_encode_tree(root, self._nonces), separators=(",", ":"))
+            metadata = json.dumps(_encode_tree(root, self._sealings), separators=(",", ":"))
             encoded = metadata.encode()
             count = -(-len(encoded) // SECTOR_SIZE)
-            if _SUPERBLOCK.size + count * (4 + _NONCE) > SECTOR_SIZE:
+            if _SUPERBLOCK.size + count * (4 + _SEALING) > SECTOR_SIZE:
                 raise _error(errno.EFBIG, "the directory tree is too large for this filesystem")
             if count > len(self._free):
                 raise _error(errno.ENOSPC, f"filesystem {self.path} is full: delete files")
@@ -364,21 +400,24 @@ class SectorStorage:
                 (
                     _SUPERBLOCK.pack(_MAGIC, _FORMAT, generation, len(encoded), count),
                     struct.pack(f">{count}I", *tree_sectors),
-                    *(self._nonces[sector] for sector in tree_sectors),
+                    *(self._sealings[sector] for sector in tree_sectors),
                 )
             ).ljust(SECTOR_SIZE, b"\0")
             # Two superblock sectors, used in turn: the committed one is never overwritten.
             self._seal(generation % _FIRST_DATA_SECTOR, superblock)
             os.fdatasync(self._fd)
+            if self.record is None:  # a new file: make its directory entry durable too
+                _sync_directory(self.path.parent)
             used = set(tree_sectors)
             for node in _walk_files(root):
                 used.update(node.sectors)
             self._free |= self._committed - used
             self._committed = used
             self._generation = generation
-            self._tree_sectors, self._allocated = count, 0
+            self._tree_bytes = len(encoded)
             self.dirty = False
-            self.record = FileSystemRecord(self._key, self.sectors, generation, _sha256(superblock))
+            root_hash = _sha256(superblock)
+            self.record = FileSystemRecord(tuple(self._keys), self.sectors, generation, root_hash)
             return self.record
 
     def load(self, record: FileSystemRecord) -> _Dir:
@@ -400,17 +439,16 @@ class SectorStorage:
         tree_sectors = list(struct.unpack_from(f">{count}I", superblock, offset))
         offset += 4 * count
         for number, sector in enumerate(tree_sectors):
-            self._nonces[sector] = superblock[
-                offset + number * _NONCE : offset + (number + 1) * _NONCE
-            ]
+            start = offset + number * _SEALING
+            self._sealings[sector] = superblock[start : start + _SEALING]
         metadata = b"".join(self._open(sector) for sector in tree_sectors)[:length]
-        root = _decode_tree(json.loads(metadata), self._nonces)
+        root = _decode_tree(json.loads(metadata), self._sealings)
         used = set(tree_sectors)
         for node in _walk_files(root):
             used.update(node.sectors)
         self._committed = used
         self._free = set(range(_FIRST_DATA_SECTOR, self.sectors)) - used
-        self._tree_sectors = count
+        self._tree_bytes = length
         return root
 
     def close(self) -> None:
@@ -423,23 +461,36 @@ def _sha256(data: bytes) -> bytes:
     return digest.finalize()
 
 
-def _encode_tree(node: _File | _Dir, nonces: dict[int, bytes]) -> Any:
+def _sync_directory(directory: Path) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:  # not every filesystem (Gramine's mounts) opens directories
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _encode_tree(node: _File | _Dir, sealings: dict[int, bytes]) -> Any:
     if isinstance(node, _Dir):
-        return {name: _encode_tree(child, nonces) for name, child in node.children.items()}
-    sealings = b"".join(nonces[sector] for sector in node.sectors)
-    return [node.size, node.sectors, base64.b64encode(sealings).decode()]
+        return {name: _encode_tree(child, sealings) for name, child in node.children.items()}
+    joined = b"".join(sealings[sector] for sector in node.sectors)
+    return [node.size, node.sectors, base64.b64encode(joined).decode()]
 
 
-def _decode_tree(data: Any, nonces: dict[int, bytes]) -> _Dir:
+def _decode_tree(data: Any, sealings: dict[int, bytes]) -> _Dir:
     root = _Dir()
     for name, value in data.items():
         if isinstance(value, dict):
-            root.children[name] = _decode_tree(value, nonces)
+            root.children[name] = _decode_tree(value, sealings)
         else:
-            size, sectors, sealings = value
-            raw = base64.b64decode(sealings)
+            size, sectors, joined = value
+            raw = base64.b64decode(joined)
             for number, sector in enumerate(sectors):
-                nonces[sector] = raw[number * _NONCE : (number + 1) * _NONCE]
+                sealings[sector] = raw[number * _SEALING : (number + 1) * _SEALING]
             root.children[name] = _File(size=size, sectors=list(sectors))
     return root
 
@@ -606,6 +657,7 @@ class EnclaveFileSystem:
                 if "r" in mode:
                     raise _error(errno.ENOENT, path) from None
                 parent, name = volume.parent(inner)
+                volume.storage.add_entry(name)
                 node = _File()
                 parent.children[name] = node
             else:
@@ -690,6 +742,7 @@ class EnclaveFileSystem:
                         node = volume.lookup(current)
                     except FileNotFoundError:
                         parent, name = volume.parent(current)
+                        volume.storage.add_entry(name)
                         parent.children[name] = _Dir()
                         continue
                     if not isinstance(node, _Dir):
@@ -701,6 +754,7 @@ class EnclaveFileSystem:
                     volume.lookup(inner)
                 except FileNotFoundError:
                     parent, name = volume.parent(inner)
+                    volume.storage.add_entry(name)
                     parent.children[name] = _Dir()
                 else:
                     if not exist_ok:
@@ -741,6 +795,7 @@ class EnclaveFileSystem:
             parent, name = volume.parent(inner)
             new_parent, new_name = volume.parent(target_inner)
             existing = new_parent.children.get(new_name)
+            volume.storage.add_entry(new_name)  # before anything changes: it may refuse
             if isinstance(existing, _Dir):
                 if not isinstance(node, _Dir):
                     raise _error(errno.EISDIR, target)

@@ -178,12 +178,16 @@ class EnclaveRuntime:
         memory_filesystem_size: int = 0,
         filesystem_file: Path | None = None,
         max_mail_size: int = DEFAULT_MAX_MAIL_SIZE,
+        reveal_errors: bool = True,
     ) -> None:
         """``thread_safe`` overrides the class attribute (a bundle's configuration decides);
         ``persistent_map_size`` enables the persistent map with that maximum size, restored
         from ``sealed_state`` if given. ``platform_secret`` is one secret, or (SGX) a function
-        giving the CPU's key for each sealing policy."""
+        giving the CPU's key for each sealing policy. Without ``reveal_errors`` (release
+        enclaves) an exception of the enclave's code reaches the host as its type only: its
+        message may hold the enclave's data."""
         self.enclave = enclave
+        self._reveal_errors = reveal_errors
         self._evidence_provider = evidence_provider
         self._max_mail_size = max_mail_size
         # Fresh keys at every start: mail for an earlier instance cannot be replayed here.
@@ -214,10 +218,12 @@ class EnclaveRuntime:
             )
         state = None
         self._reseal = False
+        self._commit_number = 0  # of the last commit
         if sealed_state is not None:
             state, versions = self._open_state(sealed_state)
             # State sealed under older security versions is sealed again under ours at once.
             self._reseal = versions != identity.versions
+            self._commit_number = state.commit_number
         self._map: PersistentMap | None = None
         if persistent_map_size is not None:
             self._map = PersistentMap(persistent_map_size)
@@ -235,6 +241,9 @@ class EnclaveRuntime:
             filesystem_file,
             None if state is None else state.filesystem,
         )
+        if self._reseal and self._persistent_volume is not None:
+            # What this version writes, the versions it retires must not read: a new key.
+            self._persistent_volume.storage.add_key()
         self._started = False
         # Mail sealed to a client in the current transaction and not posted yet: which client
         # and commit it tells of (rollback detection records it when it is posted).
@@ -285,7 +294,7 @@ class EnclaveRuntime:
             try:
                 reply = self.enclave.receive_from_untrusted_host(data)
             except Exception as error:
-                raise _user_code_error("receive_from_untrusted_host", error) from error
+                raise self._user_code_error("receive_from_untrusted_host", error) from error
             if reply is not None and not isinstance(reply, (bytes, bytearray)):
                 raise EnclaveCallError(
                     "receive_from_untrusted_host must return bytes or None, not "
@@ -450,7 +459,9 @@ class EnclaveRuntime:
         map_state = None if self._map is None else self._map.serialize()
         versions = self.identity.versions
         key = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
-        plaintext = encode_state(RuntimeState(commit_id, map_state, filesystem))
+        plaintext = encode_state(
+            RuntimeState(self._commit_number, commit_id, map_state, filesystem)
+        )
         self._reseal = False
         return seal(key, plaintext, _STATE_PURPOSE, versions)
 
@@ -540,14 +551,22 @@ class EnclaveRuntime:
                 self._map.abort(0)  # close the call's (empty) layer
             return
         # If the filesystem cannot commit (full), the call fails and the map's changes go.
-        filesystem = None if volume is None else volume.commit()
+        try:
+            filesystem = None if volume is None else volume.commit()
+        except OSError as error:
+            raise EnclaveCallError(
+                f"the enclave's files could not be committed ({error}); this call's other "
+                "changes and its mail were dropped"
+            ) from error
         if map_changed:
             assert self._map is not None
             self._map.apply()
         elif self._map is not None:
             self._map.abort(0)
         commit_id = context.commit_id or secrets.token_bytes(COMMIT_ID_SIZE)
-        context.commands.append(StoreSealedState(self._seal_state(commit_id, filesystem)))
+        self._commit_number += 1
+        blob = self._seal_state(commit_id, filesystem)
+        context.commands.append(StoreSealedState(blob, self._commit_number))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -572,11 +591,16 @@ class EnclaveRuntime:
         try:
             return function()
         except Exception as error:
-            raise _user_code_error(hook, error) from error
+            raise self._user_code_error(hook, error) from error
 
-
-def _user_code_error(hook: str, error: Exception) -> EnclaveCallError:
-    return EnclaveCallError(f"the enclave's {hook} raised {type(error).__name__}: {error}")
+    def _user_code_error(self, hook: str, error: Exception) -> EnclaveCallError:
+        name = type(error).__name__
+        if not self._reveal_errors:
+            return EnclaveCallError(
+                f"the enclave's {hook} raised {name} (a release enclave keeps the message "
+                "inside: it may hold the enclave's data)"
+            )
+        return EnclaveCallError(f"the enclave's {hook} raised {name}: {error}")
 
 
 _TOLD = b"T"

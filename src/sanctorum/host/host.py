@@ -92,6 +92,9 @@ class EnclaveHost:
         self._filesystem_file: Path | None = None
         self.sealed_state: bytes | None = None
         """The latest sealed state the enclave handed over; :meth:`restart` starts from it."""
+        # Calls from several threads can return out of commit order: keep the newest blob.
+        self._sealed_lock = threading.Lock()
+        self._sealed_number = -1  # of sealed_state, as far as this instance told
         # Attestations of the instances this host ran, newest last: clients verify mail that an
         # instance queued before it was replaced.
         self._instances: dict[Curve25519PublicKey, EnclaveInstanceInfo] = {}
@@ -224,7 +227,8 @@ class EnclaveHost:
             self._on_mail_commands = on_mail_commands
             self._filesystem_file = Path(filesystem_file) if filesystem_file else None
             commands = self._platform.start(sealed_state, self._filesystem_file)
-            self.sealed_state = sealed_state
+            with self._sealed_lock:
+                self.sealed_state, self._sealed_number = sealed_state, -1
             self._state = _State.STARTED
             self._remember(self._platform.enclave_instance_info)
         self._dispatch(commands)
@@ -241,6 +245,8 @@ class EnclaveHost:
         with self._state_lock:
             self._platform = self._make_platform()
             commands = self._platform.start(self.sealed_state, self._filesystem_file)
+            with self._sealed_lock:
+                self._sealed_number = -1
             self._state = _State.STARTED
             self._remember(self._platform.enclave_instance_info)
         self._on_mail_commands = callback
@@ -330,7 +336,10 @@ class EnclaveHost:
     def _dispatch(self, commands: list[MailCommand]) -> None:
         for command in commands:
             if isinstance(command, StoreSealedState):
-                self.sealed_state = command.blob
+                with self._sealed_lock:
+                    if command.commit_number > self._sealed_number:
+                        self.sealed_state = command.blob
+                        self._sealed_number = command.commit_number
         if commands and self._on_mail_commands is not None:
             self._on_mail_commands(commands)
 

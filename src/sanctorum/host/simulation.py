@@ -39,6 +39,9 @@ from sanctorum.common.frames import (
 )
 
 START_TIMEOUT = 60.0
+FILL_RATE = 32 << 20
+"""Bytes per second a new persistent filesystem is at least filled at, for the start timeout
+(a new filesystem file is written whole at the first start: measured ~350 MiB/s here)."""
 SHUTDOWN_TIMEOUT = 10.0
 _RECEIVE_SIZE = 1 << 20
 
@@ -98,7 +101,7 @@ class SimulationPlatform:
                 ),
                 FrameType.READY,
                 callback=self._serve_load_request,
-                timeout=START_TIMEOUT,
+                timeout=START_TIMEOUT + self._bundle.config.filesystem_size / FILL_RATE,
             )
             serialized, commands = decode_ready(answer.payload)
             info = EnclaveInstanceInfo.deserialize(serialized)

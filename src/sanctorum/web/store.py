@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sanctorum.common.commands import MailCommand, PostMail, StoreSealedState
+from sanctorum.common.errors import EnclaveStateError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailbox (
@@ -27,7 +28,8 @@ CREATE TABLE IF NOT EXISTS instances (
 );
 CREATE TABLE IF NOT EXISTS sealed_state (
     only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
-    blob BLOB NOT NULL
+    blob BLOB NOT NULL,
+    commit_number INTEGER NOT NULL
 );
 """
 
@@ -43,6 +45,13 @@ class MailboxStore:
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.executescript(_SCHEMA)
+        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(sealed_state)")}
+        if "commit_number" not in columns:
+            self._connection.close()
+            raise EnclaveStateError(
+                f"{path} was written by an older version of Sanctorum, whose sealed state this "
+                "version cannot read: start with a new state dir"
+            )
         self._lock = threading.Lock()
         self._recorded_instance: bytes | None = None
         self.high_water: int = self._jump_ids()
@@ -88,9 +97,13 @@ class MailboxStore:
                         )
                         high_water = cursor.lastrowid or high_water
                     elif isinstance(command, StoreSealedState):
+                        # Calls return in any order: only a newer commit replaces the blob.
                         cursor.execute(
-                            "INSERT OR REPLACE INTO sealed_state (only_row, blob) VALUES (1, ?)",
-                            (command.blob,),
+                            "INSERT INTO sealed_state (only_row, blob, commit_number) "
+                            "VALUES (1, ?, ?) ON CONFLICT (only_row) DO UPDATE SET "
+                            "blob = excluded.blob, commit_number = excluded.commit_number "
+                            "WHERE excluded.commit_number > sealed_state.commit_number",
+                            (command.blob, command.commit_number),
                         )
                 cursor.execute("COMMIT")
             except BaseException:
