@@ -13,6 +13,7 @@ from sanctorum import (
     Enclave,
     EnclaveCallError,
     EnclaveHost,
+    EnclaveLoadError,
     EnclaveStateError,
     FileSystemRollbackError,
     PersistentMapFullError,
@@ -201,3 +202,12 @@ def test_calls_that_return_out_of_order_never_leave_the_host_an_older_state(
         thread.join(10)
     host.restart()
     assert host.mock_enclave.filesystem.read_bytes("/f") == b"newer"
+
+
+def test_thread_safe_enclaves_cannot_have_a_persistent_filesystem() -> None:
+    class ThreadSafeFiles(Enclave):
+        thread_safe = True
+        filesystem_size = 1 << 20
+
+    with pytest.raises(EnclaveLoadError, match="cannot have a persistent map or filesystem"):
+        EnclaveHost.load(ThreadSafeFiles)
