@@ -97,14 +97,14 @@ def bundle_for(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
     def make(entry: str) -> Path:
         if entry not in built:
             cls = getattr(behaviour_enclave, entry)
-            extra = {}
+            extra: dict[str, str] = {}
             if cls.persistent_map_size is not None:
                 extra = {
                     "persistent_map": "true",
                     "max_persistent_map_size": str(cls.persistent_map_size),
                 }
             if cls.filesystem_size or cls.memory_filesystem_size:
-                extra = {
+                extra |= {
                     "filesystem_size": str(cls.filesystem_size),
                     "memory_filesystem_size": str(cls.memory_filesystem_size),
                 }
