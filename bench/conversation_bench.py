@@ -46,6 +46,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from timing import interleaved, paired_ratio
+
 from sanctorum import EnclaveClient, EnclaveHost, EnclaveMail, InProcessTransport
 from sanctorum.common.commands import PostMail
 from sanctorum.common.keys import Curve25519PrivateKey
@@ -130,33 +132,6 @@ def _without_bookkeeping(enclave: type[Enclave], others: int = 0) -> Callable[[]
     return round_trip
 
 
-def interleaved(
-    candidates: dict[str, Callable[[], None]], rounds: int, batch: int
-) -> dict[str, tuple[list[float], list[float]]]:
-    """Seconds per call of each candidate, wall clock and this thread's CPU time, one figure
-    per round; in every round each candidate runs ``batch`` times, in an order that rotates
-    from round to round."""
-    names = list(candidates)
-    for name in names:  # warm-up: caches, the static-static DH term, allocator
-        for _ in range(batch):
-            candidates[name]()
-    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
-    for number in range(rounds):
-        shift = number % len(names)
-        for name in names[shift:] + names[:shift]:
-            function = candidates[name]
-            wall, cpu = time.perf_counter(), time.thread_time()
-            for _ in range(batch):
-                function()
-            times[name][0].append((time.perf_counter() - wall) / batch)
-            times[name][1].append((time.thread_time() - cpu) / batch)
-    return times
-
-
-def _paired_ratio(numerator: list[float], denominator: list[float]) -> float:
-    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
-
-
 def round_trip_report() -> bool:
     print(
         f"Conversation bookkeeping: mock round trip, 1 KiB each way, {ROUND_TRIP_ROUNDS} rounds "
@@ -181,7 +156,7 @@ def round_trip_report() -> bool:
         )
         # The verdict is on CPU time: all of it runs in this thread, and other processes on a
         # busy machine stretch wall-clock rounds at random, CPU time far less.
-        ratio = _paired_ratio(with_cpu, without_cpu)
+        ratio = paired_ratio(with_cpu, without_cpu)
         met = ratio <= ROUND_TRIP_TARGET
         if others:
             verdict = "(not a target: each commit seals every client's last answer)"
@@ -191,7 +166,7 @@ def round_trip_report() -> bool:
         print(
             f"  {label:15}  with {min(with_) * 1e6:5.1f} / {statistics.median(with_) * 1e6:5.1f}"
             f"  without {min(without) * 1e6:5.1f} / {statistics.median(without) * 1e6:5.1f}"
-            f"  {ratio:5.3f}x (wall {_paired_ratio(with_, without):5.3f}x, "
+            f"  {ratio:5.3f}x (wall {paired_ratio(with_, without):5.3f}x, "
             f"mins {min(with_) / min(without):5.3f}x)  {verdict}"
         )
     return ok
@@ -482,8 +457,8 @@ def web_report() -> bool:
             f"   p99 {_percentile(latencies, 0.99) * 1e3:6.2f} ms"
             f"   host+enclave CPU {cpu[variant] * 1e6:5.0f} µs/mail"
         )
-    share = _paired_ratio(rates["with"], rates["without"])
-    ack_share = _paired_ratio(rates["ack only"], rates["without"])
+    share = paired_ratio(rates["with"], rates["without"])
+    ack_share = paired_ratio(rates["ack only"], rates["without"])
     met = share >= WEB_TARGET
     print(
         f"  mails/s, ack only / without: {ack_share:.1%}   with / without: {share:.1%} "
@@ -496,7 +471,7 @@ def web_report() -> bool:
     )
     print(
         "  with / ack only (the request header, acknowledgement held equal): "
-        f"{_paired_ratio(rates['with'], rates['ack only']):.1%} of mails/s, "
+        f"{paired_ratio(rates['with'], rates['ack only']):.1%} of mails/s, "
         f"{cpu['with'] / cpu['ack only']:.3f}x host CPU"
     )
     store_report()

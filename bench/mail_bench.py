@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 import timeit
 from collections.abc import Callable
 from functools import partial
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl.public import PrivateKey as NaclPrivateKey
 from nacl.public import SealedBox
 from noise.connection import Keypair, NoiseConnection
+from timing import interleaved, paired_ratio
 
 from sanctorum.common.keys import Curve25519PrivateKey
 from sanctorum.mail import format as mail_format
@@ -205,32 +205,6 @@ def _round_trip(policy: MinSizePolicy, body: bytes) -> tuple[Callable[[], object
     return run, len(office.encrypt_mail(body))
 
 
-def interleaved(
-    candidates: dict[str, Callable[[], object]], rounds: int, batch: int
-) -> dict[str, tuple[list[float], list[float]]]:
-    """Seconds per call of each candidate, wall clock and this thread's CPU time, one figure
-    per round; each runs ``batch`` times a round, in an order that rotates between rounds."""
-    names = list(candidates)
-    for name in names:  # warm-up: the static-static DH term, the scratch buffer, allocator
-        for _ in range(batch):
-            candidates[name]()
-    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
-    for number in range(rounds):
-        shift = number % len(names)
-        for name in names[shift:] + names[:shift]:
-            function = candidates[name]
-            wall, cpu = time.perf_counter(), time.thread_time()
-            for _ in range(batch):
-                function()
-            times[name][0].append((time.perf_counter() - wall) / batch)
-            times[name][1].append((time.thread_time() - cpu) / batch)
-    return times
-
-
-def _paired_ratio(numerator: list[float], denominator: list[float]) -> float:
-    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
-
-
 def padding_report() -> bool:
     """Print the cost of the default padding; True if the small-mail target is met."""
     print(
@@ -246,7 +220,7 @@ def padding_report() -> bool:
         batch = max(1, round(PADDING_BATCH_SECONDS / best_time(padded, budget=0.05)))
         times = interleaved({"padded": padded, "bare": bare}, PADDING_ROUNDS, batch)
         (padded_wall, padded_cpu), (bare_wall, bare_cpu) = times["padded"], times["bare"]
-        ratio = _paired_ratio(padded_cpu, bare_cpu)
+        ratio = paired_ratio(padded_cpu, bare_cpu)
         if size == 16:
             met = ratio <= PADDING_TARGET
             ok &= met
@@ -257,7 +231,7 @@ def padding_report() -> bool:
             f"  {label:>13}  padded {min(padded_wall) * 1e6:7.1f} / "
             f"{statistics.median(padded_wall) * 1e6:7.1f}  none {min(bare_wall) * 1e6:7.1f} / "
             f"{statistics.median(bare_wall) * 1e6:7.1f}  {ratio:5.2f}x (wall "
-            f"{_paired_ratio(padded_wall, bare_wall):5.2f}x)  bytes {padded_bytes:>8} vs "
+            f"{paired_ratio(padded_wall, bare_wall):5.2f}x)  bytes {padded_bytes:>8} vs "
             f"{bare_bytes:>8} ({padded_bytes / bare_bytes:5.2f}x)  {verdict}"
         )
     print("  * with MinSizePolicy.buckets(doubling_up_to=1 << 20): doubling on to 1 MiB")

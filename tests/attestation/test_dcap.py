@@ -176,7 +176,7 @@ def test_malformed_evidence_raises_only_invalid_enclave(data: bytes) -> None:
         verify_dcap_evidence(data, VALID_AT)
 
 
-def _serialized_with(collateral: str) -> bytes:
+def serialized_with(collateral: str, quote: bytes = QUOTE) -> bytes:
     """What a host could send: a DCAP instance info whose collateral it chose."""
     from sanctorum.common.codec import Writer
 
@@ -187,7 +187,7 @@ def _serialized_with(collateral: str) -> bytes:
         .raw(Ed25519PrivateKey.generate().public_key.encoded)
         .raw(Curve25519PrivateKey.generate().public_key.encoded)
         .text16(DCAP_EVIDENCE_TYPE)
-        .bytes32(encode_dcap_evidence(QUOTE, collateral))
+        .bytes32(encode_dcap_evidence(quote, collateral))
         .getvalue()
     )
 
@@ -197,7 +197,7 @@ def test_a_client_can_bring_its_own_or_fresh_collateral(pccs: str) -> None:
 
     altered = json.loads(COLLATERAL)
     altered["tcb_info"] = altered["tcb_info"].replace('"tcbType":0', '"tcbType":1')
-    lying_host = _serialized_with(json.dumps(altered))
+    lying_host = serialized_with(json.dumps(altered))
     with pytest.raises(InvalidEnclaveError, match="verification failed"):
         EnclaveInstanceInfo.deserialize(lying_host, verification_time=VALID_AT)
     # With its own collateral the quote verifies; only the (recorded) binding fails now.

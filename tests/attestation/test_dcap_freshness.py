@@ -20,7 +20,6 @@ from cryptography import x509
 from sanctorum.attestation import EnclaveConstraint, EnclaveInstanceInfo
 from sanctorum.attestation.collateral import CollateralFetcher, raw_json_member
 from sanctorum.attestation.dcap import (
-    DCAP_EVIDENCE_TYPE,
     collateral_info,
     encode_dcap_evidence,
     is_debug_quote,
@@ -28,8 +27,8 @@ from sanctorum.attestation.dcap import (
 )
 from sanctorum.attestation.evidence import EvidenceClaims, register_verifier
 from sanctorum.common import Curve25519PrivateKey, Ed25519PrivateKey, InvalidEnclaveError
-from sanctorum.common.codec import Writer
 from sanctorum.common.mode import CollateralInfo
+from tests.attestation.test_dcap import serialized_with
 from tests.attestation.test_dcap_more import MOBILECOIN, MOBILECOIN_COLLATERAL
 from tests.conftest import vector_file
 
@@ -81,20 +80,6 @@ def recorded_binding(monkeypatch: pytest.MonkeyPatch) -> None:
     whole client path runs on real evidence: the binding check is tested elsewhere."""
     monkeypatch.setattr(
         "sanctorum.attestation.instance_info.key_binding", lambda signing, encryption: REPORT_DATA
-    )
-
-
-def _serialized(collateral: str, quote: bytes = QUOTE) -> bytes:
-    """What a host sends: an instance info whose collateral it chose."""
-    return (
-        Writer()
-        .raw(b"SNCI")
-        .u8(1)
-        .raw(Ed25519PrivateKey.generate().public_key.encoded)
-        .raw(Curve25519PrivateKey.generate().public_key.encoded)
-        .text16(DCAP_EVIDENCE_TYPE)
-        .bytes32(encode_dcap_evidence(quote, collateral))
-        .getvalue()
     )
 
 
@@ -204,10 +189,10 @@ def test_expire_refuses_an_old_qe_identity_although_the_tcb_info_is_fresh(
 ) -> None:
     """A real mixed set that verifies: fresh TCB info, QE identity 16 days old."""
     constraint = EnclaveConstraint.parse(f"C:{MRENCLAVE} SEC:STALE EXPIRE:P10D")
-    fresh = EnclaveInstanceInfo.deserialize(_serialized(COLLATERAL), verification_time=VALID_AT)
+    fresh = EnclaveInstanceInfo.deserialize(serialized_with(COLLATERAL), verification_time=VALID_AT)
     constraint.check(fresh, now=VALID_AT)
     old = EnclaveInstanceInfo.deserialize(
-        _serialized(_with_old_qe_identity()), verification_time=VALID_AT
+        serialized_with(_with_old_qe_identity()), verification_time=VALID_AT
     )
     assert old.security_info.collateral is not None
     assert old.security_info.collateral.tcb_info_issued > VALID_AT - timedelta(days=2)
@@ -234,7 +219,7 @@ def test_expire_refuses_an_old_pck_crl() -> None:
 def test_the_yearly_root_ca_crl_does_not_count_for_expire(recorded_binding: None) -> None:
     """Intel reissues the root CA CRL about yearly: the recorded set's is 92 days old, yet the
     set is a day old, and a two-day EXPIRE accepts it. Its date is still exposed."""
-    info = EnclaveInstanceInfo.deserialize(_serialized(COLLATERAL), verification_time=VALID_AT)
+    info = EnclaveInstanceInfo.deserialize(serialized_with(COLLATERAL), verification_time=VALID_AT)
     assert info.security_info.collateral is not None
     assert VALID_AT - info.security_info.collateral.oldest_issue_date > timedelta(days=90)
     EnclaveConstraint.parse(f"C:{MRENCLAVE} SEC:STALE EXPIRE:P2D").check(info, now=VALID_AT)
@@ -243,7 +228,7 @@ def test_the_yearly_root_ca_crl_does_not_count_for_expire(recorded_binding: None
 def test_a_client_replaces_old_collateral_with_fresh(recorded_binding: None, pccs: str) -> None:
     """The freshness path: a host ships the 16-day-old QE identity; the client fetches its own
     collateral from a PCCS and the same constraint passes."""
-    lying_host = _serialized(_with_old_qe_identity())
+    lying_host = serialized_with(_with_old_qe_identity())
     constraint = EnclaveConstraint.parse(f"C:{MRENCLAVE} SEC:STALE EXPIRE:P10D")
     shipped = EnclaveInstanceInfo.deserialize(lying_host, verification_time=VALID_AT)
     with pytest.raises(InvalidEnclaveError, match="fails EXPIRE:P10D"):
@@ -271,7 +256,7 @@ def test_an_enclave_client_verifies_with_the_collateral_it_fetches_itself(
         return deserialize(cls, data, **options)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(EnclaveInstanceInfo, "deserialize", classmethod(at_the_recorded_time))
-    lying_host = _serialized(_with_old_qe_identity())
+    lying_host = serialized_with(_with_old_qe_identity())
     fresh_date = datetime(2025, 6, 19, 10, 1, 18, tzinfo=UTC)
     trusting = EnclaveClient(f"C:{MRENCLAVE} SEC:STALE")
     trusting.adopt(lying_host)
@@ -299,7 +284,7 @@ def test_tcb_evaluation_numbers_are_exposed() -> None:
 
 
 def test_tcbeval_accepts_and_refuses_on_the_recorded_set(recorded_binding: None) -> None:
-    info = EnclaveInstanceInfo.deserialize(_serialized(COLLATERAL), verification_time=VALID_AT)
+    info = EnclaveInstanceInfo.deserialize(serialized_with(COLLATERAL), verification_time=VALID_AT)
     for minimum in (0, 16, 17):
         EnclaveConstraint.parse(f"C:{MRENCLAVE} SEC:STALE TCBEVAL:{minimum}").check(info)
     with pytest.raises(
@@ -375,7 +360,7 @@ def test_a_real_debug_quote_is_refused_as_debug() -> None:
     assert "--mode release" in str(error.value)
     with pytest.raises(InvalidEnclaveError, match="debug enclave"):
         EnclaveInstanceInfo.deserialize(
-            _serialized(MOBILECOIN_COLLATERAL, DEBUG_QUOTE),
+            serialized_with(MOBILECOIN_COLLATERAL, DEBUG_QUOTE),
             verification_time=datetime(2023, 7, 12, 20, 48, 25, tzinfo=UTC),
         )
 
