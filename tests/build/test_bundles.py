@@ -295,3 +295,21 @@ def test_a_deeply_nested_enclave_toml_is_a_bundle_error(tmp_path: Path) -> None:
 
     with pytest.raises(BundleError, match="nested too deeply"):
         parse_config("x = " + "[" * 100_000 + "]" * 100_000)
+
+
+def test_the_order_of_zip_entries_changes_neither_the_code_hash_nor_what_runs(
+    tmp_path: Path,
+) -> None:
+    """The measurement covers the sorted listing, so a host that reorders the entries of a
+    signed bundle gets the same code hash, the same signature check and the same files."""
+    built = build(_project(tmp_path / "p"), tmp_path / "out")
+    data = built.path.read_bytes()
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in reversed(source.infolist()):
+            target.writestr(info, source.read(info))
+    reordered = out.getvalue()
+    assert reordered != data
+    original, again = read_bundle(data), read_bundle(reordered)
+    assert again.code_hash == original.code_hash == built.code_hash
+    assert again.files == original.files
