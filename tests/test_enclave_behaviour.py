@@ -102,8 +102,16 @@ def test_failing_host_callback_reaches_the_enclave_as_an_error(host: EnclaveHost
 
 
 def test_enclave_exceptions_reach_the_host(host: EnclaveHost) -> None:
-    with pytest.raises(EnclaveCallError, match="ValueError: bad input from host"):
+    with pytest.raises(EnclaveCallError, match="ValueError: bad input from host") as raised:
         host.call_enclave(b"raise")
+    # With the traceback of the enclave's own code (in every mode but release), and none of
+    # the runtime's frames above it.
+    traceback = raised.value.enclave_traceback
+    assert traceback is not None
+    assert "behaviour_enclave.py" in traceback
+    assert "in receive_from_untrusted_host" in traceback
+    assert traceback.endswith("ValueError: bad input from host")
+    assert "runtime.py" not in traceback
     assert host.call_enclave(b"ok") == b"ko"  # still serving
 
 

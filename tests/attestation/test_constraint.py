@@ -122,6 +122,17 @@ def test_insecure_enclave_fails_secure_and_stale(level: str) -> None:
         EnclaveConstraint.parse(f"C:{CODE} SEC:{level}").check(INFO)
 
 
+def test_a_constraint_without_sec_says_how_to_accept_an_insecure_enclave() -> None:
+    """A newcomer pastes C:… alone and meets SEC:SECURE they never wrote: the message says it is
+    the default and how to accept a development enclave on purpose."""
+    with pytest.raises(InvalidEnclaveError) as refused:
+        EnclaveConstraint.parse(f"C:{CODE}").check(INFO)
+    message = str(refused.value)
+    assert "fails SEC:SECURE" in message
+    assert "without a SEC: term" in message
+    assert "add SEC:INSECURE to the constraint" in message
+
+
 def test_security_level_table() -> None:
     """SECURE accepts SECURE; STALE accepts SECURE and STALE; INSECURE accepts INSECURE only."""
     accepts = EnclaveConstraint._accepts

@@ -313,3 +313,32 @@ def test_the_order_of_zip_entries_changes_neither_the_code_hash_nor_what_runs(
     original, again = read_bundle(data), read_bundle(reordered)
     assert again.code_hash == original.code_hash == built.code_hash
     assert again.files == original.files
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            '"behaviour_enclave:Recordr"',
+            r"defines no 'Recordr' \(did you mean 'Recorder'\?\); fix entry",
+        ),
+        (
+            '"behavior_enclave:Recorder"',
+            r"module 'behavior_enclave', which is not among the bundle's sources "
+            r"\(behaviour_enclave\) \(did you mean 'behaviour_enclave'\?\)",
+        ),
+    ],
+)
+def test_an_entry_typo_fails_the_build_naming_the_module_or_class(
+    tmp_path: Path, entry: str, message: str
+) -> None:
+    with pytest.raises(BundleError, match=message):
+        build(_project(tmp_path / "p", entry=entry), tmp_path / "out")
+
+
+def test_an_entry_that_is_not_an_enclave_class_fails_at_load_saying_what_it_is(
+    tmp_path: Path,
+) -> None:
+    built = build(_project(tmp_path / "p", entry='"behaviour_enclave:_pattern"'), tmp_path / "o")
+    with pytest.raises(EnclaveLoadError, match=r"'behaviour_enclave:_pattern' is function, not a"):
+        EnclaveHost.load(built.path, mode="simulation").start()

@@ -41,6 +41,15 @@ def test_a_release_enclave_keeps_exception_messages_inside() -> None:
     assert "91000" not in message
     assert "alice" not in message
     assert "keeps the message inside" in message
+    assert raised.value.enclave_traceback is None  # nor the traceback
+
+
+def test_other_modes_show_the_enclaves_traceback() -> None:
+    with pytest.raises(EnclaveCallError) as raised:
+        _runtime(reveal_errors=True).call(b"bob", None)
+    traceback = raised.value.enclave_traceback
+    assert traceback is not None
+    assert "in receive_from_untrusted_host" in traceback
 
 
 def test_other_modes_show_the_message() -> None:

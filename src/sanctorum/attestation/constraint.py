@@ -204,12 +204,19 @@ class EnclaveConstraint:
         summary = info.security_info.summary
         required = self.minimum_security_level
         if not self._accepts(required, summary):
-            hint = (
-                " (SEC:INSECURE accepts only insecure enclaves, so development clients are "
-                "never pointed at production by mistake)"
-                if required is SecuritySummary.INSECURE
-                else ""
-            )
+            if required is SecuritySummary.INSECURE:
+                hint = (
+                    " (SEC:INSECURE accepts only insecure enclaves, so development clients are "
+                    "never pointed at production by mistake)"
+                )
+            elif summary is SecuritySummary.INSECURE:
+                hint = (
+                    f" (SEC:{required.name} is also what a constraint without a SEC: term asks "
+                    "for). To accept an insecure enclave on purpose — mock or simulation mode, "
+                    "for development — add SEC:INSECURE to the constraint"
+                )
+            else:
+                hint = ""
             raise InvalidEnclaveError(
                 f"enclave fails SEC:{required.name}: it is {summary.name} "
                 f"({info.security_info.reason}){hint}"

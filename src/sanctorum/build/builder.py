@@ -12,6 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from sanctorum.build.entry import check_entry
 from sanctorum.build.gramine import SgxBuild, write_and_sign
 from sanctorum.build.keyfiles import write_secret_file
 from sanctorum.build.sgx_signing import SgxKeyFile
@@ -33,6 +34,7 @@ from sanctorum.common.errors import BundleError
 from sanctorum.common.hashes import SHA256Hash
 from sanctorum.common.keys import Ed25519PrivateKey
 from sanctorum.common.mode import EnclaveMode
+from sanctorum.common.progress import ProgressCallback, no_progress
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _SKIPPED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache"}
@@ -158,6 +160,7 @@ def collect(project: Path) -> tuple[EnclaveConfig, dict[str, bytes]]:
     files.update(_source_files(project, config))
     files.update(_dependency_files(config))
     check_import_paths(files, str(project))
+    check_entry(config, files, str(project / CONFIG_FILE))
     return config, files
 
 
@@ -211,6 +214,8 @@ def build(
     key: Ed25519PrivateKey | None = None,
     mode: EnclaveMode = EnclaveMode.SIMULATION,
     sgx_key: Path | None = None,
+    *,
+    progress: ProgressCallback | None = None,
 ) -> BuildResult:
     """Build, sign and write ``NAME.enclave``, and the constraints of ``mode`` beside it.
 
@@ -219,7 +224,9 @@ def build(
     ``sgx_key`` (RSA-3072, from ``sanctorum keygen --sgx``) signs the SGX enclave of debug and
     release builds: its MRSIGNER is the signer SGX clients check. Release builds must name
     one; debug builds without one are signed with a throwaway key where Gramine is.
+    ``progress`` is told each long step as it begins (see :mod:`sanctorum.common.progress`).
     """
+    report = progress or no_progress
     if mode is EnclaveMode.MOCK:
         raise BundleError("mock mode runs enclave classes directly; there is nothing to build")
     if key is None:
@@ -246,8 +253,11 @@ def build(
         )
     # Checked before anything is written, so a bad key leaves no half-built output.
     sgx_key_file = SgxKeyFile.load(sgx_key) if sgx_key is not None else None
+    report("collecting the sources and dependencies")
     config, files = collect(project)
+    report(f"measuring {len(files)} files")
     code_hash = measure(config, files)
+    report("signing and compressing the bundle")
     data = write_bundle(files, encode_signature(key, code_hash))
     output_dir = output_dir or project / "build"
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -259,7 +269,7 @@ def build(
         # Until the new signature is checked, no constraint of this mode is known.
         write_constraints(output_dir, config.name, mode, {})
         sgx_build = write_and_sign(
-            config, path, debug=mode is EnclaveMode.DEBUG, sgx_key=sgx_key_file
+            config, path, debug=mode is EnclaveMode.DEBUG, sgx_key=sgx_key_file, progress=report
         )
         constraints = mode_constraints(
             mode, sgx_build.mrenclave, sgx_build.mrsigner, config.product_id

@@ -119,12 +119,24 @@ class StateDirInUseError(EnclaveStateError):
     """Another host process holds the state dir; a second host would lose its mail and state."""
 
 
+TRACEBACK_HEADING = "Traceback inside the enclave (most recent call last):"
+
+
 class EnclaveCallError(EnclaveError):
     """Code inside the enclave raised while handling a call or a mail.
 
     The enclave's own exception is kept as ``__cause__`` where it can cross the boundary
-    (mock mode); elsewhere only its type and message travel.
+    (mock mode). In mock, simulation and debug modes the message ends with the traceback of the
+    enclave's code (:attr:`enclave_traceback`); a release enclave sends the exception's type
+    only, since a message or traceback may hold its data.
     """
+
+    @property
+    def enclave_traceback(self) -> str | None:
+        """The traceback of the enclave's code, if the enclave sent one."""
+        message = str(self)
+        _, found, rest = message.partition(TRACEBACK_HEADING)
+        return rest.strip("\n") if found else None
 
 
 class ClientStateError(SanctorumError, ValueError):

@@ -351,6 +351,7 @@ class EnclaveServer:
 
 
 def _import_entry(module_name: str, class_name: str) -> type[Enclave]:
+    import difflib
     import importlib
 
     try:
@@ -360,9 +361,21 @@ def _import_entry(module_name: str, class_name: str) -> type[Enclave]:
             f"importing the entry module {module_name!r} from the bundle failed: "
             f"{type(error).__name__}: {error}"
         ) from error
-    enclave_class = getattr(module, class_name, None)
+    entry = f"{module_name}:{class_name}"
+    if not hasattr(module, class_name):
+        close = difflib.get_close_matches(class_name, [n for n in dir(module) if n[:1] != "_"])
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        raise EnclaveLoadError(
+            f"entry {entry!r}: the module {module_name!r} has no attribute {class_name!r}"
+            f"{suggestion}; fix entry in enclave.toml"
+        )
+    enclave_class = getattr(module, class_name)
     if not (isinstance(enclave_class, type) and issubclass(enclave_class, Enclave)):
-        raise EnclaveLoadError(f"{module_name}:{class_name} is not an Enclave subclass")
+        kind = "a class" if isinstance(enclave_class, type) else type(enclave_class).__name__
+        raise EnclaveLoadError(
+            f"entry {entry!r} is {kind}, not a subclass of sanctorum.Enclave; point entry at "
+            "your enclave class"
+        )
     return enclave_class
 
 

@@ -10,6 +10,7 @@ import contextlib
 import secrets
 import struct
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,7 @@ from sanctorum.attestation.evidence import EvidenceProvider
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo, key_binding
 from sanctorum.common.commands import HostCallback, MailCommand, PostMail, StoreSealedState
 from sanctorum.common.errors import (
+    TRACEBACK_HEADING,
     EnclaveCallError,
     EnclaveLoadError,
     EnclaveStateError,
@@ -600,7 +602,19 @@ class EnclaveRuntime:
                 f"the enclave's {hook} raised {name} (a release enclave keeps the message "
                 "inside: it may hold the enclave's data)"
             )
-        return EnclaveCallError(f"the enclave's {hook} raised {name}: {error}")
+        return EnclaveCallError(
+            f"the enclave's {hook} raised {name}: {error}\n\n{TRACEBACK_HEADING}\n"
+            + _enclave_traceback(error)
+        )
+
+
+def _enclave_traceback(error: BaseException) -> str:
+    """The traceback of the enclave's own code: the runtime's frames above it are left out."""
+    frames = traceback.extract_tb(error.__traceback__)
+    while frames and frames[0].filename == __file__:
+        frames.pop(0)
+    lines = traceback.format_list(frames) + traceback.format_exception_only(error)
+    return "".join(lines).rstrip("\n")
 
 
 _TOLD = b"T"
