@@ -47,8 +47,6 @@ _MAX_AMOUNT = 2**63 - 1
 class AuctionEnclave(Enclave):
     """A sealed-bid auction; see the module's documentation for the commands."""
 
-    persistent_map_size = 1 << 20  # mock mode; enclave.toml sets it for bundles
-
     def receive_from_untrusted_host(self, data: bytes) -> bytes:
         # The host sees the traffic anyway; it may learn whether the auction is over.
         if data != b"status":

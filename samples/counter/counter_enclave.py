@@ -9,8 +9,6 @@ class CounterEnclave(Enclave):
     """Each mail adds one to its sender's count (kept in the persistent map) and replies with
     the new count. The host may ask how many clients there are, nothing more."""
 
-    persistent_map_size = 1 << 20  # mock mode; enclave.toml sets it for bundles
-
     def receive_from_untrusted_host(self, data: bytes) -> bytes:
         if data != b"clients":
             raise ValueError("the host may only ask for b'clients'")

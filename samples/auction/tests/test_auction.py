@@ -1,5 +1,8 @@
-"""The auction sample: the enclave's rules in mock mode, and a whole auction over the real web
-host, with bidders as separate processes and the host SIGKILLed mid-auction."""
+"""The auction sample: the enclave's rules, and a whole auction over the real web host, with
+bidders as separate processes and the host SIGKILLed mid-auction.
+
+The sanctorum pytest plugin runs the rules in every mode the run selects (mock and simulation by
+default, ``--enclave-mode``) and the web host with the bundle of each mode that has one."""
 
 from __future__ import annotations
 
@@ -10,33 +13,28 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from auction_client import command
-from auction_enclave import COMMAND_TOPIC, RESULT_TOPIC, AuctionEnclave
+from auction_enclave import COMMAND_TOPIC, RESULT_TOPIC
 
 from sanctorum import EnclaveClient, EnclaveHost, InProcessTransport
-from sanctorum.build import build
+from sanctorum.build import BuildResult
 from sanctorum.enclave.sealing import SIMULATION_SECRET_ENV
 
 SAMPLE = Path(__file__).resolve().parents[1]
+Clients = Callable[[], EnclaveClient]
 
-# -- the enclave's rules, in mock mode ---------------------------------------------------------
+# -- the enclave's rules -----------------------------------------------------------------------
 
 
 @pytest.fixture
-def auction() -> Iterator[EnclaveHost]:
-    with EnclaveHost.load(AuctionEnclave).start() as host:
-        yield host
-
-
-def _client(host: EnclaveHost) -> EnclaveClient:
-    client = EnclaveClient(f"C:{host.enclave_instance_info.code_hash} SEC:INSECURE")
-    client.start(InProcessTransport(host))
-    return client
+def auction(enclave_host: EnclaveHost) -> EnclaveHost:
+    """The auction enclave, started in this run's mode."""
+    return enclave_host
 
 
 def _key(client: EnclaveClient) -> str:
@@ -51,9 +49,9 @@ def _notices(client: EnclaveClient) -> list[tuple[str, dict[str, object]]]:
 
 
 def test_only_the_auctioneer_closes_and_only_the_winner_is_revealed(
-    auction: EnclaveHost,
+    auction: EnclaveHost, enclave_client_factory: Clients
 ) -> None:
-    alice, bob, carol, dave, eve = (_client(auction) for _ in range(5))
+    alice, bob, carol, dave, eve = (enclave_client_factory() for _ in range(5))
     assert command(bob, {"bid": 100}) == {"refused": "the auction is not open yet"}
     assert command(eve, {"close": True}) == {"refused": "only the auctioneer may close the auction"}
     assert auction.call_enclave(b"status") == b"not open"
@@ -91,16 +89,16 @@ def test_only_the_auctioneer_closes_and_only_the_winner_is_revealed(
     assert all(_notices(client) == [] for client in (alice, bob, carol, dave, eve))
 
 
-def test_an_auction_without_bids_has_no_winner(auction: EnclaveHost) -> None:
-    alice = _client(auction)
+def test_an_auction_without_bids_has_no_winner(enclave_client: EnclaveClient) -> None:
+    alice = enclave_client
     command(alice, {"open": True})
     assert command(alice, {"close": True}) == {"winner": None, "price": None}
 
 
 def test_bidders_are_told_after_a_restart_they_did_not_write_after(
-    auction: EnclaveHost,
+    auction: EnclaveHost, enclave_client_factory: Clients
 ) -> None:
-    alice, bob, carol = (_client(auction) for _ in range(3))
+    alice, bob, carol = (enclave_client_factory() for _ in range(3))
     command(alice, {"open": True})
     command(bob, {"bid": 10})
     command(carol, {"bid": 20})
@@ -112,9 +110,9 @@ def test_bidders_are_told_after_a_restart_they_did_not_write_after(
 
 
 def test_a_notice_from_an_instance_that_is_gone_still_reaches_the_bidder(
-    auction: EnclaveHost,
+    auction: EnclaveHost, enclave_client_factory: Clients
 ) -> None:
-    alice, bob = _client(auction), _client(auction)
+    alice, bob = enclave_client_factory(), enclave_client_factory()
     command(alice, {"open": True})
     command(bob, {"bid": 10})
     auction.restart()  # instance B
@@ -138,8 +136,8 @@ class WebHost:
     """``sanctorum host`` as a subprocess in its own process group, so that a SIGKILL takes
     the enclave process with it."""
 
-    def __init__(self, bundle: Path, state_dir: Path, env: dict[str, str]) -> None:
-        self.bundle, self.state_dir, self.env = bundle, state_dir, env
+    def __init__(self, bundle: Path, mode: str, state_dir: Path, env: dict[str, str]) -> None:
+        self.bundle, self.mode, self.state_dir, self.env = bundle, mode, state_dir, env
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -148,7 +146,7 @@ class WebHost:
         command = [sys.executable, "-m", "sanctorum", "host", str(self.bundle)]
         command += ["--state-dir", str(self.state_dir), "--port", str(self.port)]
         self.process = subprocess.Popen(
-            [*command, "--mode", "simulation"],
+            [*command, "--mode", self.mode],
             stdout=subprocess.DEVNULL,
             env=self.env,
             start_new_session=True,
@@ -203,13 +201,16 @@ def finish_all(runs: list[Run]) -> list[str]:
 
 
 @pytest.fixture
-def web_host(tmp_path: Path) -> Iterator[tuple[WebHost, str]]:
-    built = build(SAMPLE, tmp_path / "build")
+def web_host(
+    enclave_bundle: BuildResult, enclave_mode: str, tmp_path: Path
+) -> Iterator[tuple[WebHost, str]]:
+    """``sanctorum host`` serving the auction's bundle (simulation mode by default), and the
+    constraint its clients check: the one the build printed."""
     env = {**os.environ, SIMULATION_SECRET_ENV: str(tmp_path / "platform-secret")}
-    host = WebHost(built.path, tmp_path / "state", env)
+    host = WebHost(enclave_bundle.path, enclave_mode, tmp_path / "state", env)
     host.start()
     try:
-        yield host, f"C:{built.code_hash} SEC:INSECURE"
+        yield host, enclave_bundle.constraints["code"]
     finally:
         host.kill()
 

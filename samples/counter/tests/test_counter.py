@@ -1,36 +1,31 @@
-"""The counter sample: state survives restarts, in mock and simulation mode."""
+"""The counter sample: state survives restarts, in every mode the run selects (the sanctorum
+pytest plugin's ``--enclave-mode``: mock and simulation by default)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
+from counter_demo import count_once, main
 
-from sanctorum import EnclaveClient, EnclaveHost, InProcessTransport
-from sanctorum.build import build
-
-SAMPLE = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(SAMPLE))
-
-from counter_demo import count_once, main  # noqa: E402
-from counter_enclave import CounterEnclave  # noqa: E402
+from sanctorum import EnclaveCallError, EnclaveClient, EnclaveHost, InProcessTransport
 
 
-@pytest.mark.parametrize("mode", ["mock", "simulation"])
-def test_counts_survive_a_restart(mode: str, tmp_path: Path) -> None:
-    target = CounterEnclave if mode == "mock" else build(SAMPLE, tmp_path).path
-    with EnclaveHost.load(target).start() as host:
-        alice = EnclaveClient(f"C:{host.enclave_instance_info.code_hash} SEC:INSECURE")
-        bob = EnclaveClient(alice.constraint)
-        for client in (alice, bob):
-            client.start(InProcessTransport(host))
-        assert [count_once(alice), count_once(alice), count_once(bob)] == [1, 2, 1]
-        host.restart()
-        for client in (alice, bob):
-            client.start(InProcessTransport(host))
-        assert [count_once(alice), count_once(bob)] == [3, 2]
-        assert host.call_enclave(b"clients") == b"2"
+def test_counts_survive_a_restart(
+    enclave_host: EnclaveHost, enclave_client_factory: Callable[[], EnclaveClient]
+) -> None:
+    alice, bob = enclave_client_factory(), enclave_client_factory()
+    assert [count_once(alice), count_once(alice), count_once(bob)] == [1, 2, 1]
+    enclave_host.restart()
+    for client in (alice, bob):
+        client.start(InProcessTransport(enclave_host))
+    assert [count_once(alice), count_once(bob)] == [3, 2]
+    assert enclave_host.call_enclave(b"clients") == b"2"
+
+
+def test_the_host_may_only_ask_how_many_clients(enclave_host: EnclaveHost) -> None:
+    with pytest.raises(EnclaveCallError):  # the enclave's ValueError, as the host sees it
+        enclave_host.call_enclave(b"counts")
 
 
 def test_demo(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,13 +1,11 @@
-"""The hello sample, end to end through the public API, in mock and simulation mode."""
+"""The hello sample, end to end through the public API, in every mode the run selects (mock
+and simulation by default; the sanctorum pytest plugin's ``--enclave-mode``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from client import reverse_remotely
-from host import build_enclave, start_host
+from host import start_host
 
 from sanctorum import (
     EnclaveConstraint,
@@ -16,36 +14,39 @@ from sanctorum import (
     InvalidEnclaveError,
     SHA256Hash,
 )
+from sanctorum.build import BuildResult
 
 
-@pytest.fixture(params=["mock", "simulation"])
-def host(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EnclaveHost]:
-    bundle = build_enclave(tmp_path).path if request.param == "simulation" else None
-    with start_host(bundle) as running:
-        yield running
-
-
-def test_texts_come_back_reversed(host: EnclaveHost) -> None:
-    constraint = EnclaveConstraint.parse(f"C:{host.enclave_instance_info.code_hash} SEC:INSECURE")
+def test_texts_come_back_reversed(
+    enclave_host: EnclaveHost, enclave_constraint: EnclaveConstraint
+) -> None:
     texts = ["hello", "", "ünïcödé", "x" * 100_000]
-    assert reverse_remotely(InProcessTransport(host), constraint, texts) == [t[::-1] for t in texts]
-    assert host.call_enclave(b"mails") == b"4"
+    replies = reverse_remotely(InProcessTransport(enclave_host), enclave_constraint, texts)
+    assert replies == [t[::-1] for t in texts]
+    assert enclave_host.call_enclave(b"mails") == b"4"
 
 
-def test_host_calls_are_reversed(host: EnclaveHost) -> None:
-    assert host.call_enclave(b"abc") == b"cba"
+def test_host_calls_are_reversed(enclave_host: EnclaveHost) -> None:
+    assert enclave_host.call_enclave(b"abc") == b"cba"
 
 
-def test_client_refuses_an_unexpected_enclave(host: EnclaveHost) -> None:
+def test_client_refuses_an_unexpected_enclave(enclave_host: EnclaveHost) -> None:
     constraint = EnclaveConstraint.parse(f"C:{SHA256Hash.of(b'evil')} SEC:INSECURE")
     with pytest.raises(InvalidEnclaveError):
-        reverse_remotely(InProcessTransport(host), constraint, ["secret"])
+        reverse_remotely(InProcessTransport(enclave_host), constraint, ["secret"])
 
 
-def test_the_bundle_attests_the_code_hash_the_build_printed(tmp_path: Path) -> None:
-    built = build_enclave(tmp_path)
-    with start_host(built.path) as host:
-        assert host.enclave_instance_info.code_hash == built.code_hash
+@pytest.mark.enclave_modes("simulation")  # start_host runs bundles in simulation mode
+def test_the_sample_host_runs_the_bundle_the_build_printed(enclave_bundle: BuildResult) -> None:
+    with start_host(enclave_bundle.path) as host:
+        assert host.enclave_instance_info.code_hash == enclave_bundle.code_hash
+        assert host.call_enclave(b"abc") == b"cba"
+
+
+def test_the_sample_host_runs_the_class_in_mock_mode() -> None:
+    with start_host() as host:
+        assert host.enclave_mode.value == "mock"
+        assert host.call_enclave(b"abc") == b"cba"
 
 
 def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,19 +29,24 @@ _VERSION = 1
 class MockConfiguration:
     """What a mock enclave claims to be; every field is optional.
 
-    Defaults (DESIGN §4): the code hash is SHA-256 of the enclave class's qualified name, the
-    signer hash is 32 zero bytes, product id 1, revocation level 0, TCB level 1.
+    Defaults: the code hash is SHA-256 of the enclave class's qualified name, the
+    signer hash is 32 zero bytes, TCB level 1. A product id or revocation level left at None
+    comes from the enclave's ``enclave.toml`` when :meth:`EnclaveHost.load` finds one (see
+    ``docs/tutorial.md``), else it is 1 and 0; a value given here wins over the file, so a test
+    can play another release of the enclave.
     """
 
     code_hash: SHA256Hash | None = None
     signer_hash: SHA256Hash | None = None
-    product_id: int = 1
-    revocation_level: int = 0
+    product_id: int | None = None
+    revocation_level: int | None = None
     tcb_level: int = 1
 
     def __post_init__(self) -> None:
-        _check_range("product_id", self.product_id, 1, 65535)
-        _check_range("revocation_level", self.revocation_level, 0, 65534)
+        if self.product_id is not None:
+            _check_range("product_id", self.product_id, 1, 65535)
+        if self.revocation_level is not None:
+            _check_range("revocation_level", self.revocation_level, 0, 65534)
         _check_range("tcb_level", self.tcb_level, 1, 65535)
 
 
@@ -71,8 +76,8 @@ class MockEvidenceProvider:
         return cls(
             code_hash=config.code_hash or SHA256Hash.of(qualified_name.encode("utf-8")),
             signer_hash=config.signer_hash or ZERO_HASH,
-            product_id=config.product_id,
-            revocation_level=config.revocation_level,
+            product_id=1 if config.product_id is None else config.product_id,
+            revocation_level=0 if config.revocation_level is None else config.revocation_level,
             tcb_level=config.tcb_level,
         )
 

@@ -13,6 +13,7 @@ from sanctorum.common.errors import EnclaveLoadError, EnclaveStateError
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.runtime import EnclaveRuntime
 from sanctorum.enclave.sealing import MOCK_PLATFORM_SECRET, EnclaveIdentity, SecurityVersions
+from sanctorum.host.mock_settings import MockSettings, mock_settings
 
 
 class EnclavePlatform(Protocol):
@@ -47,12 +48,23 @@ def refuse_thread_safe_persistence(thread_safe: bool, persistence: bool) -> None
 
 
 class MockPlatform:
-    """Runs the enclave object in the host's own process: plain calls, no protection."""
+    """Runs the enclave object in the host's own process: plain calls, no protection.
 
-    def __init__(self, enclave_class: type[Enclave], config: MockConfiguration | None) -> None:
+    Its settings come from the ``enclave.toml`` that names the class, else from the class's
+    attributes (:func:`~sanctorum.host.mock_settings.mock_settings`); ``settings`` gives them
+    ready-made.
+    """
+
+    def __init__(
+        self,
+        enclave_class: type[Enclave],
+        config: MockConfiguration | None,
+        settings: MockSettings | None = None,
+    ) -> None:
+        self.settings = settings or mock_settings(enclave_class, config)
         refuse_thread_safe_persistence(
-            enclave_class.thread_safe,
-            enclave_class.persistent_map_size is not None or bool(enclave_class.filesystem_size),
+            self.settings.thread_safe,
+            self.settings.persistent_map_size is not None or bool(self.settings.filesystem_size),
         )
         try:
             self.enclave = enclave_class()
@@ -63,7 +75,7 @@ class MockPlatform:
                 "with no arguments)"
             ) from error
         self._provider = MockEvidenceProvider.for_class(
-            f"{enclave_class.__module__}.{enclave_class.__qualname__}", config
+            f"{enclave_class.__module__}.{enclave_class.__qualname__}", self.settings.mock_config
         )
         self._runtime: EnclaveRuntime | None = None
         self.call_enclave: Callable[
@@ -97,10 +109,11 @@ class MockPlatform:
                 SecurityVersions(provider.revocation_level, provider.tcb_level),
             ),
             platform_secret=MOCK_PLATFORM_SECRET,
-            persistent_map_size=self.enclave.persistent_map_size,
+            thread_safe=self.settings.thread_safe,
+            persistent_map_size=self.settings.persistent_map_size,
             sealed_state=sealed_state,
-            filesystem_size=self.enclave.filesystem_size,
-            memory_filesystem_size=self.enclave.memory_filesystem_size,
+            filesystem_size=self.settings.filesystem_size,
+            memory_filesystem_size=self.settings.memory_filesystem_size,
             filesystem_file=filesystem_file,
         )
         # Calls go straight to the runtime: mock mode's overhead over a method call is measured.
