@@ -4,6 +4,8 @@ Every enclave call runs in a worker thread, so a slow enclave never blocks the e
 Errors are JSON ``{"error": "MAIL_DECRYPTION" | "MAIL_REPLAY" | "MAIL_GAP" |
 "ENCLAVE_EXCEPTION" | "BAD_REQUEST", "message": ...}`` with status 400 (``message`` is null in
 release mode, so nothing leaks), 413 for bodies over the limit, 503 while the enclave restarts.
+Each request is logged (method, path, status, duration, correlation id; never a body) to the
+``sanctorum.web`` logger.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sanctorum.common.headers import (
     MAX_MAIL_SIZE_HEADER,
 )
 from sanctorum.common.mode import EnclaveMode
+from sanctorum.web.logs import AccessLog
 from sanctorum.web.service import EnclaveService
 
 DEFAULT_MAX_BODY_SIZE = 16 << 20
@@ -115,6 +118,7 @@ def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SI
         version=__version__,
         description="Serves one enclave: its attestation, and Mail to and from it.",
     )
+    app.add_middleware(AccessLog)  # one "request" event per request on sanctorum.web
 
     def error(status: int, code: str, message: str) -> JSONResponse:
         release = service.mode is EnclaveMode.RELEASE  # nothing about the failure leaks

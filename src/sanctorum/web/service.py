@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import re
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -14,41 +17,67 @@ from sanctorum.common.bundle import read_bundle
 from sanctorum.common.commands import MailCommand
 from sanctorum.common.errors import (
     EnclaveCrashedError,
+    EnclaveLoadError,
     EnclaveStateError,
-    SanctorumError,
     StateDirInUseError,
 )
 from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.host.host import EnclaveHost
+from sanctorum.host.importing import EnclaveClass, import_enclave_class
+from sanctorum.host.mock_settings import mock_settings
+from sanctorum.web.logs import log_event
 from sanctorum.web.store import MailboxStore
 
 _T = TypeVar("_T")
+_REMIND_EVERY = 300.0  # seconds: how often a restart that keeps failing the same way is logged
 
 
 class EnclaveService:
-    """Thread-safe: the web app calls it from worker threads, never from the event loop."""
+    """Thread-safe: the web app calls it from worker threads, never from the event loop.
+
+    ``enclave`` is a ``.enclave`` bundle, or an :class:`Enclave` subclass (mock mode). The
+    enclave's lifecycle is logged to the ``sanctorum.web`` logger (:mod:`sanctorum.web.logs`).
+    """
 
     def __init__(
-        self, bundle: Path, mode: EnclaveMode, state_dir: Path, *, pccs_url: str | None = None
+        self,
+        enclave: Path | EnclaveClass,
+        mode: EnclaveMode,
+        state_dir: Path,
+        *,
+        pccs_url: str | None = None,
     ) -> None:
         self.mode = mode
-        self._bundle = bundle
+        # The enclave's name, for logs: the bundle's, or the class's.
+        if isinstance(enclave, type):
+            self.name = enclave.__qualname__
+            filesystem_size = mock_settings(enclave).filesystem_size  # enclave.toml's, if any
+        else:
+            config = read_bundle(enclave.read_bytes(), str(enclave)).config
+            self.name = config.name
+            filesystem_size = config.filesystem_size
         self._state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = lock_state_dir(state_dir)
         self.store = MailboxStore(state_dir / "mailbox.sqlite3")
-        config = read_bundle(bundle.read_bytes(), str(bundle)).config
-        self._filesystem_file = state_dir / "filesystem.bin" if config.filesystem_size else None
-        self._host = EnclaveHost.load(bundle, mode=mode, pccs_url=pccs_url)
+        self._filesystem_file = state_dir / "filesystem.bin" if filesystem_size else None
+        self._host = EnclaveHost.load(
+            enclave, mode=mode, pccs_url=pccs_url, progress=self._progress
+        )
         self._restart_lock = threading.Lock()
         self.restarting = False
         self._closed = False
+        self._started = False
         self._serialized: tuple[object, tuple[bytes, bytes]] = (None, (b"", b""))
 
     @property
     def host(self) -> EnclaveHost:
         return self._host
+
+    def _progress(self, step: str) -> None:
+        """The host's long steps (fetching DCAP collateral, at start and when it expires)."""
+        log_event(logging.INFO, "progress", step, enclave=self.name, step=step)
 
     def start(self) -> None:
         """Start the enclave from the last sealed state the store holds."""
@@ -57,6 +86,27 @@ class EnclaveService:
             filesystem_file=self._filesystem_file,
             on_mail_commands=self._store_commands,
         )
+        self._started = True
+        fields = self._instance_fields()
+        log_event(
+            logging.INFO,
+            "enclave_started",
+            f"enclave {self.name} started ({fields['mode']}): code hash {fields['code_hash']}, "
+            f"instance key {fields['instance_key']}{_pid_text(fields)}",
+            **fields,
+        )
+
+    def _instance_fields(self) -> dict[str, object]:
+        """What identifies the running instance in logs: never its attestation bytes."""
+        info = self._host.enclave_instance_info
+        return {
+            "enclave": self.name,
+            "mode": info.enclave_mode.value,
+            "code_hash": str(info.code_hash),
+            # The start of the key clients name in /attestation?instance=...
+            "instance_key": info.encryption_key.encoded.hex()[:16],
+            "pid": self._host.process_id,
+        }
 
     def _store_commands(self, commands: list[MailCommand]) -> None:
         info = self._host.enclave_instance_info
@@ -92,35 +142,142 @@ class EnclaveService:
             raise EnclaveStateError("the enclave is restarting; try again in a moment")
         try:
             return action()
-        except EnclaveCrashedError:
-            self._restart_in_background()
+        except EnclaveCrashedError as crash:
+            self._restart_in_background(crash)
             raise
 
-    def _restart_in_background(self) -> None:
+    def _restart_in_background(self, crash: EnclaveCrashedError) -> None:
         with self._restart_lock:
-            if self.restarting:
+            if self.restarting or self._closed:
                 return
             self.restarting = True
-        threading.Thread(target=self._restart, name="enclave-restart", daemon=True).start()
+        reason, detail, status = self._why(crash)
+        log_event(
+            logging.WARNING,
+            "enclave_crashed",
+            f"enclave {self.name} {'was killed' if reason == 'killed' else 'crashed'}: "
+            f"{detail}; restarting it from the last sealed state",
+            enclave=self.name,
+            reason=reason,
+            detail=detail,
+            exit_status=status,
+            pid=self._host.process_id,
+        )
+        threading.Thread(
+            target=self._restart, args=(reason, detail), name="enclave-restart", daemon=True
+        ).start()
 
-    def _restart(self) -> None:
+    def _why(self, crash: EnclaveCrashedError) -> tuple[str, str, int | None]:
+        """Why the enclave went away: ``killed`` (by a signal) or ``crashed``; in words; and
+        its process's exit status, if it has one."""
+        status = self._host.exit_status
+        if status is not None and status < 0:
+            try:
+                name = signal.Signals(-status).name
+            except ValueError:
+                name = f"signal {-status}"
+            return "killed", f"its process was killed by {name}", status
+        if status is not None:
+            return "crashed", f"its process exited with status {status}", status
+        return "crashed", str(crash).removeprefix("the enclave has crashed: "), None
+
+    def _restart(self, reason: str, detail: str) -> None:
         """Start a fresh instance from the latest sealed state, trying again (and answering
-        503, /health "restarting") until it starts or the service is closed."""
+        503, /health "restarting") until it starts or the service is closed. A failure is
+        logged once, not at every try: a failure is logged again only after five minutes
+        (numbers in its message aside, so a changing pid or size is the same failure)."""
+        began = time.monotonic()
         pause = 0.1
+        attempts = 0
+        reported: dict[str, float] = {}  # failure -> when it was last logged
         while not self._closed:
+            attempts += 1
             try:
                 self._host.restart()
-                break
-            except SanctorumError:
+            except Exception as error:  # a failing restart must not end the loop
+                problem = f"{type(error).__name__}: {error}"
+                key, now = re.sub(r"\d+", "#", problem), time.monotonic()
+                if now - reported.get(key, now - _REMIND_EVERY) >= _REMIND_EVERY:
+                    again = "still " if key in reported else ""
+                    log_event(
+                        logging.ERROR,
+                        "enclave_restart_failed",
+                        f"enclave {self.name} {again}fails to restart ({attempts} "
+                        f"{'try' if attempts == 1 else 'tries'}; retrying until it starts, "
+                        f"this error logged again in {_REMIND_EVERY / 60:.0f} min): {problem}",
+                        enclave=self.name,
+                        error=problem,
+                        attempts=attempts,
+                    )
+                    reported[key] = now
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
+                continue
+            fields = self._instance_fields()
+            downtime_ms = round((time.monotonic() - began) * 1000)
+            log_event(
+                logging.INFO,
+                "enclave_restarted",
+                f"enclave {self.name} restarted after it "
+                f"{'was killed' if reason == 'killed' else 'crashed'} ({detail}): instance key "
+                f"{fields['instance_key']}{_pid_text(fields)}, down {downtime_ms} ms, "
+                f"{attempts} {'try' if attempts == 1 else 'tries'}",
+                **fields,
+                reason=reason,
+                detail=detail,
+                attempts=attempts,
+                downtime_ms=downtime_ms,
+            )
+            break
         self.restarting = False
 
     def close(self) -> None:
-        self._closed = True
+        """Stop the enclave (its ``on_shutdown`` runs) and release the state dir; closing
+        twice is harmless."""
+        with self._restart_lock:
+            if self._closed:
+                return
+            self._closed = True
         self._host.close()
         self.store.close()
         self._lock_file.close()  # releases the lock
+        if self._started:
+            log_event(
+                logging.INFO, "enclave_stopped", f"enclave {self.name} stopped", enclave=self.name
+            )
+
+
+def _pid_text(fields: dict[str, object]) -> str:
+    return "" if fields["pid"] is None else f", pid {fields['pid']}"
+
+
+def choose_enclave(
+    bundle: Path | None, mock: str | None, mode: str | None
+) -> tuple[Path | EnclaveClass, EnclaveMode]:
+    """What ``sanctorum host`` serves: a bundle (simulation mode unless ``mode`` says
+    otherwise), or with ``mock`` (``module:Class``) an Enclave subclass in mock mode."""
+    if (bundle is None) == (mock is None):
+        raise EnclaveLoadError(
+            "give either a bundle to serve or --mock module:Class, not "
+            + ("both" if bundle is not None else "neither")
+        )
+    if mock is not None:
+        if mode is not None and mode.strip().lower() != EnclaveMode.MOCK.value:
+            raise EnclaveLoadError(
+                f"--mock serves a class in mock mode; --mode {mode} runs a bundle: build one "
+                "with `sanctorum build` and pass its path instead of --mock"
+            )
+        return import_enclave_class(mock), EnclaveMode.MOCK
+    assert bundle is not None
+    try:
+        parsed = EnclaveMode.parse(mode or EnclaveMode.SIMULATION.value)
+    except ValueError as error:
+        raise EnclaveLoadError(str(error)) from None
+    if parsed is EnclaveMode.MOCK:
+        raise EnclaveLoadError(
+            "mock mode serves an Enclave class, not a bundle: use --mock module:Class"
+        )
+    return bundle, parsed
 
 
 def lock_state_dir(state_dir: Path) -> IO[str]:
