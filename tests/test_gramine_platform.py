@@ -14,6 +14,7 @@ from sanctorum import EnclaveLoadError, InvalidEnclaveError
 from sanctorum.attestation.collateral import CollateralFetcher
 from sanctorum.common.bundle import read_bundle
 from sanctorum.common.mode import EnclaveMode
+from sanctorum.common.progress import ProgressCallback
 from sanctorum.host import EnclaveHost
 from sanctorum.host.gramine import GraminePlatform
 from tests.conftest import vector_file
@@ -87,3 +88,26 @@ def test_the_filesystem_file_is_linked_under_the_allowed_mount(
     assert link.is_symlink()
     assert link.resolve() == target.resolve()
     assert platform._enclave_path(None) is None
+
+
+def test_the_host_hands_its_progress_callback_to_the_collateral_fetcher(
+    bundle_for: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So `EnclaveHost.load(..., progress=...)` shows the collateral requests of SGX hosts."""
+    import sanctorum.host.host as host_module
+
+    given: list[ProgressCallback | None] = []
+
+    class Recording(CollateralFetcher):
+        def __init__(self, base_url: str, *, progress: ProgressCallback | None = None) -> None:
+            given.append(progress)
+            super().__init__(base_url, progress=progress)
+
+    monkeypatch.setattr(host_module, "CollateralFetcher", Recording)
+    monkeypatch.setattr(host_module, "sgx_problems", list)  # as if this machine had SGX
+    bundle = tmp_path / "recorder.enclave"
+    bundle.write_bytes(bundle_for("Recorder").read_bytes())
+    (tmp_path / "recorder.manifest.sgx").write_text("")
+    steps: list[str] = []
+    EnclaveHost.load(bundle, mode="debug", progress=steps.append)
+    assert given == [steps.append]

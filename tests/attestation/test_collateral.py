@@ -68,3 +68,15 @@ def test_raw_member_keeps_the_signed_bytes() -> None:
     assert raw_json_member(text, "tcbInfo") == '{"x": "}{\\"", "y": {"z": 2}}'
     with pytest.raises(CollateralError):
         raw_json_member(text, "missing")
+
+
+def test_each_request_is_reported_to_the_progress_callback(pccs: str) -> None:
+    steps: list[str] = []
+    fetcher = CollateralFetcher(pccs, clock=lambda: VALID_AT, progress=steps.append)
+    fetcher.collateral_for(QUOTE)
+    fetcher.collateral_for(QUOTE)  # cached: nothing is fetched, nothing reported
+    assert steps == [
+        f"fetching the DCAP collateral: {what}"
+        for what in ("PCK CRL", "TCB info", "QE identity", "root CA CRL")
+    ]
+    assert len(FakePccs.requests) == len(steps)

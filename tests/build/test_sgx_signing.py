@@ -544,3 +544,28 @@ def test_simulation_constraints_accept_the_enclave_they_were_printed_for(tmp_pat
 def test_sgx_key_is_refused_for_simulation_builds(tmp_path: Path, keys: dict[str, Path]) -> None:
     with pytest.raises(BundleError, match="--sgx-key signs SGX enclaves"):
         build(write_project(tmp_path, "Recorder"), tmp_path / "out", sgx_key=keys["sgx"])
+
+
+def test_an_sgx_build_reports_its_steps(
+    tmp_path: Path, gramine: Gramine, keys: dict[str, Path]
+) -> None:
+    steps: list[str] = []
+    project = write_project(tmp_path, "Recorder")
+    build(project, tmp_path / "out", mode=EnclaveMode.DEBUG, progress=steps.append)
+    assert steps[3:] == [
+        "writing the Gramine manifest template",
+        "rendering the Gramine manifest (gramine-manifest)",
+        "generating a throwaway SGX key",
+        "measuring and signing the SGX enclave (gramine-sgx-sign)",
+        "checking the SIGSTRUCT",
+    ]
+    steps.clear()
+    build(
+        project,
+        tmp_path / "out",
+        mode=EnclaveMode.DEBUG,
+        sgx_key=keys["sgx"],
+        progress=steps.append,
+    )
+    assert "generating a throwaway SGX key" not in steps
+    assert steps[-1] == "checking the SIGSTRUCT"

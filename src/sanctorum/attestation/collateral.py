@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from sanctorum.common.errors import SanctorumError
+from sanctorum.common.progress import ProgressCallback, no_progress
 
 if TYPE_CHECKING:  # httpx loads only when collateral is fetched: clients stay light
     import httpx
@@ -70,6 +71,7 @@ class CollateralFetcher:
     Intel reissues TCB info, QE identity and PCK CRL often, each valid for 30 days; keeping a
     set for its whole validity would make the attestations a host hands out look up to 30 days
     old to clients whose constraint says ``EXPIRE:``. ``max_age`` bounds that (zero: no cache).
+    ``progress`` is told each request as it is made (see :mod:`sanctorum.common.progress`).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class CollateralFetcher:
         http: httpx.Client | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_age: timedelta = DEFAULT_MAX_AGE,
+        progress: ProgressCallback | None = None,
     ) -> None:
         import httpx
 
@@ -90,6 +93,7 @@ class CollateralFetcher:
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[datetime, dict[str, str]]] = {}
         self._lock = threading.Lock()
+        self._progress = progress or no_progress
 
     def collateral_for(self, quote: bytes) -> dict[str, str]:
         """The collateral JSON object (as ``dcap_qvl.QuoteCollateralV3.from_json`` reads)."""
@@ -118,9 +122,10 @@ class CollateralFetcher:
             self._cache[key] = (expires, collateral)
         return collateral
 
-    def _get(self, path: str, **params: str) -> httpx.Response:
+    def _get(self, what: str, path: str, **params: str) -> httpx.Response:
         import httpx
 
+        self._progress(f"fetching the DCAP collateral: {what}")
         try:
             response = self._http.get(self._base + path, params=params)
         except httpx.HTTPError as error:
@@ -138,10 +143,10 @@ class CollateralFetcher:
         raise CollateralError(f"the response lacks the {names[0]} header")
 
     def _fetch(self, fmspc: str, ca: str) -> dict[str, str]:
-        pck_crl = self._get("/pckcrl", ca=ca, encoding="der")
-        tcb = self._get("/tcb", fmspc=fmspc)
-        identity = self._get("/qe/identity")
-        root_crl = self._get("/rootcacrl")
+        pck_crl = self._get("PCK CRL", "/pckcrl", ca=ca, encoding="der")
+        tcb = self._get("TCB info", "/tcb", fmspc=fmspc)
+        identity = self._get("QE identity", "/qe/identity")
+        root_crl = self._get("root CA CRL", "/rootcacrl")
         tcb_text, identity_text = tcb.text, identity.text
         try:
             tcb_signature = str(json.loads(tcb_text)["signature"])

@@ -25,6 +25,7 @@ from sanctorum.build.sgx_signing import SgxKeyFile, Sigstruct, generate_sgx_key,
 from sanctorum.common.bundle import BUNDLE_MOUNT, FILES_MOUNT, EnclaveConfig
 from sanctorum.common.errors import BundleError
 from sanctorum.common.hashes import SHA256Hash
+from sanctorum.common.progress import ProgressCallback, no_progress
 
 
 def python_paths() -> list[Path]:
@@ -133,19 +134,26 @@ def _run(command: list[str], cwd: Path) -> str:
 
 
 def _sign(
-    config: EnclaveConfig, directory: Path, debug: bool, sgx_key: SgxKeyFile | None
+    config: EnclaveConfig,
+    directory: Path,
+    debug: bool,
+    sgx_key: SgxKeyFile | None,
+    report: ProgressCallback,
 ) -> Sigstruct:
     """Render and sign in ``directory``; the SIGSTRUCT, checked against the key and config."""
     template = directory / f"{config.name}.manifest.template"
     manifest = directory / f"{config.name}.manifest"
     sigfile = directory / f"{config.name}.sig"
+    report("rendering the Gramine manifest (gramine-manifest)")
     _run(["gramine-manifest", str(template), str(manifest)], directory)
     with tempfile.TemporaryDirectory(prefix="sanctorum-sgx-key-") as scratch:
         if sgx_key is None:
             # Debug enclaves attest INSECURE and SGX derives their sealing keys apart from
             # release ones; a key that is deleted after this signature cannot sign anything else.
+            report("generating a throwaway SGX key")
             path = Path(scratch) / "throwaway-sgx-key.pem"
             sgx_key = SgxKeyFile(path, generate_sgx_key(path))
+        report("measuring and signing the SGX enclave (gramine-sgx-sign)")
         _run(
             [
                 "gramine-sgx-sign",
@@ -166,6 +174,7 @@ def _sign(
             raise BundleError(
                 f"gramine-sgx-sign did not write {sigfile}: {error.strerror or error}"
             ) from None
+        report("checking the SIGSTRUCT")
         sigstruct = read_sigstruct(data, str(sigfile), sgx_key.private_key.public_key())
     expected = (config.product_id, config.revocation_level, debug)
     found = (sigstruct.product_id, sigstruct.security_version, sigstruct.debug)
@@ -179,7 +188,12 @@ def _sign(
 
 
 def write_and_sign(
-    config: EnclaveConfig, bundle: Path, *, debug: bool, sgx_key: SgxKeyFile | None
+    config: EnclaveConfig,
+    bundle: Path,
+    *,
+    debug: bool,
+    sgx_key: SgxKeyFile | None,
+    progress: ProgressCallback | None = None,
 ) -> SgxBuild:
     """Write ``NAME.manifest.template`` beside the bundle; render it and sign it with
     ``gramine-sgx-sign --key`` if Gramine is installed, and say plainly what is missing if not.
@@ -188,7 +202,9 @@ def write_and_sign(
     then signed with a throwaway key (never with Gramine's default key on this machine).
     The MRENCLAVE and MRSIGNER are read from the signed SIGSTRUCT, which must verify under the
     key given and carry the configuration's product id, revocation level and debug flag.
+    ``progress`` is told each long step as it begins (see :mod:`sanctorum.common.progress`).
     """
+    report = progress or no_progress
     if sgx_key is None and not debug:
         raise BundleError("a release build needs an SGX signing key (--sgx-key)")
     directory = bundle.parent.resolve()  # the tools run there, so no path may be relative
@@ -199,6 +215,7 @@ def write_and_sign(
     # The bundle just changed, so any earlier signature is stale: never leave one to be found.
     for suffix in _SGX_OUTPUTS:
         (directory / f"{config.name}{suffix}").unlink(missing_ok=True)
+    report("writing the Gramine manifest template")
     template.write_text(manifest_template(config, bundle.resolve(), debug=debug))
     missing = [tool for tool in ("gramine-manifest", "gramine-sgx-sign") if not shutil.which(tool)]
     if missing:
@@ -217,7 +234,7 @@ def write_and_sign(
         )
     throwaway = sgx_key is None
     try:
-        sigstruct = _sign(config, directory, debug, sgx_key)
+        sigstruct = _sign(config, directory, debug, sgx_key, report)
     except BaseException:
         # A signature that failed a check must not be left where `gramine-sgx` would run it.
         for suffix in _SGX_OUTPUTS:
