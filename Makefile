@@ -26,5 +26,18 @@ test: lint
 bench: $(VENV)/.installed
 	$(PY) bench/run.py
 
+# The wheel and sdist the README installs from (dist/sanctorum-VERSION-py3-none-any.whl); the
+# wheel is built from the sdist, so both are checked to be complete.
+.PHONY: dist
+dist: $(VENV)/.installed
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+
+# The documentation site (mkdocs.yml) into site/; any warning fails the build, as in
+# tests/test_docs.py, which `make test` runs. `$(PY) -m mkdocs serve` previews it.
+.PHONY: docs
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dist site

@@ -135,6 +135,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         PersistentMapFullError as PersistentMapFullError,
     )
     from sanctorum.common.errors import (
+        ProjectInitError as ProjectInitError,
+    )
+    from sanctorum.common.errors import (
         SanctorumError as SanctorumError,
     )
     from sanctorum.common.errors import (
@@ -212,6 +215,7 @@ _EXPORTS = {
             "BundleError",
             "EnclaveRollbackError",
             "PersistentMapFullError",
+            "ProjectInitError",
             "SealedStateError",
             "FileSystemRollbackError",
             "NewerSealedStateError",

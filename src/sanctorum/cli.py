@@ -40,6 +40,43 @@ def _root(
 
 
 @app.command()
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Where to create the project: a new or empty directory.")
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="The enclave's name, and its module's (NAME_enclave.py): letters, digits and "
+            "_ (default: made from DIRECTORY's name)."
+        ),
+    ] = None,
+    enclave_class: Annotated[
+        str | None,
+        typer.Option("--enclave-class", help="The enclave class (default: NameEnclave)."),
+    ] = None,
+) -> None:
+    """Create an enclave project that works at once: the enclave and its enclave.toml, a
+    client, a demo over the web host, and tests run in mock and simulation mode."""
+    from sanctorum.build.scaffold import create_project
+    from sanctorum.common.errors import SanctorumError
+
+    try:
+        project = create_project(directory, name, enclave_class)
+    except (SanctorumError, OSError) as error:
+        raise _fail(error) from None
+    typer.echo(
+        f"created the {project.name} enclave ({project.enclave_class} in "
+        f"{project.module}.py) in {directory}:"
+    )
+    for path in project.files:
+        typer.echo(f"  {path.relative_to(project.directory)}")
+    typer.echo(f"next, in {directory} (see its README.md):")
+    typer.echo("  python demo.py      # build it, serve it with the web host, talk to it")
+    typer.echo("  python -m pytest    # its tests, in mock and simulation mode")
+
+
+@app.command()
 def attestation(
     path: Annotated[Path, typer.Argument(help="A serialized EnclaveInstanceInfo file.")],
     constraint: Annotated[
@@ -91,12 +128,15 @@ def build_command(
     """Bundle, measure and sign an enclave project; prints the constraints of its mode and
     writes them to NAME.MODE.code.constraint and NAME.MODE.signer.constraint."""
     from sanctorum.build import build, load_key
+    from sanctorum.cli_progress import show_progress
     from sanctorum.common.errors import SanctorumError
     from sanctorum.common.mode import EnclaveMode
 
     try:
         enclave_mode = EnclaveMode.parse(mode)
-        result = build(project, output, load_key(key) if key else None, enclave_mode, sgx_key)
+        signing_key = load_key(key) if key else None
+        with show_progress(f"building {project}") as step:
+            result = build(project, output, signing_key, enclave_mode, sgx_key, progress=step)
     except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None
     typer.echo(f"built {result.path}")
@@ -146,12 +186,15 @@ def measure(
 ) -> None:
     """Print the code hash a bundle of PROJECT has, from its sources alone (for auditors)."""
     from sanctorum.build import measure_project
+    from sanctorum.cli_progress import show_progress
     from sanctorum.common.errors import SanctorumError
 
     try:
-        typer.echo(str(measure_project(project)))
+        with show_progress(f"measuring {project}"):
+            code_hash = measure_project(project)
     except (SanctorumError, OSError) as error:
         raise _fail(error) from None
+    typer.echo(str(code_hash))
 
 
 @app.command()
@@ -166,10 +209,13 @@ def sign(
     """
     from sanctorum.build import load_key
     from sanctorum.build import sign as sign_bundle
+    from sanctorum.cli_progress import show_progress
     from sanctorum.common.errors import SanctorumError
 
     try:
-        result = sign_bundle(bundle, load_key(key))
+        signing_key = load_key(key)
+        with show_progress(f"signing {bundle}"):
+            result = sign_bundle(bundle, signing_key)
     except (SanctorumError, OSError) as error:
         raise _fail(error) from None
     typer.echo(f"signed {result.path}")
@@ -199,14 +245,18 @@ def keygen(
     signer SGX clients check.
     """
     from sanctorum.build import generate_key, generate_sgx_key, mrsigner
+    from sanctorum.cli_progress import show_progress
     from sanctorum.common.bundle import signer_hash
     from sanctorum.common.errors import SanctorumError
 
     try:
-        if sgx:
-            hash_line = f"MRSIGNER:    {mrsigner(generate_sgx_key(path))}"
-        else:
-            hash_line = f"signer hash: {signer_hash(generate_key(path).public_key)}"
+        with show_progress(f"writing {path}") as step:
+            if sgx:
+                step("generating an RSA-3072 SGX signing key")
+                hash_line = f"MRSIGNER:    {mrsigner(generate_sgx_key(path))}"
+            else:
+                step("generating an Ed25519 signing key")
+                hash_line = f"signer hash: {signer_hash(generate_key(path).public_key)}"
     except (SanctorumError, OSError) as error:
         raise _fail(error) from None
     typer.echo(f"wrote {path} (keep it secret)")
@@ -220,11 +270,30 @@ def keygen(
 
 @app.command()
 def host(
-    bundle: Annotated[Path, typer.Argument(help="The .enclave bundle to serve.")],
     state_dir: Annotated[
         Path, typer.Option(help="Where the durable mailbox and sealed state live.")
     ],
-    mode: Annotated[str, typer.Option(help="simulation (debug/release need SGX).")] = "simulation",
+    bundle: Annotated[
+        Path | None, typer.Argument(help="The .enclave bundle to serve (or use --mock).")
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="simulation (the default; debug/release need SGX); mock with --mock."),
+    ] = None,
+    mock: Annotated[
+        str | None,
+        typer.Option(
+            "--mock",
+            metavar="MODULE:CLASS",
+            help="Serve this Enclave subclass in mock mode instead of a bundle (development "
+            "only: nothing is protected); MODULE is imported from the current directory or "
+            "PYTHONPATH.",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(help="Logs on stderr: human, or json (one object per line)."),
+    ] = "human",
     port: Annotated[int, typer.Option(help="TCP port (0: any free one).")] = 8080,
     bind: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     max_body_size: Annotated[int, typer.Option(help="Largest request body in bytes.")] = 16 << 20,
@@ -233,15 +302,17 @@ def host(
         typer.Option(help="PCCS for DCAP collateral (debug/release; default Intel PCS)."),
     ] = None,
 ) -> None:
-    """Serve an enclave over HTTP: attestation, mail delivery and polling (see docs/web.md)."""
+    """Serve an enclave over HTTP: attestation, mail delivery and polling (see docs/web.md).
+
+    Logs (on stderr) the URL it serves on, one line per request, and the enclave's starts,
+    crashes and restarts.
+    """
     from sanctorum.common.errors import SanctorumError
-    from sanctorum.common.mode import EnclaveMode
 
     try:
-        import uvicorn
-
-        from sanctorum.web.app import create_app
-        from sanctorum.web.service import EnclaveService
+        from sanctorum.web.logs import configure_logging
+        from sanctorum.web.server import run_web_host
+        from sanctorum.web.service import EnclaveService, choose_enclave
     except ImportError as error:
         raise _fail(
             RuntimeError(
@@ -249,14 +320,16 @@ def host(
             )
         ) from None
     try:
-        service = EnclaveService(bundle, EnclaveMode.parse(mode), state_dir, pccs_url=pccs_url)
-        service.start()
+        configure_logging(log_format)
+        enclave, enclave_mode = choose_enclave(bundle, mock, mode)
+        service = EnclaveService(enclave, enclave_mode, state_dir, pccs_url=pccs_url)
     except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None
-    info = service.host.enclave_instance_info
-    typer.echo(f"serving {bundle.name} ({info.enclave_mode.value}): code hash {info.code_hash}")
     try:
-        uvicorn.run(create_app(service, max_body_size), host=bind, port=port, log_level="warning")
+        service.start()
+        run_web_host(service, bind=bind, port=port, max_body_size=max_body_size)
+    except (SanctorumError, ValueError, OSError) as error:
+        raise _fail(error) from None
     finally:
         service.close()
 

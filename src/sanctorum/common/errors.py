@@ -156,6 +156,11 @@ class MailTooLargeError(MailRefusedError):
     """A mail would be larger than the host accepts; it was refused before it was sealed."""
 
 
+class ProjectInitError(SanctorumError):
+    """``sanctorum init`` cannot create a project there: the directory is not empty, or a name
+    cannot be a Python module or class name."""
+
+
 class PersistentMapFullError(EnclaveCallError):
     """A call's changes would take the persistent map over its configured maximum size; none of
     them were committed."""

@@ -8,7 +8,7 @@ from datetime import datetime
 
 
 class EnclaveMode(enum.Enum):
-    """Where an enclave runs (DESIGN §3). Only RELEASE can be secure."""
+    """Where an enclave runs. Only RELEASE can be secure."""
 
     MOCK = "mock"
     SIMULATION = "simulation"

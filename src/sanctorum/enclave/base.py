@@ -29,17 +29,20 @@ class Enclave:
     runtime inside the enclave enforces it, not the (untrusted) host.
     """
 
+    # The settings below are for a class that no enclave.toml names (a quick test, an enclave
+    # written in a test file). For the entry class of a project, enclave.toml decides in every
+    # mode, mock included (sanctorum.host.mock_settings), and a class attribute that says
+    # otherwise is refused.
     thread_safe: ClassVar[bool] = False
-    """Set to True if the enclave can handle several calls at once (mock mode; a bundle's
-    ``enclave.toml`` decides in the other modes)."""
+    """Set to True if the enclave can handle several calls at once (``thread_safe`` in
+    ``enclave.toml``)."""
     filesystem_size: ClassVar[int] = 0
     memory_filesystem_size: ClassVar[int] = 0
-    """Mock mode: bytes of persistent and of in-memory filesystem (0: none); the
-    ``filesystem_size`` and ``memory_filesystem_size`` of ``enclave.toml`` in the other modes."""
+    """Bytes of persistent and of in-memory filesystem (0: none): ``filesystem_size`` and
+    ``memory_filesystem_size`` in ``enclave.toml``."""
     persistent_map_size: ClassVar[int | None] = None
-    """Mock mode: set to a maximum size in bytes to enable :attr:`persistent_map`
-    (``persistent_map`` and ``max_persistent_map_size`` in ``enclave.toml`` decide in the
-    other modes)."""
+    """A maximum size in bytes enables :attr:`persistent_map` (``persistent_map`` and
+    ``max_persistent_map_size`` in ``enclave.toml``)."""
 
     _runtime: EnclaveRuntime | None = None
 

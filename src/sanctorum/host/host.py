@@ -5,13 +5,14 @@ from __future__ import annotations
 import enum
 import os
 import shutil
+import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from sanctorum.attestation.collateral import CollateralFetcher
+from sanctorum.attestation.collateral import INTEL_PCS_URL, CollateralFetcher
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.attestation.mock import MockConfiguration
 from sanctorum.common.bundle import DUMMY_SIGNING_KEY, read_bundle
@@ -19,9 +20,11 @@ from sanctorum.common.commands import HostCallback, MailCommand, StoreSealedStat
 from sanctorum.common.errors import BundleError, EnclaveLoadError, EnclaveStateError
 from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.common.mode import EnclaveMode
+from sanctorum.common.progress import ProgressCallback
 from sanctorum.enclave.base import Enclave
 from sanctorum.host.gramine import GraminePlatform
 from sanctorum.host.mailbox import InMemoryMailbox
+from sanctorum.host.mock_settings import mock_settings
 from sanctorum.host.platform import (
     EnclavePlatform,
     MockPlatform,
@@ -121,16 +124,25 @@ class EnclaveHost:
         mode: EnclaveMode | str | None = None,
         mock_config: MockConfiguration | None = None,
         pccs_url: str | None = None,
+        *,
+        progress: ProgressCallback | None = None,
     ) -> EnclaveHost:
         """Load an enclave; :meth:`start` runs it.
 
         ``enclave`` is an :class:`Enclave` subclass (mock mode, the default for a class) or the
         path of a ``.enclave`` bundle (simulation mode, the default for a bundle). With no
         argument, the single bundle in the current directory or its ``build/``, or else the
-        single Enclave subclass imported so far, is loaded. ``mock_config`` sets what a mock
-        enclave claims to be (code hash, signer, product id, revocation level, TCB level).
+        single Enclave subclass imported so far, is loaded. In mock mode the settings (thread
+        safety, persistent map, filesystems, product id, revocation level) come from the
+        ``enclave.toml`` whose ``entry`` names the class, if there is one beside its module
+        (see :mod:`sanctorum.host.mock_settings`), else from the class's attributes; a class
+        attribute that contradicts that file is refused. ``mock_config`` sets what a mock
+        enclave claims to be (code hash, signer, product id, revocation level, TCB level); its
+        explicit values win over ``enclave.toml``.
         ``pccs_url`` is where debug and release enclaves get their DCAP collateral (default:
-        Intel's PCS).
+        Intel's PCS). ``progress`` is told each long step of the host as it begins: the
+        collateral requests, at start and whenever the collateral is fetched again (see
+        :mod:`sanctorum.common.progress`).
         """
         if enclave is None:
             enclave = _discover()
@@ -141,7 +153,9 @@ class EnclaveHost:
         if mock_config is not None and not isinstance(mock_config, MockConfiguration):
             raise EnclaveLoadError("mock_config must be a MockConfiguration")
         if isinstance(enclave, (str, os.PathLike)):
-            return cls._load_bundle(Path(enclave), parsed_mode or EnclaveMode.SIMULATION, pccs_url)
+            return cls._load_bundle(
+                Path(enclave), parsed_mode or EnclaveMode.SIMULATION, pccs_url, progress
+            )
         if not (isinstance(enclave, type) and issubclass(enclave, Enclave)):
             raise EnclaveLoadError(
                 f"{enclave!r} is not an Enclave subclass or a bundle path: pass the class "
@@ -153,10 +167,18 @@ class EnclaveHost:
                 f"{parsed_mode.value} mode runs an enclave from a signed bundle: build one with "
                 "`sanctorum build` and pass its path; a class runs in mock mode only"
             )
-        return cls(lambda: MockPlatform(enclave, mock_config), parsed_mode)
+        # Read once: a restart runs with the settings the enclave was loaded with.
+        settings = mock_settings(enclave, mock_config)
+        return cls(lambda: MockPlatform(enclave, mock_config, settings), parsed_mode)
 
     @classmethod
-    def _load_bundle(cls, path: Path, mode: EnclaveMode, pccs_url: str | None) -> EnclaveHost:
+    def _load_bundle(
+        cls,
+        path: Path,
+        mode: EnclaveMode,
+        pccs_url: str | None,
+        progress: ProgressCallback | None = None,
+    ) -> EnclaveHost:
         if mode is EnclaveMode.MOCK:
             raise EnclaveLoadError("mock mode runs an Enclave class; pass the class, not a bundle")
         if mode is not EnclaveMode.SIMULATION:
@@ -184,7 +206,7 @@ class EnclaveHost:
                 f"{manifest} is missing: build with `sanctorum build --mode {mode.value}` on a "
                 "machine with Gramine, which signs the manifest"
             )
-        fetcher = CollateralFetcher(pccs_url) if pccs_url else CollateralFetcher()
+        fetcher = CollateralFetcher(pccs_url or INTEL_PCS_URL, progress=progress)
         launcher = ["gramine-sgx", bundle.config.name]
         return cls(
             lambda: GraminePlatform(bundle, data, mode, fetcher, launcher, path.parent), mode
@@ -195,6 +217,21 @@ class EnclaveHost:
     @property
     def enclave_mode(self) -> EnclaveMode:
         return self._mode
+
+    @property
+    def process_id(self) -> int | None:
+        """The id of the enclave's process (simulation, debug and release modes), for logs and
+        monitoring; None in mock mode, where the enclave runs in this process."""
+        process = getattr(self._platform, "process", None)
+        return process.pid if isinstance(process, subprocess.Popen) else None
+
+    @property
+    def exit_status(self) -> int | None:
+        """How the enclave's process ended (negative: killed by that signal); None while it
+        runs, before it was started, and in mock mode. Tells a crash from a kill after
+        :class:`EnclaveCrashedError`."""
+        process = getattr(self._platform, "process", None)
+        return process.poll() if isinstance(process, subprocess.Popen) else None
 
     def start(
         self,
