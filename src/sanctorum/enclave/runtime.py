@@ -498,7 +498,8 @@ class EnclaveRuntime:
         if self._filesystem is None:
             raise EnclaveStateError(
                 "this enclave has no filesystem: set filesystem_size and/or "
-                "memory_filesystem_size in enclave.toml (class attributes in mock mode)"
+                "memory_filesystem_size in enclave.toml (or as class attributes of an enclave "
+                "class no enclave.toml names)"
             )
         return self._filesystem
 
@@ -507,7 +508,8 @@ class EnclaveRuntime:
         if self._map is None:
             raise EnclaveStateError(
                 "this enclave has no persistent map: enable it with persistent_map = true in "
-                "enclave.toml (the persistent_map_size class attribute in mock mode)"
+                "enclave.toml (or the persistent_map_size class attribute of an enclave class no "
+                "enclave.toml names)"
             )
         return self._map
 
