@@ -261,3 +261,18 @@ def test_the_samples_state_their_settings_once(sample: str) -> None:
     assert settings.mock_config.product_id == config.product_id
     expected = config.max_persistent_map_size if config.persistent_map else None
     assert settings.persistent_map_size == expected
+
+
+def test_an_entry_typo_next_to_the_class_is_refused_not_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Otherwise mock mode would quietly fall back to the class's defaults (no map), and the
+    first call would fail asking for the persistent_map the file already has."""
+    module = write_project(tmp_path, entry_class="Keepr", **MAP)
+    keeper = load_class(tmp_path, module, "Keeper", monkeypatch)
+    with pytest.raises(
+        BundleError,
+        match=r"names 'Keepr', which the module does not define "
+        r"\(did you mean 'Keeper'\?\)",
+    ):
+        EnclaveHost.load(keeper)

@@ -316,7 +316,9 @@ def host(
     except ImportError as error:
         raise _fail(
             RuntimeError(
-                f"the web host needs the [web] extra: pip install 'sanctorum[web]' ({error})"
+                "the web host needs Sanctorum's [web] extra (FastAPI, uvicorn): install the "
+                "wheel with it, pip install 'path/to/sanctorum-VERSION-py3-none-any.whl[web]', "
+                f"or pip install '.[web]' in a checkout ({error})"
             )
         ) from None
     try:

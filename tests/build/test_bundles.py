@@ -93,6 +93,7 @@ def test_files_outside_sources_are_not_bundled(tmp_path: Path) -> None:
         ({"sources": '["../x.py"]'}, r"outside the project"),
         ({"thread_safe": '"yes"'}, r"thread_safe must be true or false"),
         ({"colour": '"blue"'}, r"unknown setting\(s\) colour"),
+        ({"persistant_map": "true"}, r"did you mean 'persistant_map' → 'persistent_map'\?"),
         ({"persistent_map": "true"}, r"persistent_map = true needs max_persistent_map_size"),
         ({"filesystem_size": "65536"}, r"filesystem_size must be 0 or at least 393216"),
     ],
@@ -336,9 +337,14 @@ def test_an_entry_typo_fails_the_build_naming_the_module_or_class(
         build(_project(tmp_path / "p", entry=entry), tmp_path / "out")
 
 
-def test_an_entry_that_is_not_an_enclave_class_fails_at_load_saying_what_it_is(
+def test_an_entry_that_is_not_an_enclave_class_fails_at_build_or_load_saying_what_it_is(
     tmp_path: Path,
 ) -> None:
-    built = build(_project(tmp_path / "p", entry='"behaviour_enclave:_pattern"'), tmp_path / "o")
-    with pytest.raises(EnclaveLoadError, match=r"'behaviour_enclave:_pattern' is function, not a"):
+    with pytest.raises(BundleError, match=r"names a function, not a class"):
+        build(_project(tmp_path / "p", entry='"behaviour_enclave:_pattern"'), tmp_path / "o")
+    with pytest.raises(BundleError, match=r"names a module, not a class"):
+        build(_project(tmp_path / "q", entry='"behaviour_enclave:json"'), tmp_path / "o")
+    # A name imported from elsewhere may be a class: only loading can tell.
+    built = build(_project(tmp_path / "r", entry='"behaviour_enclave:EnclaveMail"'), tmp_path / "o")
+    with pytest.raises(EnclaveLoadError, match=r"'behaviour_enclave:EnclaveMail' is a class, not"):
         EnclaveHost.load(built.path, mode="simulation").start()

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sanctorum import EnclaveInstanceInfo
+from sanctorum import EnclaveCallError, EnclaveInstanceInfo
 from sanctorum.common.errors import EnclaveLoadError
 from sanctorum.web.service import choose_enclave
 from tests.web.conftest import RunningHost, web_client
@@ -310,7 +310,7 @@ def test_a_bad_mock_spec_stops_the_host_command_with_the_error(tmp_path: Path) -
     )
     assert run.returncode == 1
     assert "error: the module 'echo_enclave'" in run.stderr
-    assert "has no attribute 'Ehco'" in run.stderr
+    assert "has no attribute 'Ehco' (did you mean 'Echo'?)" in run.stderr
     assert not (tmp_path / "state").exists()  # refused before anything was made
 
 
@@ -379,3 +379,21 @@ def test_an_application_serving_the_app_itself_gets_records_with_event_and_field
     assert request.getMessage().startswith("POST /poll-mail 200 ")
     (started,) = events("enclave_started")
     assert started.fields["pid"] == host.service.host.process_id  # type: ignore[attr-defined]
+
+
+def test_an_enclave_exception_is_logged_for_the_operator(
+    bundle_for: Callable[[str], Path], tmp_path: Path, hosts: list[LoggedHost]
+) -> None:
+    """A 400 alone does not tell a bad request from an enclave bug: the exception is logged,
+    with the enclave's traceback outside release mode."""
+    host = JsonHost([str(bundle_for("Recorder")), "--state-dir", str(tmp_path / "state")])
+    hosts.append(host)
+    client, transport = web_client(str(host.event("serving")["url"]))
+    with pytest.raises(EnclaveCallError):
+        client.send_mail(b"fail")
+    logged = host.event("enclave_exception")
+    assert logged["level"] == "warning"
+    assert "RuntimeError: handler failed" in str(logged["error"])
+    assert "Traceback inside the enclave" in str(logged["error"])
+    host.event("request", path="/deliver-mail", status=400)
+    transport.close()

@@ -51,27 +51,52 @@ def check_entry(config: EnclaveConfig, files: dict[str, bytes], where: str) -> N
             f"{module!r} defines no {name!r}{_did_you_mean(name, sorted(bound))}; fix entry in "
             "enclave.toml"
         )
+    kinds = bound[name]
+    if kinds <= {"a function", "a module"}:
+        raise BundleError(
+            f"{where}: entry {config.entry!r} names {' or '.join(sorted(kinds))}, not a class: "
+            "point entry at your Enclave subclass"
+        )
 
 
-def _top_level_names(tree: ast.Module) -> set[str]:
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
-        else:  # a name bound under if/try at top level still counts
-            for child in ast.walk(node):
-                if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                    names.add(child.name)
-                elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
-                    names.add(child.id)
-                elif isinstance(child, ast.alias):
-                    names.add((child.asname or child.name).split(".")[0])
+def _top_level_names(tree: ast.Module) -> dict[str, set[str]]:
+    """Each name the module binds at top level (also under ``if``/``try``/``with``), and what
+    binds it: "a class", "a function", "a module" (``import x``) or "a value" (anything else,
+    which may be a class)."""
+    names: dict[str, set[str]] = {}
+
+    def bind(name: str, kind: str) -> None:
+        names.setdefault(name, set()).add(kind)
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, ast.ClassDef):
+                bind(node.name, "a class")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                bind(node.name, "a function")
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    bind((alias.asname or alias.name).split(".")[0], "a module")
+            elif isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    bind(alias.asname or alias.name, "a value")
+            else:
+                for child in ast.iter_child_nodes(node):
+                    if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+                        bind(child.id, "a value")
+                    elif isinstance(child, ast.expr):
+                        for name in ast.walk(child):
+                            if isinstance(name, ast.Name) and isinstance(name.ctx, ast.Store):
+                                bind(name.id, "a value")
+                for block in ("body", "orelse", "finalbody", "handlers"):
+                    inner = getattr(node, block, None)
+                    if isinstance(inner, list):
+                        visit([item for item in inner if isinstance(item, ast.stmt)])
+                        for handler in inner:
+                            if isinstance(handler, ast.ExceptHandler):
+                                visit(handler.body)
+
+    visit(tree.body)
     return names
 
 

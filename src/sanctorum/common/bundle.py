@@ -10,6 +10,7 @@ enclave measures exactly the bytes it runs.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
 import json
@@ -123,7 +124,7 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
     unknown = sorted(set(table) - _KNOWN_KEYS)
     if unknown:
         raise BundleError(
-            f"{where}: unknown setting(s) {', '.join(unknown)}; "
+            f"{where}: unknown setting(s) {', '.join(unknown)}{_did_you_mean(unknown)}; "
             f"known: {', '.join(sorted(_KNOWN_KEYS))}"
         )
     name = _require(table, "name", str, where)
@@ -334,3 +335,12 @@ def read_bundle(data: bytes, where: str = "the bundle") -> Bundle:
     code_hash = measure(config, entries)
     signer = _check_signature(signature, code_hash, where)
     return Bundle(config, entries, code_hash, signer)
+
+
+def _did_you_mean(unknown: list[str]) -> str:
+    guesses = [
+        f"{name!r} → {close[0]!r}"
+        for name in unknown
+        if (close := difflib.get_close_matches(name, sorted(_KNOWN_KEYS), n=1))
+    ]
+    return f" (did you mean {', '.join(guesses)}?)" if guesses else ""

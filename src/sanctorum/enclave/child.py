@@ -371,7 +371,7 @@ def _import_entry(module_name: str, class_name: str) -> type[Enclave]:
         )
     enclave_class = getattr(module, class_name)
     if not (isinstance(enclave_class, type) and issubclass(enclave_class, Enclave)):
-        kind = "a class" if isinstance(enclave_class, type) else type(enclave_class).__name__
+        kind = "a class" if isinstance(enclave_class, type) else f"a {type(enclave_class).__name__}"
         raise EnclaveLoadError(
             f"entry {entry!r} is {kind}, not a subclass of sanctorum.Enclave; point entry at "
             "your enclave class"

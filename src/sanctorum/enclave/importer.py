@@ -28,6 +28,10 @@ class _BundleLoader(importlib.abc.Loader):
         code = compile(self._source, self._origin, "exec", dont_inherit=True)
         exec(code, module.__dict__)  # noqa: S102  (this is what importing a module does)
 
+    def get_source(self, fullname: str) -> str:
+        """The module's measured source, so tracebacks show the enclave's lines."""
+        return self._source.decode("utf-8", "replace")
+
 
 class BundleFinder(importlib.abc.MetaPathFinder):
     """Finds modules among a bundle's Python files (paths relative to the import root)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
@@ -55,8 +56,8 @@ def import_enclave_class(spec: str) -> type[Enclave]:
         except AttributeError:
             raise EnclaveLoadError(
                 f"the module {module_name!r} ({getattr(module, '__file__', None) or module_name})"
-                f" has no attribute {attribute!r} (for --mock {spec}): name the Enclave "
-                "subclass it defines"
+                f" has no attribute {attribute!r}{_did_you_mean(part, dir(found))} (for --mock "
+                f"{spec}): name the Enclave subclass it defines"
             ) from None
     if not (isinstance(found, type) and issubclass(found, Enclave)):
         what = (
@@ -69,3 +70,8 @@ def import_enclave_class(spec: str) -> type[Enclave]:
             f"(for --mock {spec}): name a class that derives from sanctorum.Enclave"
         )
     return found
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, [c for c in candidates if not c.startswith("_")], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -20,6 +20,7 @@ refused with :class:`EnclaveLoadError` rather than one of the two silently ignor
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -84,9 +85,29 @@ def find_enclave_toml(enclave_class: type[Enclave]) -> tuple[Path, EnclaveConfig
                 "fix it"
             ) from None
         entry = table.get("entry") if isinstance(table, dict) else None
-        if entry == f"{'.'.join(suffix)}:{enclave_class.__qualname__}":
+        dotted = ".".join(suffix)
+        if entry == f"{dotted}:{enclave_class.__qualname__}":
             return candidate, parse_config(text, str(candidate))
+        if isinstance(entry, str) and entry.startswith(f"{dotted}:"):
+            _refuse_missing_entry_class(candidate, entry, module, enclave_class)
     return None
+
+
+def _refuse_missing_entry_class(
+    config_file: Path, entry: str, module: object, enclave_class: type[Enclave]
+) -> None:
+    """An ``enclave.toml`` whose ``entry`` names the class's module and a class that module
+    does not define is a typo: without this, mock mode would quietly ignore the file."""
+    wanted = entry.partition(":")[2]
+    if hasattr(module, wanted):
+        return  # another enclave of the same module: that file is not this class's
+    close = difflib.get_close_matches(wanted, [enclave_class.__qualname__, *dir(module)], n=1)
+    suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+    raise BundleError(
+        f"{config_file}: entry {entry!r} names {wanted!r}, which the module does not "
+        f"define{suggestion}; fix entry (mock mode reads this file for "
+        f"{enclave_class.__qualname__})"
+    )
 
 
 def _describe(attribute: str, config: EnclaveConfig) -> str:

@@ -10,6 +10,7 @@ Each request is logged (method, path, status, duration, correlation id; never a 
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request
@@ -34,7 +35,7 @@ from sanctorum.common.headers import (
     MAX_MAIL_SIZE_HEADER,
 )
 from sanctorum.common.mode import EnclaveMode
-from sanctorum.web.logs import AccessLog
+from sanctorum.web.logs import AccessLog, log_event
 from sanctorum.web.service import EnclaveService
 
 DEFAULT_MAX_BODY_SIZE = 16 << 20
@@ -167,6 +168,14 @@ def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SI
         if isinstance(problem, MailGapError):  # an earlier mail of the sender never arrived
             return error(400, "MAIL_GAP", str(problem))
         if isinstance(problem, EnclaveCallError):
+            # The operator must tell an enclave bug from a bad request. (A release enclave's
+            # error names the exception's type only: nothing of its data is logged.)
+            log_event(
+                logging.WARNING,
+                "enclave_exception",
+                f"the enclave raised while handling a request: {problem}",
+                error=str(problem),
+            )
             return error(400, "ENCLAVE_EXCEPTION", str(problem))
         return error(400, "BAD_REQUEST", str(problem))
 
