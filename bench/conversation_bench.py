@@ -420,6 +420,8 @@ def web_report() -> bool:
                 str(Path(work) / "state"),
             ],
             stdout=subprocess.DEVNULL,
+            # Its log (a line per request) goes to a file, as in a deployment, not a terminal.
+            stderr=(Path(work) / "host.log").open("wb"),
         )
         try:
             _wait_until_up(port, host)

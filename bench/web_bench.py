@@ -102,6 +102,8 @@ def report() -> bool:
                 str(Path(work) / "state"),
             ],
             stdout=subprocess.DEVNULL,
+            # Its log (a line per request) goes to a file, as in a deployment, not a terminal.
+            stderr=(Path(work) / "host.log").open("wb"),
         )
         echo = subprocess.Popen(
             [sys.executable, "-c", _ECHO_SERVER, str(echo_port)], stdout=subprocess.DEVNULL
