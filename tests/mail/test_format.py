@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import struct
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import x25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from noise.connection import Keypair, NoiseConnection
@@ -203,3 +205,43 @@ def test_flipped_and_truncated_mail_raise_only_sanctorum_errors(
             open_mail(RECIPIENT, candidate)
         with contextlib.suppress(SanctorumError):
             read_mail_header(candidate)
+
+
+# Digests of mails sealed with fixed keys by the implementation before issue 12 (which sealed
+# into a scratch buffer and padded by copying the body): the wire bytes may not change.
+_GOLDEN_SENDER = Curve25519PrivateKey(bytes(range(32)))
+_GOLDEN_RECIPIENT = Curve25519PrivateKey(bytes(range(32, 64)))
+
+
+@pytest.mark.parametrize(
+    ("size", "padded_size", "digest"),
+    [
+        (0, 0, "cf71787e82b2625c34eeb547988faaebce238ce32e56c09b4f086a4df87af0d3"),
+        (1, 0, "c031dc70ee0af58042db454cad0ee1f4765ce9543cebb76c2657a897fafc9305"),
+        (1024, 0, "7e7bb897ee97c093832c90fa686afd7dd9fa3a054edc385e95515adee603bb3d"),
+        (16, 1024, "47e872ff0e3f9ef1682098bb010424772f0e2bdf4e5d8e31a2ec27e4930a4dc6"),
+        (65519, 0, "8e95a87753f64017009fc09e934196c21ffa93595bd7c3a1536c7b39f5ee5363"),
+        (65520, 0, "bfa5fb1aac2e1869d4b3f2414a119ed60d2bb83557f34c75447f7a4a7c353460"),
+        (1000, 65524, "49585d2ff67544921897f81914fa9f19b67ee0ac7805315063a19d2b8255597d"),
+        (65526, 196558, "fb0a06378258d8f091ca1e22b71d69981cb858fcb267e1737b9884fcd5a9043b"),
+        (196557, 327592, "8d20b55c050086c4fffbaaa8ead33bbe5e63417fc20f36e614101b585ad9626e"),
+        (1 << 20, 0, "089d7e527e3cacc972e26ba1e740c5ba674901fd720aea0420bc233218d02ffe"),
+    ],
+)
+def test_sealed_bytes_are_unchanged(size: int, padded_size: int, digest: str) -> None:
+    body = bytes(i * 7 % 251 for i in range(size))
+    mail = seal_mail(
+        _GOLDEN_SENDER,
+        _GOLDEN_RECIPIENT.public_key,
+        topic="bids",
+        sequence_number=7,
+        body=body,
+        envelope=b"env",
+        padded_size=padded_size,
+        private_header=b"ph",
+        ephemeral=x25519.X25519PrivateKey.from_private_bytes(bytes([9]) * 32),
+    )
+    assert hashlib.sha256(mail).hexdigest() == digest
+    opened = open_mail(_GOLDEN_RECIPIENT, mail)
+    assert (opened.body, opened.private_header) == (body, b"ph")
+    assert opened.authenticated_sender == _GOLDEN_SENDER.public_key

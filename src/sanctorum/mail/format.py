@@ -21,14 +21,13 @@ the private header carries fields the runtime adds that the host must not see.
 
 from __future__ import annotations
 
+import io
 import struct
-import threading
 import weakref
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from sanctorum.common.codec import Writer
 from sanctorum.common.errors import MailFormatError
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
 from sanctorum.mail.noise import (
@@ -51,8 +50,7 @@ DEFAULT_MAX_MAIL_SIZE = 64 << 20
 """Mails above this size are refused unless the caller raises the limit."""
 
 _KNOWN_FLAGS = 0
-_SCRATCH_LIMIT = 4 << 20
-_scratch = threading.local()
+_ZERO_CHUNK = memoryview(bytes(CHUNK_PLAINTEXT_SIZE))
 
 
 _static_secrets: weakref.WeakKeyDictionary[Curve25519PrivateKey, StaticSecretCache] = (
@@ -68,19 +66,14 @@ def _static_secrets_of(key: Curve25519PrivateKey) -> StaticSecretCache:
     return cache
 
 
-def _scratch_buffer(size: int) -> bytearray:
-    """A writable buffer of at least ``size`` bytes, reused per thread up to 4 MiB.
-
-    Writing chunks into fresh memory and then copying it out costs a page fault per 4 KiB
-    twice over, more than the encryption itself (bench/); a warm buffer costs one copy.
+def _output(size: int) -> io.BytesIO:
+    """A zeroed buffer of ``size`` bytes that :meth:`io.BytesIO.getvalue` hands out as the
+    final ``bytes`` without copying (CPython shares a BytesIO's buffer when nothing else holds
+    it; elsewhere it is one copy). Chunks are encrypted straight into its ``getbuffer()``: one
+    allocation per mail whatever its size, the same as a single AES-GCM call's output, no
+    scratch buffer and no copy (docs/decisions.md, issue 12).
     """
-    if size > _SCRATCH_LIMIT:
-        return bytearray(size)
-    buffer: bytearray | None = getattr(_scratch, "buffer", None)
-    if buffer is None or len(buffer) < size:
-        buffer = bytearray(1 << max(16, (size - 1).bit_length()))
-        _scratch.buffer = buffer
-    return buffer
+    return io.BytesIO(bytes(size))  # bytes(n) is calloc: fresh pages are not written twice
 
 
 _PREFIX = struct.Struct(">4sBBQ")
@@ -114,12 +107,18 @@ class MailHeader:
     envelope: bytes
 
 
-def validate_topic(topic: str) -> str:
-    """Check a topic: non-empty text of at most 256 UTF-8 bytes."""
+def _encode_topic(topic: str) -> bytes:
     if not isinstance(topic, str) or not topic:
         raise ValueError("a mail topic must be a non-empty string")
-    if len(topic.encode("utf-8")) > MAX_TOPIC_SIZE:
+    encoded = topic.encode("utf-8")
+    if len(encoded) > MAX_TOPIC_SIZE:
         raise ValueError(f"a mail topic is at most {MAX_TOPIC_SIZE} UTF-8 bytes")
+    return encoded
+
+
+def validate_topic(topic: str) -> str:
+    """Check a topic: non-empty text of at most 256 UTF-8 bytes."""
+    _encode_topic(topic)
     return topic
 
 
@@ -150,7 +149,7 @@ def seal_mail(
     ephemeral: x25519.X25519PrivateKey | None = None,
 ) -> bytes:
     """Encrypt ``body`` as one self-contained mail from ``sender`` to ``recipient``."""
-    validate_topic(topic)
+    topic_bytes = _encode_topic(topic)
     if not 0 <= sequence_number < 2**64:
         raise ValueError(f"sequence number out of range: {sequence_number}")
     if len(envelope) > MAX_ENVELOPE_SIZE:
@@ -160,12 +159,14 @@ def seal_mail(
     body_size = len(body)
     padded_size = max(padded_size, body_size)
 
-    prologue = (
-        Writer()
-        .raw(_PREFIX.pack(MAGIC, VERSION, 0, sequence_number))
-        .text16(topic)
-        .bytes32(envelope)
-        .getvalue()
+    prologue = b"".join(
+        (
+            _PREFIX.pack(MAGIC, VERSION, 0, sequence_number),
+            _U16.pack(len(topic_bytes)),
+            topic_bytes,
+            _U32.pack(len(envelope)),
+            envelope,
+        )
     )
     payload = _PAYLOAD.pack(body_size, padded_size, len(private_header)) + private_header
     handshake = write_handshake(
@@ -176,23 +177,37 @@ def seal_mail(
         payload,
         ephemeral,
     )
-    head_size = len(prologue) + 2 + len(handshake.message)
-    total_size = head_size + _body_wire_size(padded_size)
-    with memoryview(_scratch_buffer(total_size)) as out:
-        out[: len(prologue)] = prologue
-        struct.pack_into(">H", out, len(prologue), len(handshake.message))
-        out[len(prologue) + 2 : head_size] = handshake.message
-        # Encrypt chunk by chunk straight into the output buffer: no per-chunk copies.
-        plaintext = memoryview(body)
+    message = handshake.message
+    if padded_size <= CHUNK_PLAINTEXT_SIZE:  # one chunk (or none): a few small copies at most
+        if padded_size == 0:
+            return b"".join((prologue, _U16.pack(len(message)), message))
         if padded_size > body_size:
-            plaintext = memoryview(bytes(body) + bytes(padded_size - body_size))
+            body = bytes(body) + bytes(padded_size - body_size)
+        sealed = handshake.cipher.encrypt(b"", body)
+        return b"".join((prologue, _U16.pack(len(message)), message, sealed))
+    head_size = len(prologue) + 2 + len(message)
+    output = _output(head_size + _body_wire_size(padded_size))
+    with output.getbuffer() as out:
+        out[: len(prologue)] = prologue
+        _U16.pack_into(out, len(prologue), len(message))
+        out[len(prologue) + 2 : head_size] = message
+        # Encrypt chunk by chunk straight into the output: no per-chunk copies, and only the
+        # chunk that straddles the end of the body is padded by copying.
+        plaintext = memoryview(body)
+        encrypt_into = handshake.cipher.encrypt_into
         write_at = head_size
         for start in range(0, padded_size, CHUNK_PLAINTEXT_SIZE):
-            chunk = plaintext[start : start + CHUNK_PLAINTEXT_SIZE]
-            end = write_at + len(chunk) + TAG_LEN
-            handshake.cipher.encrypt_into(b"", chunk, out[write_at:end])
-            write_at = end
-        return bytes(out[:total_size])
+            end = min(start + CHUNK_PLAINTEXT_SIZE, padded_size)
+            chunk: bytes | memoryview
+            if end <= body_size:
+                chunk = plaintext[start:end]
+            elif start >= body_size:
+                chunk = _ZERO_CHUNK[: end - start]
+            else:
+                chunk = bytes(plaintext[start:]) + bytes(end - body_size)
+            encrypt_into(b"", chunk, out[write_at : write_at + end - start + TAG_LEN])
+            write_at += end - start + TAG_LEN
+    return output.getvalue()
 
 
 def _malformed(problem: str) -> MailFormatError:
@@ -284,14 +299,27 @@ def open_mail(
             f"{_body_wire_size(padded_size)}: the mail was truncated or extended in transit"
         )
 
-    with memoryview(_scratch_buffer(padded_size)) as out:
+    if padded_size <= CHUNK_PLAINTEXT_SIZE:  # one chunk (or none): decrypted to its own bytes
+        body = result.cipher.decrypt(b"", bytes(view[offset:])) if padded_size else b""
+        if body_size < padded_size:
+            body = body[:body_size]
+        return EnclaveMail(
+            body=body,
+            envelope=header.envelope,
+            topic=header.topic,
+            sequence_number=header.sequence_number,
+            authenticated_sender=Curve25519PublicKey(result.remote_static),
+            private_header=payload[_PAYLOAD.size :],
+        )
+    output = _output(padded_size)
+    with output.getbuffer() as out:
+        decrypt_into = result.cipher.decrypt_into
         for start in range(0, padded_size, CHUNK_PLAINTEXT_SIZE):
             size = min(CHUNK_PLAINTEXT_SIZE, padded_size - start)
-            result.cipher.decrypt_into(
-                b"", view[offset : offset + size + TAG_LEN], out[start : start + size]
-            )
+            decrypt_into(b"", view[offset : offset + size + TAG_LEN], out[start : start + size])
             offset += size + TAG_LEN
-        body = bytes(out[:body_size])
+    output.truncate(body_size)
+    body = output.getvalue()
     return EnclaveMail(
         body=body,
         envelope=header.envelope,
