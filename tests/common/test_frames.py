@@ -55,6 +55,60 @@ def test_round_trip_in_one_piece_and_byte_by_byte() -> None:
     assert decoder.buffered == 0
 
 
+def test_a_stream_split_at_every_byte_boundary_decodes() -> None:
+    frames = [*FRAMES[:2], Frame(FrameType.CALL, 9, b"x" * 40, parent_id=3)]
+    stream = b"".join(encode_frame(frame) for frame in frames)
+    for cut in range(len(stream) + 1):
+        decoder = FrameDecoder()
+        events = decoder.feed(stream[:cut]) + decoder.feed(stream[cut:])
+        assert events == frames, cut
+        assert decoder.buffered == 0
+    for first in range(0, len(stream) + 1, 3):  # and at every pair of boundaries
+        for second in range(first, len(stream) + 1, 2):
+            decoder = FrameDecoder()
+            parts = (stream[:first], stream[first:second], stream[second:])
+            assert [event for part in parts for event in decoder.feed(part)] == frames
+
+
+def test_views_of_a_reused_receive_buffer_decode_frames_larger_than_it() -> None:
+    """As the host and the enclave feed it: views of one buffer, overwritten after each feed."""
+    frames = [
+        Frame(FrameType.CALL, 1, bytes(range(256)) * 1024),  # 256 KiB: four buffers and more
+        Frame(FrameType.CALL_RESULT, 2, b"small"),
+        Frame(FrameType.DELIVER_MAIL, 3, b"m" * 70_000, parent_id=1),
+    ]
+    stream = b"".join(encode_frame(frame) for frame in frames)
+    for size in (1, 7, 4096, 65536):
+        buffer = bytearray(size)
+        decoder = FrameDecoder()
+        events: list[Frame | BadFrame] = []
+        for start in range(0, len(stream), size):
+            chunk = stream[start : start + size]
+            buffer[: len(chunk)] = chunk
+            with memoryview(buffer) as view:
+                events += decoder.feed(view[: len(chunk)])
+            buffer[:] = bytes(size)  # the decoder kept nothing that points into it
+        assert events == frames
+        assert all(type(event.payload) is bytes for event in events if isinstance(event, Frame))
+        assert decoder.buffered == 0
+
+
+def test_bytearray_input_decodes() -> None:
+    assert FrameDecoder().feed(bytearray(encode_frame(FRAMES[0]))) == [FRAMES[0]]
+
+
+def test_oversized_frame_is_skipped_byte_by_byte() -> None:
+    decoder = FrameDecoder(max_frame_size=1000)
+    stream = encode_frame(Frame(FrameType.CALL, 5, bytes(3000))) + encode_frame(FRAMES[0])
+    events = [
+        event for index in range(len(stream)) for event in decoder.feed(stream[index : index + 1])
+    ]
+    assert len(events) == 2
+    assert isinstance(events[0], BadFrame)
+    assert events[1] == FRAMES[0]
+    assert decoder.buffered == 0
+
+
 def test_oversized_frame_is_skipped_and_the_stream_recovers() -> None:
     decoder = FrameDecoder(max_frame_size=1000)
     big = encode_frame(Frame(FrameType.CALL, 5, bytes(5000)))

@@ -97,44 +97,70 @@ class BadFrame:
 
 
 def encode_frame(frame: Frame) -> bytes:
-    return (
-        _HEADER.pack(
-            _HEADER_BODY + len(frame.payload),
-            VERSION,
-            frame.type,
-            frame.call_id,
-            frame.parent_id,
-        )
-        + frame.payload
+    return frame_header(frame) + frame.payload
+
+
+def frame_header(frame: Frame) -> bytes:
+    """The bytes before ``frame.payload`` in the encoded frame (to send the two without
+    joining them, when the payload is large)."""
+    return _HEADER.pack(
+        _HEADER_BODY + len(frame.payload), VERSION, frame.type, frame.call_id, frame.parent_id
     )
 
 
 class FrameDecoder:
-    """Feed it bytes as they arrive; it returns the complete frames and bad-frame events."""
+    """Feed it bytes as they arrive; it returns the complete frames and bad-frame events.
+
+    ``feed`` accepts any bytes-like object and keeps no reference to it: a caller may pass a
+    view of a receive buffer it reuses. Frames are parsed straight out of what is fed; only the
+    tail of an incomplete frame is copied and kept, and each payload is copied once.
+    """
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self._buffer = bytearray()
         self._max_frame_size = max_frame_size
         self._skip = 0
 
-    def feed(self, data: bytes) -> list[Frame | BadFrame]:
-        if not self._buffer and not self._skip and len(data) >= _LENGTH.size:
-            # Fast path: exactly one whole frame, the usual case for a call or its answer.
-            (length,) = _LENGTH.unpack_from(data)
-            if len(data) == _LENGTH.size + length and length <= self._max_frame_size:
-                return [_parse(data[_LENGTH.size :])]
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame | BadFrame]:
+        if not self._buffer and not self._skip and len(data) >= _HEADER.size:
+            # Fast path: exactly one whole, well-formed frame, the usual case for a call or
+            # its answer.
+            length, version, kind, call_id, parent_id = _HEADER.unpack_from(data)
+            frame_type = _TYPES.get(kind)
+            if (
+                len(data) == _LENGTH.size + length
+                and length <= self._max_frame_size
+                and version == VERSION
+                and frame_type is not None
+            ):
+                return [Frame(frame_type, call_id, bytes(data[_HEADER.size :]), parent_id)]
         events: list[Frame | BadFrame] = []
-        self._buffer += data
+        if self._buffer:
+            self._buffer += data
+            with memoryview(self._buffer) as view:
+                used = self._parse_frames(view, events)
+            del self._buffer[:used]  # once per feed, not once per frame
+        else:
+            with memoryview(data) as view:
+                used = self._parse_frames(view, events)
+                if used < len(view):
+                    self._buffer += view[used:]
+        return events
+
+    def _parse_frames(self, view: memoryview, events: list[Frame | BadFrame]) -> int:
+        """Append the events of the whole frames in ``view``; the number of bytes used."""
+        size = len(view)
+        offset = 0
         while True:
             if self._skip:
-                skipped = min(self._skip, len(self._buffer))
-                del self._buffer[:skipped]
+                skipped = min(self._skip, size - offset)
+                offset += skipped
                 self._skip -= skipped
                 if self._skip:
-                    return events
-            if len(self._buffer) < _LENGTH.size:
-                return events
-            (length,) = _LENGTH.unpack_from(self._buffer)
+                    return offset
+            if size - offset < _LENGTH.size:
+                return offset
+            (length,) = _LENGTH.unpack_from(view, offset)
             if length > self._max_frame_size:
                 events.append(
                     BadFrame(
@@ -143,14 +169,14 @@ class FrameDecoder:
                         f"{self._max_frame_size}; skipped",
                     )
                 )
-                del self._buffer[: _LENGTH.size]
+                offset += _LENGTH.size
                 self._skip = length
                 continue
-            if len(self._buffer) < _LENGTH.size + length:
-                return events
-            body = bytes(self._buffer[_LENGTH.size : _LENGTH.size + length])
-            del self._buffer[: _LENGTH.size + length]
-            events.append(_parse(body))
+            end = offset + _LENGTH.size + length
+            if end > size:
+                return offset
+            events.append(_parse(view, offset + _LENGTH.size, end))
+            offset = end
 
     @property
     def buffered(self) -> int:
@@ -158,16 +184,17 @@ class FrameDecoder:
         return len(self._buffer)
 
 
-def _parse(body: bytes) -> Frame | BadFrame:
-    if len(body) < _HEADER_BODY:
-        return BadFrame(0, f"frame of {len(body)} bytes is shorter than a frame header")
-    version, kind, call_id, parent_id = _HEADER_FIELDS.unpack_from(body)
+def _parse(view: memoryview, start: int, end: int) -> Frame | BadFrame:
+    """The frame whose body (after the length) is ``view[start:end]``."""
+    if end - start < _HEADER_BODY:
+        return BadFrame(0, f"frame of {end - start} bytes is shorter than a frame header")
+    version, kind, call_id, parent_id = _HEADER_FIELDS.unpack_from(view, start)
     if version != VERSION:
         return BadFrame(call_id, f"frame version {version} is not {VERSION}")
     frame_type = _TYPES.get(kind)
     if frame_type is None:
         return BadFrame(call_id, f"unknown frame type {kind}")
-    return Frame(frame_type, call_id, body[_HEADER_BODY:], parent_id)
+    return Frame(frame_type, call_id, view[start + _HEADER_BODY : end].tobytes(), parent_id)
 
 
 # -- payloads ---------------------------------------------------------------------------------
@@ -245,12 +272,13 @@ def _read_commands(reader: Reader) -> list[MailCommand]:
 
 
 _NO_COMMANDS = struct.pack(">I", 0)
+_NO_REPLY = b"\0" + _NO_COMMANDS
 
 
 def encode_call_result(reply: bytes | None, commands: list[MailCommand]) -> bytes:
     if not commands:  # the common case, kept short: it is on every call's path
         if reply is None:
-            return b"\0" + _NO_COMMANDS
+            return _NO_REPLY
         return b"\1" + _LENGTH.pack(len(reply)) + reply + _NO_COMMANDS
     writer = Writer().raw(encode_optional_bytes(reply))
     _write_commands(writer, commands)
@@ -258,6 +286,8 @@ def encode_call_result(reply: bytes | None, commands: list[MailCommand]) -> byte
 
 
 def decode_call_result(payload: bytes) -> tuple[bytes | None, list[MailCommand]]:
+    if payload == _NO_REPLY:
+        return None, []
     if payload[-4:] == _NO_COMMANDS and payload[:1] == b"\1":
         (size,) = _LENGTH.unpack_from(payload, 1)
         if 1 + 4 + size + 4 == len(payload) and size <= MAX_DATA_SIZE:

@@ -46,8 +46,8 @@ from sanctorum.common.frames import (
     encode_call_result,
     encode_commands,
     encode_error,
-    encode_frame,
     encode_ready,
+    frame_header,
 )
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.importer import BundleFinder, MeasuredOnlyFinder
@@ -61,8 +61,11 @@ from sanctorum.enclave.sealing import (
 
 _MAX_WORKERS = 64
 _CALL_TYPES = (FrameType.CALL, FrameType.DELIVER_MAIL, FrameType.UPDATE_ATTESTATION)
-_RECEIVE_SIZE = 1 << 20
+_RECEIVE_SIZE = 256 << 10  # read into one buffer, allocated once (see host/simulation.py)
 _CLOSED = Frame(FrameType.ERROR, 0)  # sentinel: the host went away
+_JOIN_LIMIT = 8 << 10
+"""Payloads below this are joined to their header and sent in one ``sendall``; larger ones go
+out with ``sendmsg`` from where they are (joining would copy them)."""
 
 
 class ChildPlatform(Protocol):
@@ -117,6 +120,8 @@ class EnclaveServer:
         self._inline = True  # serve calls on the reading thread (not thread-safe enclaves)
         self._reveal_errors = True  # not in release mode: messages may hold enclave data
         self._decoder = FrameDecoder()
+        self._receive_buffer = bytearray(_RECEIVE_SIZE)  # used by the reading thread only
+        self._receive_view = memoryview(self._receive_buffer)  # it is never resized
         self._events: deque[Frame | BadFrame] = deque()  # decoded, not yet handled
         self._deferred: deque[Frame | BadFrame] = deque()  # arrived while a call was busy
 
@@ -138,15 +143,22 @@ class EnclaveServer:
 
     def _read_event(self) -> Frame | BadFrame | None:
         """The next frame from the socket, or None at the end of the stream."""
-        while not self._events:
+        events = self._events
+        if events:
+            return events.popleft()
+        buffer, view = self._receive_buffer, self._receive_view
+        while True:
             try:
-                data = self._connection.recv(_RECEIVE_SIZE)
+                received = self._connection.recv_into(buffer)
             except OSError:
                 return None
-            if not data:
+            if not received:
                 return None
-            self._events.extend(self._decoder.feed(data))
-        return self._events.popleft()
+            decoded = self._decoder.feed(view[:received])
+            if decoded:
+                if len(decoded) > 1:
+                    events.extend(decoded[1:])
+                return decoded[0]
 
     def _dispatch(self, event: Frame | BadFrame) -> None:
         if isinstance(event, BadFrame):
@@ -193,10 +205,9 @@ class EnclaveServer:
     # -- frames ------------------------------------------------------------------------------
 
     def _send(self, frame: Frame) -> None:
-        data = encode_frame(frame)
         with self._send_lock:
             try:
-                self._connection.sendall(data)
+                _send_frame(self._connection, frame)
             except OSError:
                 self._running = False
 
@@ -377,6 +388,22 @@ def _import_entry(module_name: str, class_name: str) -> type[Enclave]:
             "your enclave class"
         )
     return enclave_class
+
+
+def _send_frame(connection: socket.socket, frame: Frame) -> None:
+    """Send ``frame`` whole; a large payload is not copied to join it to its header."""
+    payload = frame.payload
+    if len(payload) < _JOIN_LIMIT:
+        connection.sendall(frame_header(frame) + payload)
+        return
+    header = frame_header(frame)
+    sent = connection.sendmsg((header, payload))
+    if sent < len(header):  # a partial send (a timeout, a signal): rare, finish it plainly
+        connection.sendall(header[sent:])
+        sent = len(header)
+    if sent < len(header) + len(payload):
+        with memoryview(payload) as view:
+            connection.sendall(view[sent - len(header) :])
 
 
 def main(argv: list[str]) -> int:

@@ -33,9 +33,9 @@ from sanctorum.common.frames import (
     decode_ready,
     encode_deliver_mail,
     encode_error,
-    encode_frame,
     encode_load,
     encode_optional_bytes,
+    frame_header,
 )
 
 START_TIMEOUT = 60.0
@@ -43,7 +43,15 @@ FILL_RATE = 32 << 20
 """Bytes per second a new persistent filesystem is at least filled at, for the start timeout
 (a new filesystem file is written whole at the first start: measured ~350 MiB/s here)."""
 SHUTDOWN_TIMEOUT = 10.0
-_RECEIVE_SIZE = 1 << 20
+_RECEIVE_SIZE = 256 << 10
+"""Bytes read at most per ``recv_into``, into one buffer allocated once per connection (a
+fresh ``recv(1 << 20)`` buffer costs an mmap and munmap per call; a frame larger than this is
+read in several pieces, the decoder joining them)."""
+
+
+_JOIN_LIMIT = 8 << 10
+"""Payloads below this are joined to their header and sent in one ``sendall``; larger ones go
+out with ``sendmsg`` from where they are (joining would copy them)."""
 
 
 class _Signal:
@@ -73,6 +81,8 @@ class SimulationPlatform:
         # answer to a lone call reaches its caller without a thread hand-off.
         self._reader_lock = threading.Lock()
         self._decoder = FrameDecoder()
+        self._receive_buffer = bytearray(_RECEIVE_SIZE)  # used only with the reader lock held
+        self._receive_view = memoryview(self._receive_buffer)  # it is never resized
         self._crashed: str | None = None
         self._local = threading.local()
         self._instance_info: EnclaveInstanceInfo | None = None
@@ -149,14 +159,18 @@ class SimulationPlatform:
             )
 
     def _read_until_answered(
-        self, inbox: queue.SimpleQueue[Frame | _Signal], deadline: float | None
-    ) -> None:
-        """Read frames, handing each to its caller, until ``inbox`` has something.
+        self, call_id: int, inbox: queue.SimpleQueue[Frame | _Signal], deadline: float | None
+    ) -> Frame | None:
+        """Read frames, handing each to its caller, until one for ``call_id`` comes (returned,
+        not queued: the usual answer to a lone call costs no queue) or ``inbox`` has something.
 
-        Called with the reader lock held.
+        Called with the reader lock held; frames for ``call_id`` after the first one returned
+        are queued in ``inbox``, in order.
         """
         connection = self._connection
         assert connection is not None
+        buffer, view = self._receive_buffer, self._receive_view
+        pending = self._pending
         while inbox.empty():
             if deadline is not None:
                 # Only start-up and shutdown have deadlines; calls block without a syscall
@@ -166,27 +180,34 @@ class SimulationPlatform:
                     raise TimeoutError
                 connection.settimeout(remaining)
             try:
-                data = connection.recv(_RECEIVE_SIZE)
+                received = connection.recv_into(buffer)
             except TimeoutError:
                 raise
             except OSError:
-                data = b""
+                received = 0
             finally:
                 if deadline is not None:
                     connection.settimeout(None)
-            if not data:
+            if not received:
                 self._mark_crashed("the enclave process closed its connection")
-                return
-            for event in self._decoder.feed(data):
+                return None
+            events = self._decoder.feed(view[:received])
+            mine: Frame | None = None
+            for event in events:
                 if isinstance(event, BadFrame):
                     continue  # nothing waits for it; its caller times out or sees the crash
-                with self._pending_lock:
-                    target = self._pending.get(event.call_id)
+                if mine is None and event.call_id == call_id:
+                    mine = event
+                    continue
+                target = pending.get(event.call_id)  # one dict read: atomic, no lock needed
                 if target is not None:
                     target.put(event)
+            if mine is not None:
+                return mine
+        return None
 
     def _next_event(
-        self, inbox: queue.SimpleQueue[Frame | _Signal], timeout: float | None
+        self, call_id: int, inbox: queue.SimpleQueue[Frame | _Signal], timeout: float | None
     ) -> Frame | _Signal:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -197,7 +218,7 @@ class SimulationPlatform:
                 continue
             if self._reader_lock.acquire(blocking=False):
                 try:
-                    self._read_until_answered(inbox, deadline)
+                    mine = self._read_until_answered(call_id, inbox, deadline)
                 except TimeoutError:
                     raise EnclaveCrashedError(
                         f"the enclave did not answer within {timeout} s"
@@ -205,6 +226,8 @@ class SimulationPlatform:
                 finally:
                     self._reader_lock.release()
                     self._wake_waiters(inbox)
+                if mine is not None:
+                    return mine
                 continue
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -217,11 +240,16 @@ class SimulationPlatform:
                 return event
 
     def _wake_waiters(self, mine: queue.SimpleQueue[Frame | _Signal]) -> None:
-        """After reading, wake the other waiting callers: one of them takes over the socket."""
+        """After reading, wake the other waiting callers: one of them takes over the socket.
+
+        A caller registers before it tries the reader lock, and this runs after the lock is
+        released: a caller it does not see will find the lock free.
+        """
         with self._pending_lock:
-            for inbox in self._pending.values():
-                if inbox is not mine:
-                    inbox.put(_WAKE)
+            if len(self._pending) > 1:
+                for inbox in self._pending.values():
+                    if inbox is not mine:
+                        inbox.put(_WAKE)
 
     def _mark_crashed(self, reason: str) -> None:
         process = self._process
@@ -243,7 +271,7 @@ class SimulationPlatform:
             raise EnclaveCrashedError(f"the enclave has crashed: {self._crashed}")
         with self._send_lock:
             try:
-                connection.sendall(encode_frame(frame))
+                _send_frame(connection, frame)
             except OSError as error:
                 raise EnclaveCrashedError(f"the enclave has crashed: {error}") from None
 
@@ -265,7 +293,7 @@ class SimulationPlatform:
         try:
             self._send(frame)
             while True:
-                event = self._next_event(inbox, timeout)
+                event = self._next_event(frame.call_id, inbox, timeout)
                 if isinstance(event, _Signal):
                     raise EnclaveCrashedError(f"the enclave has crashed: {self._crashed}")
                 if event.type is answer_type:
@@ -365,3 +393,19 @@ class SimulationPlatform:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _send_frame(connection: socket.socket, frame: Frame) -> None:
+    """Send ``frame`` whole; a large payload is not copied to join it to its header."""
+    payload = frame.payload
+    if len(payload) < _JOIN_LIMIT:
+        connection.sendall(frame_header(frame) + payload)
+        return
+    header = frame_header(frame)
+    sent = connection.sendmsg((header, payload))
+    if sent < len(header):  # a partial send (a timeout, a signal): rare, finish it plainly
+        connection.sendall(header[sent:])
+        sent = len(header)
+    if sent < len(header) + len(payload):
+        with memoryview(payload) as view:
+            connection.sendall(view[sent - len(header) :])
