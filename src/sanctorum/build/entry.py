@@ -8,10 +8,10 @@ whether it is an Enclave subclass is checked when the enclave loads.
 from __future__ import annotations
 
 import ast
-import difflib
 
 from sanctorum.common.bundle import CODE_DIR, DEPS_DIR, EnclaveConfig
 from sanctorum.common.errors import BundleError
+from sanctorum.common.suggest import did_you_mean
 
 
 def check_entry(config: EnclaveConfig, files: dict[str, bytes], where: str) -> None:
@@ -34,7 +34,7 @@ def check_entry(config: EnclaveConfig, files: dict[str, bytes], where: str) -> N
         )
         raise BundleError(
             f"{where}: entry {config.entry!r} names the module {module!r}, which is not among "
-            f"the bundle's sources ({', '.join(modules) or 'none'}){_did_you_mean(module, modules)}"
+            f"the bundle's sources ({', '.join(modules) or 'none'}){did_you_mean(module, modules)}"
             f"; add its file to sources or fix entry"
         )
     try:
@@ -48,7 +48,7 @@ def check_entry(config: EnclaveConfig, files: dict[str, bytes], where: str) -> N
     if name not in bound:
         raise BundleError(
             f"{where}: entry {config.entry!r} names the class {name!r}, but the module "
-            f"{module!r} defines no {name!r}{_did_you_mean(name, sorted(bound))}; fix entry in "
+            f"{module!r} defines no {name!r}{did_you_mean(name, sorted(bound))}; fix entry in "
             "enclave.toml"
         )
     kinds = bound[name]
@@ -98,8 +98,3 @@ def _top_level_names(tree: ast.Module) -> dict[str, set[str]]:
 
     visit(tree.body)
     return names
-
-
-def _did_you_mean(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -10,7 +10,6 @@ enclave measures exactly the bytes it runs.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import io
 import json
@@ -25,6 +24,7 @@ from typing import Any
 from sanctorum.common.errors import BundleError, InvalidKeyError, InvalidSignatureError
 from sanctorum.common.hashes import SHA256Hash
 from sanctorum.common.keys import Ed25519PrivateKey, Ed25519PublicKey
+from sanctorum.common.suggest import closest
 
 RUNTIME_FORMAT_VERSION = 1
 """Part of every code hash: a runtime that loads bundles differently measures differently."""
@@ -339,8 +339,6 @@ def read_bundle(data: bytes, where: str = "the bundle") -> Bundle:
 
 def _did_you_mean(unknown: list[str]) -> str:
     guesses = [
-        f"{name!r} → {close[0]!r}"
-        for name in unknown
-        if (close := difflib.get_close_matches(name, sorted(_KNOWN_KEYS), n=1))
+        f"{name!r} → {guess!r}" for name in unknown if (guess := closest(name, sorted(_KNOWN_KEYS)))
     ]
     return f" (did you mean {', '.join(guesses)}?)" if guesses else ""

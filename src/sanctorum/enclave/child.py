@@ -34,6 +34,7 @@ from sanctorum.common.errors import (
     FrameError,
     SanctorumError,
 )
+from sanctorum.common.frame_socket import RECEIVE_SIZE, send_frame
 from sanctorum.common.frames import (
     BadFrame,
     Frame,
@@ -47,8 +48,8 @@ from sanctorum.common.frames import (
     encode_commands,
     encode_error,
     encode_ready,
-    frame_header,
 )
+from sanctorum.common.suggest import did_you_mean
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.importer import BundleFinder, MeasuredOnlyFinder
 from sanctorum.enclave.runtime import EnclaveRuntime
@@ -61,11 +62,7 @@ from sanctorum.enclave.sealing import (
 
 _MAX_WORKERS = 64
 _CALL_TYPES = (FrameType.CALL, FrameType.DELIVER_MAIL, FrameType.UPDATE_ATTESTATION)
-_RECEIVE_SIZE = 256 << 10  # read into one buffer, allocated once (see host/simulation.py)
 _CLOSED = Frame(FrameType.ERROR, 0)  # sentinel: the host went away
-_JOIN_LIMIT = 8 << 10
-"""Payloads below this are joined to their header and sent in one ``sendall``; larger ones go
-out with ``sendmsg`` from where they are (joining would copy them)."""
 
 
 class ChildPlatform(Protocol):
@@ -120,7 +117,7 @@ class EnclaveServer:
         self._inline = True  # serve calls on the reading thread (not thread-safe enclaves)
         self._reveal_errors = True  # not in release mode: messages may hold enclave data
         self._decoder = FrameDecoder()
-        self._receive_buffer = bytearray(_RECEIVE_SIZE)  # used by the reading thread only
+        self._receive_buffer = bytearray(RECEIVE_SIZE)  # used by the reading thread only
         self._receive_view = memoryview(self._receive_buffer)  # it is never resized
         self._events: deque[Frame | BadFrame] = deque()  # decoded, not yet handled
         self._deferred: deque[Frame | BadFrame] = deque()  # arrived while a call was busy
@@ -207,7 +204,7 @@ class EnclaveServer:
     def _send(self, frame: Frame) -> None:
         with self._send_lock:
             try:
-                _send_frame(self._connection, frame)
+                send_frame(self._connection, frame)
             except OSError:
                 self._running = False
 
@@ -362,7 +359,6 @@ class EnclaveServer:
 
 
 def _import_entry(module_name: str, class_name: str) -> type[Enclave]:
-    import difflib
     import importlib
 
     try:
@@ -374,8 +370,7 @@ def _import_entry(module_name: str, class_name: str) -> type[Enclave]:
         ) from error
     entry = f"{module_name}:{class_name}"
     if not hasattr(module, class_name):
-        close = difflib.get_close_matches(class_name, [n for n in dir(module) if n[:1] != "_"])
-        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        suggestion = did_you_mean(class_name, dir(module))
         raise EnclaveLoadError(
             f"entry {entry!r}: the module {module_name!r} has no attribute {class_name!r}"
             f"{suggestion}; fix entry in enclave.toml"
@@ -388,22 +383,6 @@ def _import_entry(module_name: str, class_name: str) -> type[Enclave]:
             "your enclave class"
         )
     return enclave_class
-
-
-def _send_frame(connection: socket.socket, frame: Frame) -> None:
-    """Send ``frame`` whole; a large payload is not copied to join it to its header."""
-    payload = frame.payload
-    if len(payload) < _JOIN_LIMIT:
-        connection.sendall(frame_header(frame) + payload)
-        return
-    header = frame_header(frame)
-    sent = connection.sendmsg((header, payload))
-    if sent < len(header):  # a partial send (a timeout, a signal): rare, finish it plainly
-        connection.sendall(header[sent:])
-        sent = len(header)
-    if sent < len(header) + len(payload):
-        with memoryview(payload) as view:
-            connection.sendall(view[sent - len(header) :])
 
 
 def main(argv: list[str]) -> int:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import sys
 from typing import TypeAlias
 
 from sanctorum.common.errors import EnclaveLoadError
+from sanctorum.common.suggest import did_you_mean
 from sanctorum.enclave.base import Enclave
 
 EnclaveClass: TypeAlias = type[Enclave]
@@ -56,7 +56,7 @@ def import_enclave_class(spec: str) -> type[Enclave]:
         except AttributeError:
             raise EnclaveLoadError(
                 f"the module {module_name!r} ({getattr(module, '__file__', None) or module_name})"
-                f" has no attribute {attribute!r}{_did_you_mean(part, dir(found))} (for --mock "
+                f" has no attribute {attribute!r}{did_you_mean(part, dir(found))} (for --mock "
                 f"{spec}): name the Enclave subclass it defines"
             ) from None
     if not (isinstance(found, type) and issubclass(found, Enclave)):
@@ -70,8 +70,3 @@ def import_enclave_class(spec: str) -> type[Enclave]:
             f"(for --mock {spec}): name a class that derives from sanctorum.Enclave"
         )
     return found
-
-
-def _did_you_mean(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, [c for c in candidates if not c.startswith("_")], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

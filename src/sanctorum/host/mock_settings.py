@@ -20,7 +20,6 @@ refused with :class:`EnclaveLoadError` rather than one of the two silently ignor
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 from sanctorum.attestation.mock import MockConfiguration
 from sanctorum.common.bundle import CONFIG_FILE, EnclaveConfig, parse_config
 from sanctorum.common.errors import BundleError, EnclaveLoadError
+from sanctorum.common.suggest import did_you_mean
 from sanctorum.enclave.base import Enclave
 
 
@@ -101,8 +101,7 @@ def _refuse_missing_entry_class(
     wanted = entry.partition(":")[2]
     if hasattr(module, wanted):
         return  # another enclave of the same module: that file is not this class's
-    close = difflib.get_close_matches(wanted, [enclave_class.__qualname__, *dir(module)], n=1)
-    suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+    suggestion = did_you_mean(wanted, [enclave_class.__qualname__, *dir(module)])
     raise BundleError(
         f"{config_file}: entry {entry!r} names {wanted!r}, which the module does not "
         f"define{suggestion}; fix entry (mock mode reads this file for "

@@ -22,6 +22,7 @@ from sanctorum.common.errors import (
     FrameError,
     InvalidEnclaveError,
 )
+from sanctorum.common.frame_socket import RECEIVE_SIZE, send_frame
 from sanctorum.common.frames import (
     BadFrame,
     Frame,
@@ -35,7 +36,6 @@ from sanctorum.common.frames import (
     encode_error,
     encode_load,
     encode_optional_bytes,
-    frame_header,
 )
 
 START_TIMEOUT = 60.0
@@ -43,15 +43,6 @@ FILL_RATE = 32 << 20
 """Bytes per second a new persistent filesystem is at least filled at, for the start timeout
 (a new filesystem file is written whole at the first start: measured ~350 MiB/s here)."""
 SHUTDOWN_TIMEOUT = 10.0
-_RECEIVE_SIZE = 256 << 10
-"""Bytes read at most per ``recv_into``, into one buffer allocated once per connection (a
-fresh ``recv(1 << 20)`` buffer costs an mmap and munmap per call; a frame larger than this is
-read in several pieces, the decoder joining them)."""
-
-
-_JOIN_LIMIT = 8 << 10
-"""Payloads below this are joined to their header and sent in one ``sendall``; larger ones go
-out with ``sendmsg`` from where they are (joining would copy them)."""
 
 
 class _Signal:
@@ -81,7 +72,7 @@ class SimulationPlatform:
         # answer to a lone call reaches its caller without a thread hand-off.
         self._reader_lock = threading.Lock()
         self._decoder = FrameDecoder()
-        self._receive_buffer = bytearray(_RECEIVE_SIZE)  # used only with the reader lock held
+        self._receive_buffer = bytearray(RECEIVE_SIZE)  # used only with the reader lock held
         self._receive_view = memoryview(self._receive_buffer)  # it is never resized
         self._crashed: str | None = None
         self._local = threading.local()
@@ -271,7 +262,7 @@ class SimulationPlatform:
             raise EnclaveCrashedError(f"the enclave has crashed: {self._crashed}")
         with self._send_lock:
             try:
-                _send_frame(connection, frame)
+                send_frame(connection, frame)
             except OSError as error:
                 raise EnclaveCrashedError(f"the enclave has crashed: {error}") from None
 
@@ -393,19 +384,3 @@ class SimulationPlatform:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def _send_frame(connection: socket.socket, frame: Frame) -> None:
-    """Send ``frame`` whole; a large payload is not copied to join it to its header."""
-    payload = frame.payload
-    if len(payload) < _JOIN_LIMIT:
-        connection.sendall(frame_header(frame) + payload)
-        return
-    header = frame_header(frame)
-    sent = connection.sendmsg((header, payload))
-    if sent < len(header):  # a partial send (a timeout, a signal): rare, finish it plainly
-        connection.sendall(header[sent:])
-        sent = len(header)
-    if sent < len(header) + len(payload):
-        with memoryview(payload) as view:
-            connection.sendall(view[sent - len(header) :])

@@ -303,23 +303,17 @@ def open_mail(
         body = result.cipher.decrypt(b"", bytes(view[offset:])) if padded_size else b""
         if body_size < padded_size:
             body = body[:body_size]
-        return EnclaveMail(
-            body=body,
-            envelope=header.envelope,
-            topic=header.topic,
-            sequence_number=header.sequence_number,
-            authenticated_sender=Curve25519PublicKey(result.remote_static),
-            private_header=payload[_PAYLOAD.size :],
-        )
-    output = _output(padded_size)
-    with output.getbuffer() as out:
-        decrypt_into = result.cipher.decrypt_into
-        for start in range(0, padded_size, CHUNK_PLAINTEXT_SIZE):
-            size = min(CHUNK_PLAINTEXT_SIZE, padded_size - start)
-            decrypt_into(b"", view[offset : offset + size + TAG_LEN], out[start : start + size])
-            offset += size + TAG_LEN
-    output.truncate(body_size)
-    body = output.getvalue()
+    else:
+        output = _output(padded_size)
+        with output.getbuffer() as out:
+            decrypt_into = result.cipher.decrypt_into
+            for start in range(0, padded_size, CHUNK_PLAINTEXT_SIZE):
+                size = min(CHUNK_PLAINTEXT_SIZE, padded_size - start)
+                chunk = view[offset : offset + size + TAG_LEN]
+                decrypt_into(b"", chunk, out[start : start + size])
+                offset += size + TAG_LEN
+        output.truncate(body_size)
+        body = output.getvalue()
     return EnclaveMail(
         body=body,
         envelope=header.envelope,
