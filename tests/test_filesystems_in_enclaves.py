@@ -19,7 +19,7 @@ from sanctorum import (
     PersistentMapFullError,
     SealedStateError,
 )
-from sanctorum.host import MailCommand
+from sanctorum.host import MailCommand, StoreSealedState
 
 Load = Callable[[str], EnclaveHost]
 
@@ -172,34 +172,44 @@ def test_a_call_whose_map_is_over_its_limit_commits_no_files_either(tmp_path: Pa
     assert host.mock_enclave.filesystem.read_bytes("/f") == b"short"
 
 
-def test_calls_that_return_out_of_order_never_leave_the_host_an_older_state(
+def test_calls_that_return_out_of_order_reach_the_host_in_commit_order(
     tmp_path: Path,
 ) -> None:
-    """Two threads call a single-threaded enclave; the first call's commands reach the host
-    after the second's. The host keeps the newer commit, so a restart finds the newest files
-    (with the older blob, the file would be ahead of it: stale data, or refused)."""
+    """Two threads call a single-threaded enclave; the first call's commands reach the host's
+    dispatch after the second's. The host still passes them on in commit order (a journal
+    record must never be stored before the one it follows), so a restart finds the newest
+    files."""
     disk = tmp_path / "files.fs"
-    host = EnclaveHost.load(_MapAndFiles).start(filesystem_file=disk)
-    dispatch = host._dispatch
-    second_done = threading.Event()
-    first = threading.Event()
+    stored: list[int] = []
 
-    def late_first(commands: list[MailCommand]) -> None:
+    def on_mail_commands(commands: list[MailCommand]) -> None:
+        stored.extend(c.commit_number for c in commands if isinstance(c, StoreSealedState))
+
+    host = EnclaveHost.load(_MapAndFiles).start(
+        filesystem_file=disk, on_mail_commands=on_mail_commands
+    )
+    dispatch = host._dispatch
+    first, second_arrived = threading.Event(), threading.Event()
+
+    def late_first(commands: list[MailCommand], generation: int) -> None:
         if not first.is_set():
             first.set()
-            second_done.wait(10)  # the first call's commands arrive last
-        dispatch(commands)
-        if first.is_set() and threading.current_thread().name == "second":
-            second_done.set()
+            assert second_arrived.wait(10)  # the first call's commands arrive last
+        else:
+            second_arrived.set()
+        dispatch(commands, generation)
 
     host._dispatch = late_first  # type: ignore[method-assign]
-    one = threading.Thread(target=host.call_enclave, args=(b"older",), name="first")
+    one = threading.Thread(target=host.call_enclave, args=(b"older",))
     one.start()
     assert first.wait(10)
-    two = threading.Thread(target=host.call_enclave, args=(b"newer",), name="second")
+    two = threading.Thread(target=host.call_enclave, args=(b"newer",))
     two.start()
     for thread in (one, two):
         thread.join(10)
+        assert not thread.is_alive()
+    assert len(stored) >= 2
+    assert stored == list(range(stored[0], stored[0] + len(stored)))
     host.restart()
     assert host.mock_enclave.filesystem.read_bytes("/f") == b"newer"
 

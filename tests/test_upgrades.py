@@ -55,14 +55,12 @@ def test_state_survives_raising_each_level_in_mock_mode(
     with _mock(*old).start(filesystem_file=disk) as before:
         before.call_enclave(b"kept across the upgrade")
         state = before.sealed_state
-    assert state is not None
-    assert sealed_versions(state) == SecurityVersions(*old)
+    assert _sealed_at(state) == SecurityVersions(*old)
     with _mock(*new).start(sealed_state=state, filesystem_file=disk) as after:
         assert after.call_enclave(b"") == b"kept across the upgrade|kept across the upgrade"
         # Sealed again under the new versions at start, without waiting for a change.
         resealed = after.sealed_state
-        assert resealed is not None
-        assert sealed_versions(resealed) == SecurityVersions(*new)
+        assert _sealed_at(resealed) == SecurityVersions(*new)
     with pytest.raises(NewerSealedStateError, match="never reads state a newer version wrote"):
         _mock(*old).start(sealed_state=resealed, filesystem_file=disk)
 
@@ -86,7 +84,7 @@ def test_a_forged_header_naming_older_versions_does_not_open(tmp_path: Path) -> 
         host.call_enclave(b"x")
         state = host.sealed_state
     assert state is not None
-    forged = bytearray(state)
+    forged = bytearray(state[0])
     forged[5:7] = (2).to_bytes(2, "big")  # revocation level 3 → 2
     with pytest.raises(SealedStateError, match="does not open"):
         _mock(3, 1).start(sealed_state=bytes(forged), filesystem_file=tmp_path / "files")
@@ -113,18 +111,23 @@ def test_state_survives_raising_the_revocation_level_in_simulation(tmp_path: Pat
     with EnclaveHost.load(bundles[0], mode="simulation").start(filesystem_file=disk) as before:
         before.call_enclave(b"kept")
         state = before.sealed_state
-    assert state is not None
-    assert sealed_versions(state).revocation_level == 0
+    assert _sealed_at(state).revocation_level == 0
     upgraded = EnclaveHost.load(bundles[1], mode="simulation")
     with upgraded.start(sealed_state=state, filesystem_file=disk) as after:
         assert after.call_enclave(b"") == b"kept|kept"
         resealed = after.sealed_state
-    assert resealed is not None
-    assert sealed_versions(resealed).revocation_level == 1
+    assert _sealed_at(resealed).revocation_level == 1
     with pytest.raises(NewerSealedStateError):
         EnclaveHost.load(bundles[0], mode="simulation").start(
             sealed_state=resealed, filesystem_file=disk
         )
+
+
+def _sealed_at(state: tuple[bytes, ...] | None) -> SecurityVersions:
+    """The security versions that sealed every blob of ``state`` (they must agree)."""
+    assert state is not None
+    (versions,) = {sealed_versions(blob) for blob in state}
+    return versions
 
 
 _KEEPER_SOURCE = """
@@ -159,7 +162,7 @@ def test_under_sgx_state_from_older_versions_is_refused_with_the_reason() -> Non
 
     provider = MockEvidenceProvider.for_class("tests.MapKeeper", None)
 
-    def runtime(revocation_level: int, sealed_state: bytes | None) -> EnclaveRuntime:
+    def runtime(revocation_level: int, sealed_state: list[bytes] | None) -> EnclaveRuntime:
         identity = EnclaveIdentity(
             provider.code_hash,
             provider.signer_hash,
@@ -180,10 +183,10 @@ def test_under_sgx_state_from_older_versions_is_refused_with_the_reason() -> Non
     _, commands = first.call(b"kept", None)
     (stored,) = [command for command in commands if isinstance(command, StoreSealedState)]
     first.close()
-    again = runtime(0, stored.blob)  # the same versions: opens
+    again = runtime(0, [stored.blob])  # the same versions: opens
     again.close()
     with pytest.raises(SealedStateError, match="Gramine gives an enclave the keys of its current"):
-        runtime(1, stored.blob)
+        runtime(1, [stored.blob])
 
 
 def test_files_written_after_an_upgrade_are_closed_to_the_retired_version(tmp_path: Path) -> None:
@@ -213,13 +216,14 @@ def test_files_written_after_an_upgrade_are_closed_to_the_retired_version(tmp_pa
     assert retired_state is not None
     assert current_state is not None
 
-    def plaintexts(state: bytes, versions: SecurityVersions) -> list[bytes]:
-        """Every sector of the current file that the keys ``state`` records open."""
+    def plaintexts(state: tuple[bytes, ...], versions: SecurityVersions) -> list[bytes]:
+        """Every sector of the current file that the keys ``state`` records open (its last
+        blob holds the filesystem's latest record)."""
         identity = EnclaveIdentity(ZERO_HASH, ZERO_HASH, 1, versions)  # Keeper's in mock mode
         key = derive_sealing_key(
             MOCK_PLATFORM_SECRET, identity, SealingPolicy.SIGNER, b"sanctorum-sealed-state"
         )
-        record = decode_state(unseal(key, state, b"sanctorum-sealed-state")).filesystem
+        record = decode_state(unseal(key, state[-1], b"sanctorum-sealed-state")).filesystem
         assert record is not None
         storage = SectorStorage(disk, 1 << 20, record)
         opened = []

@@ -144,6 +144,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         SealedStateError as SealedStateError,
     )
     from sanctorum.common.errors import (
+        SealedStateJournalError as SealedStateJournalError,
+    )
+    from sanctorum.common.errors import (
         StateDirInUseError as StateDirInUseError,
     )
     from sanctorum.common.errors import (
@@ -219,6 +222,7 @@ _EXPORTS = {
             "SealedStateError",
             "FileSystemRollbackError",
             "NewerSealedStateError",
+            "SealedStateJournalError",
             "EnclaveCrashedError",
             "FrameError",
         ],

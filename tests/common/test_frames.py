@@ -9,13 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sanctorum.common import frames
 from sanctorum.common.commands import MailCommand, PostMail, StoreSealedState
-from sanctorum.common.errors import (
-    EnclaveCallError,
-    FrameError,
-    MailGapError,
-    SanctorumError,
-)
+from sanctorum.common.errors import FrameError, SanctorumError
 from sanctorum.common.frames import (
     BadFrame,
     Frame,
@@ -28,6 +24,7 @@ from sanctorum.common.frames import (
     decode_error,
     decode_load,
     decode_optional_bytes,
+    decode_ready,
     encode_call_result,
     encode_commands,
     encode_deliver_mail,
@@ -35,6 +32,7 @@ from sanctorum.common.frames import (
     encode_frame,
     encode_load,
     encode_optional_bytes,
+    encode_ready,
 )
 
 FRAMES = [
@@ -138,6 +136,7 @@ def test_payloads_round_trip() -> None:
     commands: list[MailCommand] = [
         PostMail(b"mail-1", "hint"),
         StoreSealedState(b"blob", 2**64 - 1),
+        StoreSealedState(b"record", 7, snapshot=False),
         PostMail(b"", None),
     ]
     assert decode_call_result(encode_call_result(b"reply", commands)) == (b"reply", commands)
@@ -146,14 +145,16 @@ def test_payloads_round_trip() -> None:
     assert decode_deliver_mail(encode_deliver_mail(b"m", "r")) == (b"m", "r")
     assert decode_deliver_mail(encode_deliver_mail(b"m", None)) == (b"m", None)
     assert decode_load(encode_load("simulation", b"zip")) == LoadRequest("simulation", b"zip")
-    assert decode_load(encode_load("simulation", b"zip", b"s", "/f")) == LoadRequest(
-        "simulation", b"zip", b"s", "/f"
+    assert decode_load(encode_load("simulation", b"zip", [b"s", b"", b"r"], "/f")) == LoadRequest(
+        "simulation", b"zip", (b"s", b"", b"r"), "/f"
     )
     assert decode_optional_bytes(encode_optional_bytes(None), "x") is None
+    assert decode_ready(encode_ready(b"info", 41, commands)) == (b"info", 41, commands)
 
 
 def test_errors_keep_their_class() -> None:
-    for error in (MailGapError("gap"), EnclaveCallError("boom"), FrameError("bad")):
+    for _, cls in frames._ERROR_CODES:  # every class the boundary carries
+        error = cls(f"{cls.__name__} happened")
         decoded = decode_error(encode_error(error))
         assert type(decoded) is type(error)
         assert str(decoded) == str(error)
@@ -172,7 +173,13 @@ def test_decoder_never_raises(chunks: list[bytes]) -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=200))
 def test_payload_decoders_raise_only_frame_errors(payload: bytes) -> None:
-    for decode in (decode_call_result, decode_commands, decode_deliver_mail, decode_load):
+    for decode in (
+        decode_call_result,
+        decode_commands,
+        decode_deliver_mail,
+        decode_load,
+        decode_ready,
+    ):
         with contextlib.suppress(FrameError):  # anything else fails the test
             decode(payload)
     assert isinstance(decode_error(payload), SanctorumError)

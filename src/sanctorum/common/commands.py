@@ -19,17 +19,22 @@ class PostMail:
 
 @dataclass(frozen=True)
 class StoreSealedState:
-    """Keep ``blob`` (the enclave's sealed persistent state) and hand it back at the next start.
+    """Keep ``blob`` (part of the enclave's sealed persistent state) and hand what you keep
+    back at the next start.
 
-    Persist it in the same transaction as the mail posted by the same call. Keep the blob with
-    the highest ``commit_number``: calls made from several threads can return, and reach your
-    code, in another order than the enclave committed them, and an older blob than the newest
-    one does not go with the enclave's filesystem file.
+    A **snapshot** holds the whole state: keep it and drop every blob you kept before. Any
+    other blob is a **journal record** of one commit's changes: append it. Start the enclave
+    with the latest snapshot followed by the records stored after it, in order
+    (``EnclaveHost.sealed_state`` keeps exactly that). Persist each in the same transaction as
+    the mail the same call posted. ``EnclaveHost`` passes the commands of successive commits to
+    ``on_mail_commands`` in commit order, one call at a time.
     """
 
     blob: bytes
     commit_number: int
-    """Counts the enclave's commits (across restarts): higher is newer."""
+    """Counts the enclave's commits (across restarts): each is one more than the last."""
+    snapshot: bool = True
+    """True: the whole state (replace what you keep); False: a journal record (append it)."""
 
 
 MailCommand = PostMail | StoreSealedState

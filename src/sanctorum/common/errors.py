@@ -101,6 +101,11 @@ class FileSystemRollbackError(SealedStateError):
     replaced by an older copy, or belongs to other state. The enclave refuses to start."""
 
 
+class SealedStateJournalError(SealedStateError):
+    """The journal records the host passed with the snapshot do not chain: one was dropped,
+    reordered, replayed, or taken from another chain. The enclave refuses to start."""
+
+
 class NewerSealedStateError(SealedStateError):
     """The sealed state was written by newer security versions (a higher revocation or TCB
     level) than this enclave's: an enclave never reads state a newer version wrote."""

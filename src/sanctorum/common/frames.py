@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -38,11 +39,13 @@ from sanctorum.common.errors import (
     PersistentMapFullError,
     SanctorumError,
     SealedStateError,
+    SealedStateJournalError,
 )
 
 VERSION = 1
 _HEADER = struct.Struct(">IBBQQ")
 _LENGTH = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 _HEADER_BODY = _HEADER.size - _LENGTH.size
 DEFAULT_MAX_FRAME_SIZE = 160 << 20
 MAX_DATA_SIZE = 128 << 20
@@ -249,8 +252,9 @@ def _write_commands(writer: Writer, commands: list[MailCommand]) -> None:
             writer.u8(1)
             _write_optional_text(writer, command.routing_hint)
             writer.bytes32(command.mail)
-        else:
-            writer.u8(2).u64(command.commit_number).bytes32(command.blob)
+        else:  # 2: a snapshot, 3: a journal record
+            writer.u8(2 if command.snapshot else 3).u64(command.commit_number)
+            writer.bytes32(command.blob)
 
 
 def _read_commands(reader: Reader) -> list[MailCommand]:
@@ -263,9 +267,10 @@ def _read_commands(reader: Reader) -> list[MailCommand]:
         if kind == 1:
             hint = _read_optional_text(reader)
             commands.append(PostMail(reader.bytes32("mail", MAX_DATA_SIZE), hint))
-        elif kind == 2:
+        elif kind in (2, 3):
             number = reader.u64("commit number")
-            commands.append(StoreSealedState(reader.bytes32("sealed state", MAX_DATA_SIZE), number))
+            blob = reader.bytes32("sealed state", MAX_DATA_SIZE)
+            commands.append(StoreSealedState(blob, number, snapshot=kind == 2))
         else:
             raise reader.fail(f"unknown mail command kind {kind}")
     return commands
@@ -299,16 +304,20 @@ def decode_call_result(payload: bytes) -> tuple[bytes | None, list[MailCommand]]
     return reply, commands
 
 
-def encode_ready(instance_info: bytes, commands: list[MailCommand]) -> bytes:
-    """READY: the serialised instance info and the mail commands ``on_startup`` made."""
-    return encode_call_result(instance_info, commands)
+def encode_ready(instance_info: bytes, restored_commit: int, commands: list[MailCommand]) -> bytes:
+    """READY: the serialised instance info, the number of the commit the enclave resumed from
+    (0: none), and the mail commands ``on_startup`` made."""
+    return _U64.pack(restored_commit) + encode_call_result(instance_info, commands)
 
 
-def decode_ready(payload: bytes) -> tuple[bytes, list[MailCommand]]:
-    instance_info, commands = decode_call_result(payload)
+def decode_ready(payload: bytes) -> tuple[bytes, int, list[MailCommand]]:
+    if len(payload) < 8:
+        raise FrameError("malformed READY frame: truncated")
+    (restored_commit,) = _U64.unpack_from(payload)
+    instance_info, commands = decode_call_result(payload[8:])
     if instance_info is None:
         raise FrameError("malformed READY frame: it carries no instance info")
-    return instance_info, commands
+    return instance_info, restored_commit, commands
 
 
 def encode_commands(commands: list[MailCommand]) -> bytes:
@@ -342,18 +351,24 @@ def decode_deliver_mail(payload: bytes) -> tuple[bytes, str | None]:
 class LoadRequest:
     mode: str
     bundle: bytes
-    sealed_state: bytes | None = None
+    sealed_state: tuple[bytes, ...] | None = None
+    """The latest snapshot, then the journal records after it."""
     filesystem_file: str | None = None
 
 
 def encode_load(
     mode: str,
     bundle: bytes,
-    sealed_state: bytes | None = None,
+    sealed_state: Sequence[bytes] | None = None,
     filesystem_file: os.PathLike[str] | str | None = None,
 ) -> bytes:
     writer = Writer().text16(mode).bytes32(bundle)
-    writer.raw(encode_optional_bytes(sealed_state))
+    if sealed_state is None:
+        writer.u8(0)
+    else:
+        writer.u8(1).u32(len(sealed_state))
+        for blob in sealed_state:
+            writer.bytes32(blob)
     _write_optional_text(writer, None if filesystem_file is None else os.fspath(filesystem_file))
     return writer.getvalue()
 
@@ -362,7 +377,15 @@ def decode_load(payload: bytes) -> LoadRequest:
     reader = _reader(payload, "load frame")
     mode = reader.text16("mode", 32)
     bundle = reader.bytes32("bundle", MAX_DATA_SIZE)
-    sealed_state = _read_optional_bytes(reader)
+    sealed_state = None
+    present = reader.u8("sealed state presence flag")
+    if present > 1:
+        raise reader.fail(f"presence flag is {present}, not 0 or 1")
+    if present:
+        count = reader.u32("sealed state blob count")
+        if count > reader.remaining // 4:
+            raise reader.fail(f"{count} sealed state blobs cannot fit in {reader.remaining} bytes")
+        sealed_state = tuple(reader.bytes32("sealed state", MAX_DATA_SIZE) for _ in range(count))
     filesystem_file = _read_optional_text(reader)
     reader.expect_end()
     return LoadRequest(mode, bundle, sealed_state, filesystem_file)
@@ -385,6 +408,7 @@ _ERROR_CODES: list[tuple[int, type[SanctorumError]]] = [
     (12, PersistentMapFullError),
     (15, FileSystemRollbackError),
     (16, NewerSealedStateError),
+    (17, SealedStateJournalError),
     (13, SealedStateError),
     (14, InvalidEnclaveError),
     (1, EnclaveCallError),

@@ -268,7 +268,9 @@ class EnclaveServer:
         self._runtime = runtime
         self._inline = not bundle.config.thread_safe
         self._reveal_errors = request.mode != "release"
-        ready = encode_ready(runtime.instance_info.serialize(), startup_commands)
+        ready = encode_ready(
+            runtime.instance_info.serialize(), runtime.restored_commit, startup_commands
+        )
         self._send(Frame(FrameType.READY, frame.call_id, ready))
 
     def _serve_call(self, frame: Frame) -> None:

@@ -7,12 +7,17 @@ raises, its layer is dropped.
 
 Beside the application's entries the map keeps the runtime's own records (rollback detection,
 the last request applied per client and topic), staged and committed with them and counted
-against the same maximum size. The committed state is serialised canonically (the runtime seals
-it with the rest of its state: ``sanctorum.enclave.state``)::
+against the same maximum size. The committed state is serialised canonically for snapshots,
+and each commit's changes for journal records (the runtime seals both with the rest of its
+state: ``sanctorum.enclave.state``)::
 
-    version u8
-    | entry count u32 | (key u16-len UTF-8, value u32-len)*      application entries
-    | record count u32 | (key u16-len, value u32-len)*           runtime records
+    state:    version u8
+              | entry count u32 | (key u16-len UTF-8, value u32-len)*      application entries
+              | record count u32 | (key u16-len, value u32-len)*           runtime records
+
+    changes:  version u8
+              | entry count u32 | (key u16-len UTF-8, value u32-len or 0xFFFFFFFF: deleted)*
+              | record count u32 | (key u16-len, value u32-len)*
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from sanctorum.common.errors import (
 _VERSION = 3
 _DELETED = object()
 _ENTRY_OVERHEAD = 6  # the two length prefixes
+_DELETED_LENGTH = 0xFFFFFFFF  # in a change, instead of a value's length
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _K = TypeVar("_K", str, bytes)
@@ -99,6 +105,27 @@ class _Table(Generic[_K]):
                 self.committed[key] = value
         self.size = size
         self.layers.clear()
+
+    def encode_changes(self, parts: list[bytes]) -> None:
+        staged = self.flattened() if self.layers else {}
+        parts.append(_U32.pack(len(staged)))
+        for key, value in staged.items():
+            encoded = key.encode("utf-8") if isinstance(key, str) else key
+            if value is _DELETED:
+                parts += (_U16.pack(len(encoded)), encoded, _U32.pack(_DELETED_LENGTH))
+            else:
+                assert isinstance(value, bytes)
+                parts += (_U16.pack(len(encoded)), encoded, _U32.pack(len(value)), value)
+
+    def replay(self, changes: dict[_K, bytes | None]) -> None:
+        committed = self.committed
+        for key, value in changes.items():
+            old = committed.pop(key, None)
+            if old is not None:
+                self.size -= entry_size(key, old)
+            if value is not None:
+                committed[key] = value
+                self.size += entry_size(key, value)
 
     def iterate(self) -> Iterator[_K]:
         staged = self.flattened() if self.layers else {}
@@ -200,11 +227,16 @@ class PersistentMap(MutableMapping[str, bytes]):
             )
         return entries, records
 
-    def apply(self) -> None:
-        """Make every staged change permanent in memory (the caller seals the result)."""
+    def apply(self) -> bytes:
+        """Make every staged change permanent in memory; returns the changes, encoded for a
+        journal record (the caller seals them, or a snapshot of :meth:`serialize`)."""
         entries, records = self.check_size()
+        parts = [bytes([_VERSION])]
+        self._entries.encode_changes(parts)
+        self._records.encode_changes(parts)
         self._entries.apply(entries)
         self._records.apply(records)
+        return b"".join(parts)
 
     # -- serialisation -----------------------------------------------------------------------
 
@@ -230,6 +262,18 @@ class PersistentMap(MutableMapping[str, bytes]):
             table.size = sum(entry_size(key, value) for key, value in committed.items())
         self.abort(0)
 
+    def replay(self, data: bytes) -> None:
+        """Apply one journal record's changes (:meth:`apply`'s result) to the committed
+        state."""
+        reader = Reader(data, error=SealedStateError, what="persistent map changes")
+        if reader.u8("version") != _VERSION:
+            raise reader.fail("unsupported version")
+        entries = _read_changes(reader, "entry", lambda: reader.text16("key"), len(data))
+        records = _read_changes(reader, "record", lambda: reader.bytes16("record key"), len(data))
+        reader.expect_end()
+        self._entries.replay(entries)
+        self._records.replay(records)
+
 
 def _read_table(
     reader: Reader, what: str, read_key: Callable[[], _K], limit: int
@@ -239,3 +283,19 @@ def _read_table(
         key = read_key()
         table[key] = reader.bytes32(f"{what} value", limit)
     return table
+
+
+def _read_changes(
+    reader: Reader, what: str, read_key: Callable[[], _K], limit: int
+) -> dict[_K, bytes | None]:
+    changes: dict[_K, bytes | None] = {}
+    for _ in range(reader.u32(f"{what} change count")):
+        key = read_key()
+        size = reader.u32(f"{what} value length")
+        if size == _DELETED_LENGTH:
+            changes[key] = None
+        elif size > limit:
+            raise reader.fail(f"{what} value is {size} bytes, more than the {limit} there are")
+        else:
+            changes[key] = reader.raw(size, f"{what} value")
+    return changes

@@ -11,7 +11,7 @@ import secrets
 import struct
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -27,6 +27,7 @@ from sanctorum.common.errors import (
     MailReplayError,
     NewerSealedStateError,
     SealedStateError,
+    SealedStateJournalError,
 )
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PrivateKey
 from sanctorum.enclave.base import Enclave
@@ -47,7 +48,13 @@ from sanctorum.enclave.sealing import (
     sealed_versions,
     unseal,
 )
-from sanctorum.enclave.state import RuntimeState, decode_state, encode_state
+from sanctorum.enclave.state import (
+    JournalRecord,
+    RuntimeState,
+    check_follows,
+    decode_state,
+    encode_state,
+)
 from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE, EnclaveMail, open_mail
 from sanctorum.mail.policy import MinSizePolicy
 from sanctorum.mail.post_office import PostOffice
@@ -55,6 +62,10 @@ from sanctorum.mail.private_header import COMMIT_ID_SIZE, NONCE_SIZE, Conversati
 from sanctorum.mail.sequence import SequenceTracker
 
 _STATE_PURPOSE = b"sanctorum-sealed-state"
+# A commit is sealed as a snapshot of the whole state once the journal records since the last
+# snapshot hold as many bytes as it does (so the host keeps at most about twice the state, and
+# a commit costs O(its changes) amortised), and at least this many.
+_MIN_JOURNAL_BYTES = 64 << 10
 _T = TypeVar("_T")
 
 
@@ -175,7 +186,7 @@ class EnclaveRuntime:
         platform_secret: bytes | Callable[[SealingPolicy], bytes],
         thread_safe: bool | None = None,
         persistent_map_size: int | None = None,
-        sealed_state: bytes | None = None,
+        sealed_state: Sequence[bytes] | None = None,
         filesystem_size: int = 0,
         memory_filesystem_size: int = 0,
         filesystem_file: Path | None = None,
@@ -185,9 +196,10 @@ class EnclaveRuntime:
         """``thread_safe`` overrides the class attribute (a bundle's configuration decides);
         ``persistent_map_size`` enables the persistent map with that maximum size, restored
         from ``sealed_state`` if given. ``platform_secret`` is one secret, or (SGX) a function
-        giving the CPU's key for each sealing policy. Without ``reveal_errors`` (release
-        enclaves) an exception of the enclave's code reaches the host as its type only: its
-        message may hold the enclave's data."""
+        giving the CPU's key for each sealing policy. ``sealed_state`` is the latest snapshot
+        followed by the journal records stored after it, in order. Without ``reveal_errors``
+        (release enclaves) an exception of the enclave's code reaches the host as its type
+        only: its message may hold the enclave's data."""
         self.enclave = enclave
         self._reveal_errors = reveal_errors
         self._evidence_provider = evidence_provider
@@ -218,31 +230,24 @@ class EnclaveRuntime:
                 "sealed state was given, but this enclave has no persistent map or filesystem "
                 "to restore"
             )
-        state = None
         self._reseal = False
         self._commit_number = 0  # of the last commit
-        if sealed_state is not None:
-            state, versions = self._open_state(sealed_state)
-            # State sealed under older security versions is sealed again under ours at once.
-            self._reseal = versions != identity.versions
-            self._commit_number = state.commit_number
+        self._commit_id: bytes | None = None  # of the last commit; None: no state yet
+        self._snapshot_bytes = self._journal_bytes = 0  # what the host keeps
+        self._state_key: bytes | None = None
         self._map: PersistentMap | None = None
         if persistent_map_size is not None:
             self._map = PersistentMap(persistent_map_size)
-            if state is not None and state.map_state is not None:
-                self._map.load(state.map_state)
-        elif state is not None and state.map_state is not None:
-            raise EnclaveStateError(
-                "the sealed state holds a persistent map, but this enclave has none: enable "
-                "persistent_map in enclave.toml, or start without this sealed state"
-            )
+        filesystem = None
+        if sealed_state is not None:
+            filesystem = self._replay(sealed_state)
         self._persistent_volume: PersistentVolume | None = None
         self._filesystem = self._open_filesystem(
-            filesystem_size,
-            memory_filesystem_size,
-            filesystem_file,
-            None if state is None else state.filesystem,
+            filesystem_size, memory_filesystem_size, filesystem_file, filesystem
         )
+        self.restored_commit = self._commit_number
+        """The number of the commit the sealed state left (0: none): the host's commit
+        order resumes after it."""
         if self._reseal and self._persistent_volume is not None:
             # What this version writes, the versions it retires must not read: a new key.
             self._persistent_volume.storage.add_key()
@@ -444,28 +449,84 @@ class EnclaveRuntime:
             secret = secret(policy)
         return derive_sealing_key(secret, self.identity, policy, purpose, versions)
 
-    def _open_state(self, blob: bytes) -> tuple[RuntimeState, SecurityVersions]:
-        versions = sealed_versions(blob, "the sealed state")
-        if not self.identity.versions.covers(versions):
-            raise NewerSealedStateError(
-                f"the sealed state was written at {versions}, but this enclave is at "
-                f"{self.identity.versions}: an enclave never reads state a newer version wrote "
-                "(the newer version may have sealed data this one's flaws would expose); run "
-                "the newer version"
+    def _replay(self, blobs: Sequence[bytes]) -> FileSystemRecord | None:
+        """Restore the state a snapshot and the journal records after it leave; the
+        filesystem's record as the last of them left it."""
+        if isinstance(blobs, (bytes, bytearray)) or not blobs:
+            raise EnclaveStateError(
+                "sealed_state is a sequence of blobs, the latest snapshot first: "
+                + ("it is empty" if not blobs else "wrap a single blob in a list")
             )
-        key = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
-        return decode_state(unseal(key, blob, _STATE_PURPOSE, "the sealed state")), versions
+        keys: dict[SecurityVersions, bytes] = {}
+        for index, blob in enumerate(blobs):
+            versions = sealed_versions(blob, "the sealed state")
+            if not self.identity.versions.covers(versions):
+                raise NewerSealedStateError(
+                    f"the sealed state was written at {versions}, but this enclave is at "
+                    f"{self.identity.versions}: an enclave never reads state a newer version "
+                    "wrote (the newer version may have sealed data this one's flaws would "
+                    "expose); run the newer version"
+                )
+            # State sealed under older security versions is sealed again under ours at once.
+            self._reseal |= versions != self.identity.versions
+            if versions not in keys:
+                keys[versions] = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
+            opened = decode_state(unseal(keys[versions], blob, _STATE_PURPOSE, "the sealed state"))
+            if index == 0:
+                if isinstance(opened, JournalRecord):
+                    raise SealedStateJournalError(
+                        "the sealed state starts with a journal record, not a snapshot: pass "
+                        "the latest snapshot first, then the records stored after it"
+                    )
+                self._snapshot_bytes, filesystem = len(blob), opened.filesystem
+                map_part = opened.map_state
+            else:
+                assert self._commit_id is not None
+                check_follows(opened, self._commit_number, self._commit_id)
+                assert isinstance(opened, JournalRecord)
+                self._journal_bytes += len(blob)
+                filesystem, map_part = opened.filesystem, opened.map_changes
+            self._commit_number, self._commit_id = opened.commit_number, opened.commit_id
+            if map_part is not None:
+                if self._map is None:
+                    raise EnclaveStateError(
+                        "the sealed state holds a persistent map, but this enclave has none: "
+                        "enable persistent_map in enclave.toml, or start without this sealed "
+                        "state"
+                    )
+                if index == 0:
+                    self._map.load(map_part)
+                else:
+                    self._map.replay(map_part)
+        return filesystem
 
-    def _seal_state(self, commit_id: bytes, filesystem: FileSystemRecord | None) -> bytes:
-        """Seal the committed state under the enclave's own versions."""
-        map_state = None if self._map is None else self._map.serialize()
+    def _seal_commit(
+        self, commit_id: bytes, changes: bytes | None, filesystem: FileSystemRecord | None
+    ) -> StoreSealedState:
+        """Seal the commit just made under the enclave's own versions: a journal record of
+        ``changes`` (the map's, None if it has none), or a snapshot of the whole state when one
+        is due."""
         versions = self.identity.versions
-        key = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
+        if self._state_key is None:  # derived once: under SGX it is a read of Gramine's file
+            self._state_key = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
+        key = self._state_key
+        previous, self._commit_id = self._commit_id, commit_id
+        if previous is not None and not self._reseal:
+            plaintext = encode_state(
+                JournalRecord(self._commit_number, commit_id, previous, changes, filesystem)
+            )
+            if self._journal_bytes + len(plaintext) < max(self._snapshot_bytes, _MIN_JOURNAL_BYTES):
+                blob = seal(key, plaintext, _STATE_PURPOSE, versions)
+                self._journal_bytes += len(blob)
+                return StoreSealedState(blob, self._commit_number, snapshot=False)
+        map_state = None if self._map is None else self._map.serialize()
         plaintext = encode_state(
             RuntimeState(self._commit_number, commit_id, map_state, filesystem)
         )
         self._reseal = False
-        return seal(key, plaintext, _STATE_PURPOSE, versions)
+        blob = seal(key, plaintext, _STATE_PURPOSE, versions)
+        self._snapshot_bytes, self._journal_bytes = len(blob), 0
+        return StoreSealedState(blob, self._commit_number, snapshot=True)
 
     def _open_filesystem(
         self, size: int, memory_size: int, path: Path | None, record: FileSystemRecord | None
@@ -562,15 +623,15 @@ class EnclaveRuntime:
                 f"the enclave's files could not be committed ({error}); this call's other "
                 "changes and its mail were dropped"
             ) from error
+        changes = None
         if map_changed:
             assert self._map is not None
-            self._map.apply()
+            changes = self._map.apply()
         elif self._map is not None:
             self._map.abort(0)
         commit_id = context.commit_id or secrets.token_bytes(COMMIT_ID_SIZE)
         self._commit_number += 1
-        blob = self._seal_state(commit_id, filesystem)
-        context.commands.append(StoreSealedState(blob, self._commit_number))
+        context.commands.append(self._seal_commit(commit_id, changes, filesystem))
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -17,7 +17,12 @@ from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.attestation.mock import MockConfiguration
 from sanctorum.common.bundle import DUMMY_SIGNING_KEY, read_bundle
 from sanctorum.common.commands import HostCallback, MailCommand, StoreSealedState
-from sanctorum.common.errors import BundleError, EnclaveLoadError, EnclaveStateError
+from sanctorum.common.errors import (
+    BundleError,
+    EnclaveCrashedError,
+    EnclaveLoadError,
+    EnclaveStateError,
+)
 from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.common.progress import ProgressCallback
@@ -93,11 +98,12 @@ class EnclaveHost:
         self.mailbox: InMemoryMailbox | None = None
         """Where posted mail goes when :meth:`start` was given no ``on_mail_commands``."""
         self._filesystem_file: Path | None = None
-        self.sealed_state: bytes | None = None
-        """The latest sealed state the enclave handed over; :meth:`restart` starts from it."""
-        # Calls from several threads can return out of commit order: keep the newest blob.
-        self._sealed_lock = threading.Lock()
-        self._sealed_number = -1  # of sealed_state, as far as this instance told
+        self._sealed_blobs: list[bytes] = []  # the latest snapshot, then the records after it
+        # Calls from several threads can return out of commit order, but a journal must be
+        # stored in order: a call's commands wait for those of the commit before.
+        self._commit_order = threading.Condition()
+        self._next_commit = 1  # the commit whose commands go to on_mail_commands next
+        self._generation = 0  # counts starts: what an instance since replaced made is dropped
         # Attestations of the instances this host ran, newest last: clients verify mail that an
         # instance queued before it was replaced.
         self._instances: dict[Curve25519PublicKey, EnclaveInstanceInfo] = {}
@@ -233,25 +239,42 @@ class EnclaveHost:
         process = getattr(self._platform, "process", None)
         return process.poll() if isinstance(process, subprocess.Popen) else None
 
+    @property
+    def sealed_state(self) -> tuple[bytes, ...] | None:
+        """What the enclave handed over to keep: its latest snapshot, then the journal records
+        it stored after it (None before the first). :meth:`restart` starts from it; persist it
+        and pass it to :meth:`start` after the host process restarts."""
+        with self._commit_order:
+            return tuple(self._sealed_blobs) if self._sealed_blobs else None
+
+    @sealed_state.setter
+    def sealed_state(self, blobs: Sequence[bytes] | bytes | None) -> None:
+        with self._commit_order:
+            self._sealed_blobs = list(_as_blobs(blobs) or ())
+
     def start(
         self,
-        sealed_state: bytes | None = None,
+        sealed_state: Sequence[bytes] | bytes | None = None,
         filesystem_file: str | os.PathLike[str] | None = None,
         on_mail_commands: MailCommandsCallback | None = None,
     ) -> EnclaveHost:
         """Start the enclave (its ``on_startup`` runs now).
 
-        ``sealed_state`` is the last blob the enclave asked the host to store (a
-        :class:`StoreSealedState` mail command): the enclave's persistent map and filesystem
-        resume from it, and it refuses to start (:class:`SealedStateError`) if the blob is not
-        its own or was altered, or (:class:`FileSystemRollbackError`) if the filesystem file is
-        not the one the blob records.
+        ``sealed_state`` is what the enclave asked the host to keep (:class:`StoreSealedState`
+        mail commands): its latest snapshot, then the journal records stored after it, in order
+        (:attr:`sealed_state`; a single blob is read as a snapshot alone). The enclave's
+        persistent map and filesystem resume from it, and it refuses to start
+        (:class:`SealedStateError`) if a blob is not its own or was altered,
+        (:class:`SealedStateJournalError`) if the records do not follow one another, or
+        (:class:`FileSystemRollbackError`) if the filesystem file is not the one the state
+        records.
         ``filesystem_file`` is the host file that holds the enclave's persistent encrypted
         filesystem, for enclaves that have one: created when the sealed state records none (a
         missing or empty file), and otherwise the file that goes with ``sealed_state``.
         ``on_mail_commands`` receives the list of mail commands the enclave made: those of
         ``on_startup`` before ``start`` returns, then those of each call; persist and route
-        them. Without it, posted mail is queued in :attr:`mailbox`.
+        them. Lists that store sealed state come in commit order, one at a time. Without it,
+        posted mail is queued in :attr:`mailbox`.
         """
         with self._state_lock:
             if self._state is not _State.LOADED:
@@ -263,12 +286,12 @@ class EnclaveHost:
                 on_mail_commands = self.mailbox.handle
             self._on_mail_commands = on_mail_commands
             self._filesystem_file = Path(filesystem_file) if filesystem_file else None
-            commands = self._platform.start(sealed_state, self._filesystem_file)
-            with self._sealed_lock:
-                self.sealed_state, self._sealed_number = sealed_state, -1
+            blobs = _as_blobs(sealed_state)
+            restored, commands = self._platform.start(blobs, self._filesystem_file)
+            generation = self._resume(blobs, restored)
             self._state = _State.STARTED
             self._remember(self._platform.enclave_instance_info)
-        self._dispatch(commands)
+        self._dispatch(commands, generation)
         return self
 
     def restart(self) -> EnclaveHost:
@@ -281,14 +304,24 @@ class EnclaveHost:
         self.close()
         with self._state_lock:
             self._platform = self._make_platform()
-            commands = self._platform.start(self.sealed_state, self._filesystem_file)
-            with self._sealed_lock:
-                self._sealed_number = -1
+            blobs = self.sealed_state
+            restored, commands = self._platform.start(blobs, self._filesystem_file)
+            generation = self._resume(blobs, restored)
             self._state = _State.STARTED
             self._remember(self._platform.enclave_instance_info)
         self._on_mail_commands = callback
-        self._dispatch(commands)
+        self._dispatch(commands, generation)
         return self
+
+    def _resume(self, blobs: tuple[bytes, ...] | None, restored_commit: int) -> int:
+        """A new instance resumed from ``blobs`` at commit ``restored_commit``: its commits
+        follow that one. Commands of the instance it replaced that still wait are dropped."""
+        with self._commit_order:
+            self._sealed_blobs = list(blobs or ())
+            self._next_commit = restored_commit + 1
+            self._generation += 1
+            self._commit_order.notify_all()
+            return self._generation
 
     def close(self) -> None:
         """Shut the enclave down (its ``on_shutdown`` runs). Closing twice is harmless."""
@@ -346,9 +379,10 @@ class EnclaveHost:
             self._require_started()
         if type(data) is not bytes:
             data = _as_bytes(data, "data")
+        generation = self._generation
         reply, commands = self._platform.call_enclave(data, callback)
         if commands:
-            self._dispatch(commands)
+            self._dispatch(commands, generation)
         return reply
 
     def deliver_mail(self, mail: bytes, routing_hint: str | None = None) -> None:
@@ -361,7 +395,9 @@ class EnclaveHost:
         self._require_started()
         if routing_hint is not None and not isinstance(routing_hint, str):
             raise TypeError("routing_hint must be a string or None")
-        self._dispatch(self._platform.deliver_mail(_as_bytes(mail, "mail"), routing_hint))
+        generation = self._generation
+        commands = self._platform.deliver_mail(_as_bytes(mail, "mail"), routing_hint)
+        self._dispatch(commands, generation)
 
     @property
     def mock_enclave(self) -> Enclave:
@@ -370,15 +406,33 @@ class EnclaveHost:
             raise EnclaveStateError("mock_enclave exists only in mock mode")
         return self._platform.enclave
 
-    def _dispatch(self, commands: list[MailCommand]) -> None:
-        for command in commands:
-            if isinstance(command, StoreSealedState):
-                with self._sealed_lock:
-                    if command.commit_number > self._sealed_number:
-                        self.sealed_state = command.blob
-                        self._sealed_number = command.commit_number
-        if commands and self._on_mail_commands is not None:
-            self._on_mail_commands(commands)
+    def _dispatch(self, commands: list[MailCommand], generation: int) -> None:
+        """Keep the sealed state and pass ``commands`` on; those of a commit wait until the
+        commit before it was passed on, so a journal is always stored in order."""
+        stored = next((c for c in commands if isinstance(c, StoreSealedState)), None)
+        if stored is None:
+            if commands and self._on_mail_commands is not None:
+                self._on_mail_commands(commands)
+            return
+        with self._commit_order:
+            while generation == self._generation and stored.commit_number > self._next_commit:
+                self._commit_order.wait()
+            if generation != self._generation or stored.commit_number != self._next_commit:
+                raise EnclaveCrashedError(
+                    "the enclave was restarted before this call's mail and state were stored; "
+                    "they were dropped (the new instance resumed from the state before them): "
+                    "send the request again"
+                )
+            try:
+                if stored.snapshot:
+                    self._sealed_blobs = [stored.blob]
+                else:
+                    self._sealed_blobs.append(stored.blob)
+                if self._on_mail_commands is not None:
+                    self._on_mail_commands(commands)
+            finally:
+                self._next_commit += 1
+                self._commit_order.notify_all()
 
     def _require_started(self) -> None:
         if self._state is not _State.STARTED:
@@ -386,6 +440,16 @@ class EnclaveHost:
                 "the enclave host is "
                 + ("closed" if self._state is _State.CLOSED else "not started: call start() first")
             )
+
+
+def _as_blobs(sealed_state: Sequence[bytes] | bytes | None) -> tuple[bytes, ...] | None:
+    """``start``'s sealed state as a tuple of blobs; None if there is none."""
+    if sealed_state is None:
+        return None
+    if isinstance(sealed_state, (bytes, bytearray, memoryview)):
+        return (bytes(sealed_state),)
+    blobs = tuple(_as_bytes(blob, "each blob of sealed_state") for blob in sealed_state)
+    return blobs or None
 
 
 def _as_bytes(data: object, what: str) -> bytes:

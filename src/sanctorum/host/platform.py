@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -22,8 +22,11 @@ class EnclavePlatform(Protocol):
     @property
     def enclave_instance_info(self) -> EnclaveInstanceInfo: ...
 
-    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> list[MailCommand]:
-        """Start the enclave; the mail commands its ``on_startup`` made."""
+    def start(
+        self, sealed_state: Sequence[bytes] | None, filesystem_file: Path | None
+    ) -> tuple[int, list[MailCommand]]:
+        """Start the enclave; the number of the commit it resumed from (0: none) and the mail
+        commands its ``on_startup`` made."""
         ...
 
     def call_enclave(
@@ -97,7 +100,9 @@ class MockPlatform:
     def enclave_instance_info(self) -> EnclaveInstanceInfo:
         return self.runtime.instance_info
 
-    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> list[MailCommand]:
+    def start(
+        self, sealed_state: Sequence[bytes] | None, filesystem_file: Path | None
+    ) -> tuple[int, list[MailCommand]]:
         provider = self._provider
         self._runtime = EnclaveRuntime(
             self.enclave,
@@ -118,7 +123,7 @@ class MockPlatform:
         )
         # Calls go straight to the runtime: mock mode's overhead over a method call is measured.
         self.call_enclave = self._runtime.call
-        return self._runtime.start()
+        return self._runtime.restored_commit, self._runtime.start()
 
     def deliver_mail(self, mail: bytes, routing_hint: str | None) -> list[MailCommand]:
         return self.runtime.deliver_mail(mail, routing_hint)

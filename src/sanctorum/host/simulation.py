@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
@@ -86,7 +87,9 @@ class SimulationPlatform:
 
     mode = "simulation"
 
-    def start(self, sealed_state: bytes | None, filesystem_file: Path | None) -> list[MailCommand]:
+    def start(
+        self, sealed_state: Sequence[bytes] | None, filesystem_file: Path | None
+    ) -> tuple[int, list[MailCommand]]:
         self._connection = self._spawn()
         try:
             answer = self._request(
@@ -104,14 +107,14 @@ class SimulationPlatform:
                 callback=self._serve_load_request,
                 timeout=START_TIMEOUT + self._bundle.config.filesystem_size / FILL_RATE,
             )
-            serialized, commands = decode_ready(answer.payload)
+            serialized, restored_commit, commands = decode_ready(answer.payload)
             info = EnclaveInstanceInfo.deserialize(serialized)
             self._check_attested(info)
         except BaseException:
             self._stop_process()
             raise
         self._instance_info = info
-        return commands
+        return restored_commit, commands
 
     def _spawn(self) -> socket.socket:
         """Start the enclave process; the host's end of its connection."""

@@ -55,9 +55,10 @@ from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE
 LATEST: Final = "latest"
 """For :meth:`HostileHost.restart`: the newest state of the running instance (no rollback)."""
 
-StateChoice = int | None | Literal["latest"]
+StateChoice = int | None | Literal["latest"] | tuple[bytes, ...]
 """Which sealed state a restart starts from: an index into :attr:`HostileHost.sealed_states`,
-None (no state at all: the enclave starts empty), or :data:`LATEST`."""
+None (no state at all: the enclave starts empty), :data:`LATEST`, or a tuple of blobs of the
+test's own making (say, a journal with a record dropped, repeated or moved)."""
 
 CallbackAnswer = bytes | None | BaseException | Callable[[bytes], bytes | None]
 """What a host callback made by :meth:`HostileHost.callback` does: answer these bytes (or
@@ -181,7 +182,7 @@ class HostileHost:
         mode: EnclaveMode | str | None = None,
         *,
         mock_config: MockConfiguration | None = None,
-        sealed_state: bytes | None = None,
+        sealed_state: tuple[bytes, ...] | None = None,
     ) -> None:
         self._enclave = enclave
         self._mode = mode
@@ -191,9 +192,10 @@ class HostileHost:
         self._queues: dict[str | None, list[QueuedMail]] = {}
         self._mail_by_id: dict[int, QueuedMail] = {}
         self._depth = 0  # calls into the enclave in progress (nested deliveries)
-        self.sealed_states: list[bytes] = []
-        """Every sealed state the enclave handed over, oldest first (a state given to the
-        constructor is the first)."""
+        self.sealed_states: list[tuple[bytes, ...]] = []
+        """Every sealed state the enclave left, oldest first (a state given to the constructor
+        is the first), each as the blobs that restore it: the snapshot it grew from and the
+        journal records after it, up to its commit's."""
         self.state_parents: list[int | None] = []
         """For each of :attr:`sealed_states`, the state it grew from (None: an empty start)."""
         self.head: int | None = None
@@ -251,7 +253,8 @@ class HostileHost:
             state: int | None = None
             for command in commands:
                 if isinstance(command, StoreSealedState):
-                    state = self._record_state(command.blob)
+                    grown = () if command.snapshot or self.head is None else self.current
+                    state = self._record_state((*grown, command.blob))
             for command in commands:
                 if isinstance(command, PostMail):
                     post = PostedMail(
@@ -265,8 +268,14 @@ class HostileHost:
                     self.posts.append(post)
                     self._enqueue(command.routing_hint, post.mail_id, post.mail, post.index)
 
-    def _record_state(self, blob: bytes) -> int:
-        self.sealed_states.append(blob)
+    @property
+    def current(self) -> tuple[bytes, ...]:
+        """The blobs that restore the running instance's newest state (empty: none)."""
+        with self._lock:
+            return () if self.head is None else self.sealed_states[self.head]
+
+    def _record_state(self, blobs: tuple[bytes, ...]) -> int:
+        self.sealed_states.append(blobs)
         self.state_parents.append(self.head)
         self.head = len(self.sealed_states) - 1
         return self.head
@@ -354,12 +363,19 @@ class HostileHost:
     def restart(self, state: StateChoice = LATEST, *, fresh_host: bool = False) -> int | None:
         """Close the running instance and start a new one (new keys) from ``state``: an index
         into :attr:`sealed_states` (an older one is a rollback), None (no state: the enclave
-        starts empty) or :data:`LATEST`. With ``fresh_host`` a new :class:`EnclaveHost` is
+        starts empty), :data:`LATEST`, or blobs of the test's making (recorded as a new state
+        if the enclave starts from them). With ``fresh_host`` a new :class:`EnclaveHost` is
         loaded, else :meth:`EnclaveHost.restart` is used. Returns the state started from."""
-        chosen = self.head if state == LATEST else state
-        if chosen is not None and not 0 <= chosen < len(self.sealed_states):
-            raise IndexError(f"no sealed state {chosen}: the host has seen {self.sealed_states}")
-        blob = None if chosen is None else self.sealed_states[chosen]
+        if isinstance(state, tuple):
+            blob: tuple[bytes, ...] | None = state
+            chosen: int | None = len(self.sealed_states)  # recorded once the enclave starts
+        else:
+            chosen = self.head if state == LATEST else state
+            if chosen is not None and not 0 <= chosen < len(self.sealed_states):
+                raise IndexError(
+                    f"no sealed state {chosen}: the host has seen {self.sealed_states}"
+                )
+            blob = None if chosen is None else self.sealed_states[chosen]
         with self._lock:
             record = Restart(chosen, chosen != self.head, fresh_host)
         if fresh_host:
@@ -370,6 +386,9 @@ class HostileHost:
             self.host.sealed_state = blob
             self.host.restart()
         with self._lock:
+            if isinstance(state, tuple):
+                self.sealed_states.append(state)
+                self.state_parents.append(None)
             self.restarts.append(record)
             self.instance += 1
             self.head = chosen

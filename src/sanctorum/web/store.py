@@ -1,7 +1,9 @@
 """The web host's durable mailbox: replies and sealed state in SQLite, one transaction per call.
 
 Replies stay until the client acknowledges them (by the id of the last mail it opened), so a
-reply is neither lost when the host or the client dies, nor delivered twice.
+reply is neither lost when the host or the client dies, nor delivered twice. The sealed state
+is a table of the latest snapshot and the journal records after it, one row per commit: a
+commit appends a row (a snapshot deletes the rows before it), never rewrites the whole state.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ CREATE TABLE IF NOT EXISTS instances (
     encryption_key BLOB PRIMARY KEY,
     attestation BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS sealed_state (
-    only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
-    blob BLOB NOT NULL,
-    commit_number INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS sealed_journal (
+    commit_number INTEGER PRIMARY KEY,
+    snapshot INTEGER NOT NULL,
+    blob BLOB NOT NULL
 );
 """
 
@@ -45,17 +47,31 @@ class MailboxStore:
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.executescript(_SCHEMA)
+        self._upgrade(path)
+        self._lock = threading.Lock()
+        self._recorded_instance: bytes | None = None
+        self.high_water: int = self._jump_ids()
+        """The largest mail id handed out so far."""
+
+    def _upgrade(self, path: Path) -> None:
+        """Move the one sealed blob of a store written before the journal (Sanctorum 0.x's
+        ``sealed_state`` table) into the journal, as the snapshot it is."""
         columns = {row[1] for row in self._connection.execute("PRAGMA table_info(sealed_state)")}
+        if not columns:
+            return
         if "commit_number" not in columns:
             self._connection.close()
             raise EnclaveStateError(
                 f"{path} was written by an older version of Sanctorum, whose sealed state this "
                 "version cannot read: start with a new state dir"
             )
-        self._lock = threading.Lock()
-        self._recorded_instance: bytes | None = None
-        self.high_water: int = self._jump_ids()
-        """The largest mail id handed out so far."""
+        with self._connection:
+            self._connection.execute("BEGIN IMMEDIATE")
+            self._connection.execute(
+                "INSERT INTO sealed_journal (commit_number, snapshot, blob) "
+                "SELECT commit_number, 1, blob FROM sealed_state"
+            )
+            self._connection.execute("DROP TABLE sealed_state")
 
     def _jump_ids(self) -> int:
         """Move the next mail id forward by a random amount, once per start: ids stay rising,
@@ -97,13 +113,17 @@ class MailboxStore:
                         )
                         high_water = cursor.lastrowid or high_water
                     elif isinstance(command, StoreSealedState):
-                        # Calls return in any order: only a newer commit replaces the blob.
+                        # EnclaveHost passes commits on in order. A snapshot replaces every
+                        # row; rows from this commit on belong to a chain the enclave left
+                        # (it resumed from an older commit) and go too.
                         cursor.execute(
-                            "INSERT INTO sealed_state (only_row, blob, commit_number) "
-                            "VALUES (1, ?, ?) ON CONFLICT (only_row) DO UPDATE SET "
-                            "blob = excluded.blob, commit_number = excluded.commit_number "
-                            "WHERE excluded.commit_number > sealed_state.commit_number",
-                            (command.blob, command.commit_number),
+                            "DELETE FROM sealed_journal WHERE commit_number >= ? OR ?",
+                            (command.commit_number, command.snapshot),
+                        )
+                        cursor.execute(
+                            "INSERT INTO sealed_journal (commit_number, snapshot, blob) "
+                            "VALUES (?, ?, ?)",
+                            (command.commit_number, command.snapshot, command.blob),
                         )
                 cursor.execute("COMMIT")
             except BaseException:
@@ -150,10 +170,15 @@ class MailboxStore:
                 raise
         return None if row is None else (int(row[0]), bytes(row[1]))
 
-    def sealed_state(self) -> bytes | None:
+    def sealed_state(self) -> tuple[bytes, ...] | None:
+        """The latest snapshot and the journal records after it, for ``EnclaveHost.start``."""
         with self._lock:
-            row = self._connection.execute("SELECT blob FROM sealed_state").fetchone()
-        return None if row is None else bytes(row[0])
+            rows = self._connection.execute(
+                "SELECT blob FROM sealed_journal WHERE commit_number >= "
+                "(SELECT max(commit_number) FROM sealed_journal WHERE snapshot) "
+                "ORDER BY commit_number"
+            ).fetchall()
+        return tuple(bytes(row[0]) for row in rows) or None
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,257 @@
+"""The sealed state's journal: commits sealed as records of their changes, snapshots now and
+then, and a host that drops, reorders, replays or mixes records caught at start."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from sanctorum import (
+    Enclave,
+    EnclaveClient,
+    EnclaveCrashedError,
+    EnclaveHost,
+    EnclaveRollbackError,
+    InProcessTransport,
+    MockConfiguration,
+    SealedStateError,
+    SealedStateJournalError,
+)
+from sanctorum.enclave import runtime as runtime_module
+from sanctorum.host import MailCommand, StoreSealedState
+
+Load = Callable[[str], EnclaveHost]
+
+
+def _dump(host: EnclaveHost) -> dict[str, str]:
+    answer = host.call_enclave(b"dump")
+    assert answer is not None
+    result: dict[str, str] = json.loads(answer)
+    return result
+
+
+def _blobs(host: EnclaveHost) -> tuple[bytes, ...]:
+    state = host.sealed_state
+    assert state is not None
+    return state
+
+
+class BigMap(Enclave):
+    """A map of many entries, filled by the host: ``fill N`` writes N entries at once, ``set
+    KEY=VALUE`` one."""
+
+    persistent_map_size = 64 << 20
+
+    def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
+        command, _, argument = data.partition(b" ")
+        if command == b"fill":
+            for index in range(int(argument)):
+                self.persistent_map[f"entry {index}"] = b"v" * 20
+        elif command == b"set":
+            key, _, value = argument.partition(b"=")
+            self.persistent_map[key.decode()] = value
+        elif command == b"get":
+            return self.persistent_map.get(argument.decode())
+        elif command == b"len":
+            return str(len(self.persistent_map)).encode()
+        return None
+
+
+def test_commits_after_the_first_are_journal_records_of_their_changes(load: Load) -> None:
+    """The first commit has nothing to follow: a snapshot. Later ones are records that the
+    host appends, and restarting from the snapshot and records gives exactly the content,
+    deletions included."""
+    batches: list[StoreSealedState] = []
+
+    def keep(commands: list[MailCommand]) -> None:
+        batches.extend(c for c in commands if isinstance(c, StoreSealedState))
+
+    host = load("Counter").start(on_mail_commands=keep)
+    host.call_enclave(b"set a=1")
+    host.call_enclave(b"set b=2")
+    host.call_enclave(b"delete a")
+    host.call_enclave(b"set c=3")
+    assert [c.snapshot for c in batches] == [True, False, False, False]
+    assert [c.commit_number for c in batches] == [1, 2, 3, 4]
+    assert _blobs(host) == tuple(c.blob for c in batches)
+    host.restart()
+    assert _dump(host) == {"b": "2", "c": "3"}
+    host.call_enclave(b"set d=4")  # the new instance's commit follows the replayed ones
+    host.restart()
+    assert _dump(host) == {"b": "2", "c": "3", "d": "4"}
+
+
+def test_a_record_costs_the_change_not_the_map() -> None:
+    """A one-key change to a map of 50,000 entries is sealed in a record of the smallest size
+    class, as it is for a map of one entry."""
+    sizes = {}
+    for entries in (1, 50_000):
+        host = EnclaveHost.load(BigMap).start()
+        host.call_enclave(f"fill {entries}".encode())
+        host.call_enclave(b"set one=change")
+        *_, record = _blobs(host)
+        sizes[entries] = len(record)
+        assert len(_blobs(host)[0]) > entries * 20  # the snapshot holds the whole map
+        host.close()
+    assert sizes[1] == sizes[50_000] < 1200
+
+
+def test_the_journal_is_compacted_into_a_snapshot(load: Load) -> None:
+    """Once the records since the last snapshot hold as many bytes as the minimum journal
+    size, the next commit is a snapshot and the host drops the records before it; the state
+    the host keeps stays bounded."""
+    host = load("Counter").start()
+    most = 0
+    snapshots = 0
+    for index in range(150):
+        host.call_enclave(f"set k{index % 7}={index}".encode())
+        blobs = _blobs(host)
+        most = max(most, sum(map(len, blobs)))
+        snapshots += len(blobs) == 1
+    assert snapshots >= 2
+    assert most < runtime_module._MIN_JOURNAL_BYTES + 4096
+    host.restart()
+    assert _dump(host) == {f"k{i % 7}": str(i) for i in range(150)}
+
+
+@pytest.fixture
+def journal(load: Load) -> tuple[Load, EnclaveHost, tuple[bytes, ...]]:
+    """A host whose state is a snapshot and four records (commits 1 to 5)."""
+    host = load("Counter").start()
+    for key in "abcde":
+        host.call_enclave(f"set {key}={key.upper()}".encode())
+    blobs = _blobs(host)
+    assert len(blobs) == 5
+    return load, host, blobs
+
+
+@pytest.mark.parametrize(
+    ("altered", "error"),
+    [
+        pytest.param(
+            lambda b: (b[0], b[1], b[3], b[4]), "a record between them is missing", id="dropped"
+        ),
+        pytest.param(lambda b: (b[0], b[2], b[1], b[3], b[4]), "missing", id="reordered"),
+        pytest.param(lambda b: (b[0], b[1], b[1], b[2]), "was already applied", id="replayed"),
+        pytest.param(lambda b: (b[0], b[0], b[1]), "a second snapshot", id="snapshot-again"),
+        pytest.param(lambda b: b[1:], "starts with a journal record", id="no-snapshot"),
+    ],
+)
+def test_a_journal_the_host_altered_is_refused(
+    journal: tuple[Load, EnclaveHost, tuple[bytes, ...]],
+    altered: Callable[[tuple[bytes, ...]], tuple[bytes, ...]],
+    error: str,
+) -> None:
+    load, host, blobs = journal
+    host.close()
+    with pytest.raises(SealedStateJournalError, match=error):
+        load("Counter").start(sealed_state=altered(blobs))
+    # Nothing was spoiled by the attempt: the honest journal still starts, complete.
+    again = load("Counter").start(sealed_state=blobs)
+    assert _dump(again) == {key: key.upper() for key in "abcde"}
+
+
+def test_records_of_two_chains_do_not_mix(load: Load) -> None:
+    """Two instances started from one state (a fork) each write a commit 6: one's record
+    never follows the other's commit 5... nor replaces it in the other's journal."""
+    host = load("Counter").start()
+    for key in "abcde":
+        host.call_enclave(f"set {key}=1".encode())
+    common = _blobs(host)
+    host.call_enclave(b"set left=1")
+    left = _blobs(host)
+    fork = load("Counter").start(sealed_state=common)
+    fork.call_enclave(b"set right=1")
+    right = _blobs(fork)
+    fork.call_enclave(b"set right=2")
+    right_more = _blobs(fork)
+    with pytest.raises(SealedStateJournalError, match="two chains"):
+        load("Counter").start(sealed_state=(*left, right_more[-1]))
+    with pytest.raises(SealedStateJournalError, match="already applied"):
+        load("Counter").start(sealed_state=(*left, right[-1]))
+
+
+def test_a_tampered_record_does_not_open(
+    journal: tuple[Load, EnclaveHost, tuple[bytes, ...]],
+) -> None:
+    load, _, blobs = journal
+    for position in (0, 10, 40, len(blobs[2]) // 2, len(blobs[2]) - 1):
+        tampered = bytearray(blobs[2])
+        tampered[position] ^= 1
+        with pytest.raises(SealedStateError):
+            load("Counter").start(sealed_state=(blobs[0], blobs[1], bytes(tampered)))
+    with pytest.raises(SealedStateError, match="truncated"):
+        load("Counter").start(sealed_state=(blobs[0], blobs[1][:20]))
+
+
+def test_another_enclaves_record_does_not_open() -> None:
+    """A record sealed by another product of the same signer (another key) is refused."""
+    ours = EnclaveHost.load(BigMap).start()
+    ours.call_enclave(b"set x=1")
+    theirs = EnclaveHost.load(BigMap, mock_config=MockConfiguration(product_id=2)).start()
+    theirs.call_enclave(b"set x=1")
+    theirs.call_enclave(b"set x=2")
+    with pytest.raises(SealedStateError, match="does not open"):
+        EnclaveHost.load(BigMap).start(sealed_state=(*_blobs(ours), _blobs(theirs)[-1]))
+    ours.close()
+    theirs.close()
+
+
+def test_a_journal_cut_short_is_an_older_state_that_clients_detect(load: Load) -> None:
+    """Dropping the last records is a rollback to an older commit: the enclave starts from
+    it, and a client that heard of a later commit raises EnclaveRollbackError."""
+    host = load("Counter").start()
+    client = EnclaveClient(f"C:{host.enclave_instance_info.code_hash} SEC:INSECURE")
+    client.start(InProcessTransport(host))
+    client.send_mail(b"inc")
+    cut = _blobs(host)
+    client.send_mail(b"inc")
+    client.send_mail(b"inc")
+    assert len(_blobs(host)) > len(cut) > 0
+    host.sealed_state = cut  # the host "loses" the last records
+    host.restart()
+    with pytest.raises(EnclaveRollbackError):
+        client.send_mail(b"inc")
+
+
+def test_a_call_whose_commit_waits_when_the_enclave_restarts_is_dropped() -> None:
+    """A call's commands wait for the commit before theirs; if the enclave restarts first
+    (after a crash), they belong to an instance that is gone: the call raises
+    EnclaveCrashedError and nothing of it is stored."""
+    host = EnclaveHost.load(BigMap).start()
+    host.call_enclave(b"set kept=1")
+    dispatch = host._dispatch
+    arrived, go = threading.Event(), threading.Event()
+
+    def late(commands: list[MailCommand], generation: int) -> None:
+        arrived.set()
+        assert go.wait(10)
+        dispatch(commands, generation)
+
+    host._dispatch = late  # type: ignore[method-assign]
+    failures: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            host.call_enclave(b"set lost=1")
+        except BaseException as error:
+            failures.append(error)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    assert arrived.wait(10)
+    before = host.sealed_state
+    host._dispatch = dispatch  # type: ignore[method-assign]
+    host.restart()
+    go.set()
+    thread.join(10)
+    assert [type(error) for error in failures] == [EnclaveCrashedError]
+    assert host.sealed_state == before
+    assert host.call_enclave(b"get lost") is None
+    assert host.call_enclave(b"get kept") == b"1"
+    host.call_enclave(b"set after=1")  # the new instance's commits are stored again
+    host.restart()
+    assert host.call_enclave(b"get after") == b"1"
