@@ -8,9 +8,13 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from sanctorum import (
     Enclave,
+    EnclaveCallError,
     EnclaveClient,
     EnclaveCrashedError,
     EnclaveHost,
@@ -255,3 +259,113 @@ def test_a_call_whose_commit_waits_when_the_enclave_restarts_is_dropped() -> Non
     host.call_enclave(b"set after=1")  # the new instance's commits are stored again
     host.restart()
     assert host.call_enclave(b"get after") == b"1"
+
+
+class Keeper(Enclave):
+    """A small map for the state machine: ``set K V``, ``delete K``, ``fail K`` (changes,
+    then raises), ``dump``."""
+
+    persistent_map_size = 1 << 20
+
+    def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
+        command, _, argument = data.partition(b" ")
+        if command == b"dump":
+            return json.dumps(
+                {key: value.decode() for key, value in sorted(self.persistent_map.items())}
+            ).encode()
+        key, _, value = argument.partition(b" ")
+        if command == b"set":
+            self.persistent_map[key.decode()] = value
+        elif command == b"delete":
+            self.persistent_map.pop(key.decode(), None)
+        elif command == b"fail":
+            self.persistent_map[key.decode()] = b"never"
+            raise RuntimeError("fails after changing the map")
+        return None
+
+
+KEYS = st.sampled_from(["a", "b", "c", "d"])
+VALUES = st.binary(min_size=0, max_size=300).map(lambda raw: raw.hex())
+
+
+class JournalMachine(RuleBasedStateMachine):
+    """Commits, failed calls and restarts — from the latest state or any state the host saw,
+    or from a journal the host altered — against a model. Snapshots come every few commits
+    (a small minimum journal size), so restarts meet every mix of snapshot and records. The
+    enclave must always hold exactly the model of the state it started from, or refuse an
+    altered journal and leave everything as it was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._saved_minimum = runtime_module._MIN_JOURNAL_BYTES
+        runtime_module._MIN_JOURNAL_BYTES = 4096
+        self.host = EnclaveHost.load(Keeper).start()
+        self.model: dict[str, str] = {}
+        self.seen: list[tuple[tuple[bytes, ...], dict[str, str]]] = []
+
+    def _remember(self) -> None:
+        state = self.host.sealed_state
+        if state is not None and (not self.seen or self.seen[-1][0] != state):
+            self.seen.append((state, dict(self.model)))
+
+    @rule(key=KEYS, value=VALUES)
+    def set(self, key: str, value: str) -> None:
+        self.host.call_enclave(f"set {key} {value}".encode())
+        self.model[key] = value
+        self._remember()
+
+    @rule(key=KEYS)
+    def delete(self, key: str) -> None:
+        self.host.call_enclave(f"delete {key}".encode())
+        self.model.pop(key, None)
+        self._remember()
+
+    @rule(key=KEYS)
+    def fail(self, key: str) -> None:
+        before = self.host.sealed_state
+        with pytest.raises(EnclaveCallError):
+            self.host.call_enclave(f"fail {key}".encode())
+        assert self.host.sealed_state == before
+
+    @rule()
+    def restart_latest(self) -> None:
+        self.host.restart()
+
+    @precondition(lambda self: bool(self.seen))
+    @rule(data=st.data())
+    def restart_from_any_seen_state(self, data: st.DataObject) -> None:
+        state, model = data.draw(st.sampled_from(self.seen))
+        self.host.sealed_state = state
+        self.host.restart()
+        self.model = dict(model)
+
+    @precondition(lambda self: len(self.host.sealed_state or ()) >= 3)
+    @rule(data=st.data(), how=st.sampled_from(["drop", "repeat", "swap"]))
+    def start_from_an_altered_journal(self, data: st.DataObject, how: str) -> None:
+        blobs = list(self.host.sealed_state or ())
+        index = data.draw(st.integers(1, len(blobs) - 2))  # never the last: that is a rollback
+        if how == "drop":
+            del blobs[index]
+        elif how == "repeat":
+            blobs.insert(index, blobs[index])
+        else:
+            blobs[index], blobs[index + 1] = blobs[index + 1], blobs[index]
+        with pytest.raises(SealedStateJournalError):
+            EnclaveHost.load(Keeper).start(sealed_state=blobs)
+
+    @invariant()
+    def holds_the_model(self) -> None:
+        assert _dump(self.host) == self.model
+
+    @invariant()
+    def keeps_a_bounded_journal(self) -> None:
+        state = self.host.sealed_state or ()
+        assert sum(map(len, state[1:])) < 4096 + 2048
+
+    def teardown(self) -> None:
+        self.host.close()
+        runtime_module._MIN_JOURNAL_BYTES = self._saved_minimum
+
+
+JournalMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+test_journal_machine = JournalMachine.TestCase
