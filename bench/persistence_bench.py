@@ -4,12 +4,13 @@
 one ``call_enclave`` in mock mode (so the figure is the commit, not the process boundary) that
 changes one key, against the floor *sealing the changed bytes*: one AES-GCM over a record that
 holds the changed key, its new value and a fresh commit id — what a store that writes only
-what changed (a journal) must do at least. Both draw the new value from ``os.urandom``. The
-map is sealed whole at every commit today, so the commit grows with the map (about 1 µs per
-entry) while the floor does not; the goal is that it stop growing: "flat in map size: at 1M
-within 2x of at 1k". It is MISSED today — the honest figure; a journal is to meet it. Restart
-(``EnclaveHost.restart`` from the sealed state, mock mode) is timed in the same rounds, for
-information. The 1M map is filled by one call that writes every key.
+what changed must do at least. Both draw the new value from ``os.urandom``. Such a commit is a
+journal record; every so often (once the records since the last snapshot hold as many bytes as
+it does) a commit is a snapshot of the whole map instead, timed apart ("snapshot": the latency
+of that one commit) and spread over the commits between snapshots ("amortised"). The goal,
+"flat in map size: at 1M within 2x of at 1k", is judged on the amortised figure. Restart
+(``EnclaveHost.restart``: the snapshot and the records after it replayed, mock mode) is timed
+in the same rounds, for information. The 1M map is filled by one call that writes every key.
 
 :func:`filesystem_report`, the persistent filesystem: a 64 MiB file written (1 MiB at a time)
 and read back, against the floor any correct sealed, sector-addressable store must pay: per
@@ -40,6 +41,7 @@ from results import Figure, Report
 from timing import paired_ratio
 
 from sanctorum import Enclave, EnclaveHost
+from sanctorum.enclave import runtime as runtime_module
 from sanctorum.enclave.filesystem import (
     SECTOR_SIZE,
     SLOT_SIZE,
@@ -129,17 +131,22 @@ def report() -> Report:
     """Print and return the map's commit after changing one key, its floor, and restart."""
     print(
         f"Persistent map: commit after changing one key (mock mode) vs sealing the changed bytes, "
-        f"and restart; {ROUNDS} interleaved rounds, ms min / median, ratio = median per-round "
-        "commit / floor"
+        f"snapshots and restart; {ROUNDS} interleaved rounds, ms min / median, ratio = median "
+        "per-round commit / floor"
     )
     result = Report()
-    commits: dict[int, float] = {}
+    amortised: dict[int, float] = {}
     for size in SIZES:
         label = _label(size)
         with EnclaveHost.load(_Store).start(on_mail_commands=lambda commands: None) as host:
-            host.call_enclave(str(size).encode())  # fill
+            host.call_enclave(str(size).encode())  # fill: the first commit, a snapshot
 
             def commit(host: EnclaveHost = host) -> None:
+                host.call_enclave(b"0")
+
+            def snapshot(host: EnclaveHost = host) -> None:
+                # The commit that compacts the journal (a sharp tool: the bench makes it due).
+                host._platform.runtime._journal_bytes = 1 << 62  # type: ignore[attr-defined]
                 host.call_enclave(b"0")
 
             def restart(host: EnclaveHost = host) -> None:
@@ -148,12 +155,25 @@ def report() -> Report:
             floor = _seal_changed_bytes()
             candidates = {
                 name: (function, _batch(function))
-                for name, function in (("commit", commit), ("floor", floor), ("restart", restart))
+                for name, function in (
+                    ("commit", commit),
+                    ("floor", floor),
+                    ("snapshot", snapshot),
+                    ("restart", restart),
+                )
             }
             times = _rounds(candidates, ROUNDS)
-        ours, sealed, restarted = times["commit"], times["floor"], times["restart"]
+            commit()
+            state = host.sealed_state
+            assert state is not None
+            assert len(state) > 1
+            snapshot_bytes, record_bytes = len(state[0]), len(state[-1])
+        ours, sealed = times["commit"], times["floor"]
+        snapshots, restarted = times["snapshot"], times["restart"]
         ratio = paired_ratio(ours, sealed)
-        commits[size] = statistics.median(ours)
+        # A snapshot comes once the records since the last one hold as many bytes as it does.
+        every = max(snapshot_bytes, runtime_module._MIN_JOURNAL_BYTES) / record_bytes
+        amortised[size] = statistics.median(ours) + statistics.median(snapshots) / every
         result.add(
             Figure(
                 BENCH,
@@ -169,31 +189,47 @@ def report() -> Report:
         result.add(
             Figure(
                 BENCH,
-                f"persistence/map/restart/{label}",
-                statistics.median(restarted),
-                min=min(restarted),
+                f"persistence/map/commit-amortised/{label}",
+                amortised[size],
+                floor=statistics.median(sealed),
+                ratio=amortised[size] / statistics.median(sealed),
+                ratio_of="value/floor",
                 rounds=ROUNDS,
             )
         )
+        for name, figures in (("snapshot", snapshots), ("restart", restarted)):
+            result.add(
+                Figure(
+                    BENCH,
+                    f"persistence/map/{name}/{label}",
+                    statistics.median(figures),
+                    min=min(figures),
+                    rounds=ROUNDS,
+                )
+            )
+        amortised_ratio = amortised[size] / statistics.median(sealed)
         print(
-            f"  {size:>9,} entries  commit {_ms(min(ours)):>8} / {_ms(statistics.median(ours)):>8}"
+            f"  {size:>9,} entries  commit {_ms(min(ours)):>7} / {_ms(statistics.median(ours)):>7}"
             f"   floor {min(sealed) * 1e3:.4f} / {statistics.median(sealed) * 1e3:.4f}"
-            f"   {ratio:>9,.0f}x   restart {_ms(min(restarted)):>8} / "
-            f"{_ms(statistics.median(restarted)):>8}"
+            f"   {ratio:5.1f}x   restart {_ms(min(restarted)):>7} / "
+            f"{_ms(statistics.median(restarted)):>7}\n"
+            f"{'':20}snapshot {_ms(min(snapshots)):>7} / {_ms(statistics.median(snapshots)):>7}"
+            f" every {every:,.0f} commits: amortised {_ms(amortised[size])} "
+            f"({amortised_ratio:.1f}x the floor)"
         )
     smallest, largest = SIZES[0], SIZES[-1]
-    growth = commits[largest] / commits[smallest]
+    growth = amortised[largest] / amortised[smallest]
     met = growth <= FLAT_TARGET
     goal = (
-        f"flat in map size: commit at {_label(largest)} within {FLAT_TARGET:g}x of at "
-        f"{_label(smallest)}"
+        f"flat in map size: commit (snapshots amortised) at {_label(largest)} within "
+        f"{FLAT_TARGET:g}x of at {_label(smallest)}"
     )
     result.add(
         Figure(
             BENCH,
             "persistence/map/commit-flatness",
-            commits[largest],
-            floor=commits[smallest],
+            amortised[largest],
+            floor=amortised[smallest],
             ratio=growth,
             ratio_of="value/floor",
             goal=goal,
@@ -201,7 +237,7 @@ def report() -> Report:
             rounds=ROUNDS,
         )
     )
-    print(f"  {goal}: {growth:,.0f}x  {'met' if met else 'MISSED'}")
+    print(f"  {goal}: {growth:.2f}x  {'met' if met else 'MISSED'}")
     return result
 
 
