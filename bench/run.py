@@ -15,6 +15,7 @@ import dcap_bench
 import mail_bench
 import persistence_bench
 import web_bench
+import web_map_bench
 from results import Figure, Report, write_results
 
 figures: list[Figure] = []
@@ -40,6 +41,8 @@ def main() -> int:
     results.append(_recorded(persistence_bench.filesystem_report()))
     print()
     results.append(web_bench.report())
+    print()
+    results.append(_recorded(web_map_bench.report()))
     print()
     results.append(dcap_bench.report())
     print()
