@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
 def closest(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate most like ``name``, if one is close; private names (``_x``) only for a
     private ``name``."""
+    import difflib  # only when a name is wrong: kept out of the enclave process's start
+
     private = name.startswith("_")
     pool = [c for c in candidates if private or not c.startswith("_")]
     close = difflib.get_close_matches(name, pool, n=1)

@@ -20,9 +20,8 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sanctorum.attestation.evidence import EvidenceProvider
 from sanctorum.attestation.simulated import SimulatedEvidenceProvider
@@ -59,6 +58,9 @@ from sanctorum.enclave.sealing import (
     SecurityVersions,
     simulation_platform_secret,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 _MAX_WORKERS = 64
 _CALL_TYPES = (FrameType.CALL, FrameType.DELIVER_MAIL, FrameType.UPDATE_ATTESTATION)
@@ -109,7 +111,7 @@ class EnclaveServer:
         self._connection = connection
         self._send_lock = threading.Lock()
         self._runtime: EnclaveRuntime | None = None
-        self._workers = ThreadPoolExecutor(_MAX_WORKERS, thread_name_prefix="enclave-call")
+        self._workers: ThreadPoolExecutor | None = None  # made when a call needs a thread
         # Calls that wait for a host callback's answer, by call id.
         self._waiting: dict[int, queue.SimpleQueue[Frame]] = {}
         self._waiting_lock = threading.Lock()
@@ -121,6 +123,14 @@ class EnclaveServer:
         self._receive_view = memoryview(self._receive_buffer)  # it is never resized
         self._events: deque[Frame | BadFrame] = deque()  # decoded, not yet handled
         self._deferred: deque[Frame | BadFrame] = deque()  # arrived while a call was busy
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        if self._workers is None:
+            # Imported here: most enclaves never need it, and it costs ~2 ms of every start.
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._workers = ThreadPoolExecutor(_MAX_WORKERS, thread_name_prefix="enclave-call")
+        return self._workers
 
     # -- the receive loop --------------------------------------------------------------------
 
@@ -136,7 +146,8 @@ class EnclaveServer:
             with self._waiting_lock:
                 for inbox in self._waiting.values():
                     inbox.put(_CLOSED)
-            self._workers.shutdown(wait=False, cancel_futures=True)
+            if self._workers is not None:
+                self._workers.shutdown(wait=False, cancel_futures=True)
 
     def _read_event(self) -> Frame | BadFrame | None:
         """The next frame from the socket, or None at the end of the stream."""
@@ -175,7 +186,7 @@ class EnclaveServer:
             elif self._inline:
                 self._serve_call(frame)
             else:
-                self._workers.submit(self._serve_call, frame)
+                self._thread_pool().submit(self._serve_call, frame)
         elif frame.type in (FrameType.HOST_CALLBACK_RESULT, FrameType.ERROR):
             self._route_to_waiting(frame.call_id, frame, "a host callback answer")
         elif frame.type is FrameType.SHUTDOWN:

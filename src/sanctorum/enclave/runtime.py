@@ -10,7 +10,6 @@ import contextlib
 import secrets
 import struct
 import threading
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -673,6 +672,8 @@ class EnclaveRuntime:
 
 def _enclave_traceback(error: BaseException) -> str:
     """The traceback of the enclave's own code: the runtime's frames above it are left out."""
+    import traceback  # only for errors: kept out of the enclave process's start
+
     frames = traceback.extract_tb(error.__traceback__)
     while frames and frames[0].filename == __file__:
         frames.pop(0)
