@@ -28,6 +28,7 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
+from results import Figure, Report
 from timing import interleaved, paired_ratio
 
 from sanctorum import EnclaveHost
@@ -38,6 +39,7 @@ HELLO = Path(__file__).resolve().parents[1] / "samples" / "hello"
 sys.path.insert(0, str(HELLO))
 
 BIG = 64 << 10
+BENCH = "boundary"
 ROUNDS = 9
 
 _ECHO_TOML = """[enclave]
@@ -170,6 +172,7 @@ def frame_sizes(payload: int) -> tuple[int, int]:
 
 
 def _line(
+    figure: str,
     name: str,
     times: list[float],
     floor_name: str,
@@ -177,7 +180,7 @@ def _line(
     scale: float,
     unit: str,
     target: float,
-) -> bool:
+) -> Figure:
     ratio = paired_ratio(times, floor)
     met = ratio <= target
     print(
@@ -186,13 +189,24 @@ def _line(
         f" {unit}   {min(times) / min(floor):5.2f}x / {ratio:5.2f}x  "
         f"{'met' if met else 'MISSED'} (≤{target}x)"
     )
-    return met
+    return Figure(
+        BENCH,
+        figure,
+        statistics.median(times),
+        floor=statistics.median(floor),
+        ratio=ratio,
+        ratio_of="value/floor",
+        goal=f"at most {target:g}x {floor_name}",
+        met=met,
+        min=min(times),
+        rounds=len(times),
+    )
 
 
-def report() -> bool:
+def report() -> Report:
     from hello_enclave import ReverseEnclave
 
-    ok = True
+    result = Report()
     print(
         "Host↔enclave boundary (min / median of "
         f"{ROUNDS} interleaved rounds; ratios: of the mins / median of per-round ratios)"
@@ -233,14 +247,40 @@ def report() -> bool:
             child_rss = peak_rss_kib(process.pid)
 
     wall = {name: pair[0] for name, pair in times.items()}
-    ok &= _line(
-        "simulation empty call", wall["empty"], "ping-pong", wall["empty floor"], 1e6, "µs", 1.5
-    )
-    ok &= _line(
-        "simulation 64 KiB call", wall["64k"], "ping-pong 64 KiB", wall["64k floor"], 1e6, "µs", 1.5
-    )
-    ok &= _line(
-        "start to first call", starts["start"], "python+imports", starts["floor"], 1e3, "ms", 2
+    for figure, name, floor_name, key, scale, unit, target in (
+        (
+            "boundary/simulation/empty-call",
+            "simulation empty call",
+            "ping-pong",
+            "empty",
+            1e6,
+            "µs",
+            1.5,
+        ),
+        (
+            "boundary/simulation/64KiB-call",
+            "simulation 64 KiB call",
+            "ping-pong 64 KiB",
+            "64k",
+            1e6,
+            "µs",
+            1.5,
+        ),
+    ):
+        result.add(
+            _line(figure, name, wall[key], floor_name, wall[key + " floor"], scale, unit, target)
+        )
+    result.add(
+        _line(
+            "boundary/start-to-first-call",
+            "start to first call",
+            starts["start"],
+            "python+imports",
+            starts["floor"],
+            1e3,
+            "ms",
+            2,
+        )
     )
 
     with EnclaveHost.load(ReverseEnclave).start() as mock_host:
@@ -249,7 +289,18 @@ def report() -> bool:
         method = best_time(lambda: enclave.receive_from_untrusted_host(b""))
     ratio = mock / method
     met = ratio <= 5
-    ok &= met
+    result.add(
+        Figure(
+            BENCH,
+            "boundary/mock/empty-call",
+            mock,
+            floor=method,
+            ratio=ratio,
+            ratio_of="value/floor",
+            goal="at most 5x a method call (issue 3)",
+            met=met,
+        )
+    )
     print(
         f"  mock empty call        {mock * 1e6:8.2f} µs   method call     "
         f"{method * 1e6:6.2f} µs   {ratio:5.2f}x  {'met' if met else 'MISSED'} (≤5x)"
@@ -264,14 +315,26 @@ def report() -> bool:
     bare_rss = next(int(line.split()[1]) for line in bare.splitlines() if line.startswith("VmHWM:"))
     ratio = child_rss / bare_rss
     met = ratio <= 2
-    ok &= met
+    result.add(
+        Figure(
+            BENCH,
+            "boundary/simulation/enclave-rss",
+            child_rss,
+            floor=bare_rss,
+            ratio=ratio,
+            ratio_of="value/floor",
+            goal="at most 2x a bare python importing cryptography (issue 3)",
+            met=met,
+            unit="KiB",
+        )
+    )
     print(
         f"  enclave process RSS    {child_rss / 1024:8.1f} MiB  bare python      "
         f"{bare_rss / 1024:6.1f} MiB  {ratio:5.2f}x  {'met' if met else 'MISSED'} (≤2x)"
     )
-    return ok
+    return result
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
-    sys.exit(0 if report() else 1)
+    sys.exit(0 if report().ok else 1)

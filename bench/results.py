@@ -86,3 +86,43 @@ def write_results(figures: Iterable[Figure], path: Path = RESULTS_FILE) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(kept + new, indent=2, ensure_ascii=False) + "\n")
     temporary.replace(path)  # a reader never sees half a file
+
+
+def summary(figures: Iterable[Figure]) -> str:
+    """One table of every figure that has a goal: what was measured, against what, and
+    whether the goal is met."""
+    rows = [("figure", "value", "floor", "ratio", "goal", "")]
+    for figure in figures:
+        if figure.goal is None:
+            continue
+        rows.append(
+            (
+                figure.figure,
+                _amount(figure.value, figure.unit),
+                "" if figure.floor is None else _amount(figure.floor, figure.unit),
+                "" if figure.ratio is None else _ratio(figure),
+                figure.goal,
+                "met" if figure.met else "MISSED",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, [*widths, 0], strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _amount(value: float, unit: str) -> str:
+    if unit != "s":
+        return f"{value:,.0f} {unit}"
+    for scale, name in ((1, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if value >= scale:
+            return f"{value / scale:.3g} {name}"
+    return f"{value / 1e-9:.3g} ns"
+
+
+def _ratio(figure: Figure) -> str:
+    assert figure.ratio is not None
+    if figure.ratio_of == "floor/value":
+        return f"{figure.ratio:.0%} of floor"
+    return f"{figure.ratio:.2f}x"
