@@ -369,3 +369,43 @@ class JournalMachine(RuleBasedStateMachine):
 
 JournalMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
 test_journal_machine = JournalMachine.TestCase
+
+
+def test_a_commit_the_host_could_not_store_is_forgotten_until_a_restart() -> None:
+    """on_mail_commands raises (a full disk): the call raises that error, the host forgets
+    the commit, later calls raise EnclaveCrashedError saying to restart, and restart()
+    resumes from the last commit stored — the store and the host agree, and later commits
+    chain onto what the store has."""
+    stored: list[StoreSealedState] = []
+    failing = {3}
+
+    def store(commands: list[MailCommand]) -> None:
+        for command in commands:
+            if isinstance(command, StoreSealedState):
+                if command.commit_number in failing:
+                    failing.discard(command.commit_number)
+                    raise OSError(28, "No space left on device")
+                stored.append(command)
+
+    host = EnclaveHost.load(BigMap).start(on_mail_commands=store)
+    host.call_enclave(b"set a=1")
+    host.call_enclave(b"set b=2")
+    before = host.sealed_state
+    with pytest.raises(OSError, match="No space left"):
+        host.call_enclave(b"set c=3")
+    assert host.sealed_state == before
+    with pytest.raises(EnclaveCrashedError, match=r"commit 3 could not be stored.*restart\(\)"):
+        host.call_enclave(b"set d=4")
+    host.restart()
+    assert host.call_enclave(b"get c") is None
+    assert host.call_enclave(b"get b") == b"2"
+    host.call_enclave(b"set e=5")
+    assert [c.commit_number for c in stored] == [1, 2, 3]  # the new instance's commit 3
+    blobs: list[bytes] = []
+    for command in stored:
+        blobs = [command.blob] if command.snapshot else [*blobs, command.blob]
+    again = EnclaveHost.load(BigMap).start(sealed_state=blobs)
+    assert again.call_enclave(b"get e") == b"5"
+    assert again.call_enclave(b"get c") is None
+    again.close()
+    host.close()

@@ -458,7 +458,10 @@ class EnclaveRuntime:
             )
         keys: dict[SecurityVersions, bytes] = {}
         for index, blob in enumerate(blobs):
-            versions = sealed_versions(blob, "the sealed state")
+            what = "the sealed state" + (
+                f" (blob {index + 1} of {len(blobs)}, a journal record)" if index else ""
+            )
+            versions = sealed_versions(blob, what)
             if not self.identity.versions.covers(versions):
                 raise NewerSealedStateError(
                     f"the sealed state was written at {versions}, but this enclave is at "
@@ -470,7 +473,7 @@ class EnclaveRuntime:
             self._reseal |= versions != self.identity.versions
             if versions not in keys:
                 keys[versions] = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
-            opened = decode_state(unseal(keys[versions], blob, _STATE_PURPOSE, "the sealed state"))
+            opened = decode_state(unseal(keys[versions], blob, _STATE_PURPOSE, what))
             if index == 0:
                 if isinstance(opened, JournalRecord):
                     raise SealedStateJournalError(

@@ -151,7 +151,7 @@ def check_follows(record: RuntimeState | JournalRecord, number: int, commit_id: 
         )
         raise SealedStateJournalError(
             f"journal record {record.commit_number} of the sealed state comes after commit "
-            f"{number} but {why}; the host altered the journal, so the enclave refuses to start "
-            "rather than lose or mix up commits (pass the snapshot and every record stored after "
-            "it, in the order they were stored)"
+            f"{number} but {why}. The journal was altered, or a record was not stored; the "
+            "enclave refuses to start rather than lose or mix up commits (pass the snapshot and "
+            "every record stored after it, in the order they were stored)"
         )

@@ -74,6 +74,7 @@ def sgx_problems(
 class _State(enum.Enum):
     LOADED = "loaded"
     STARTED = "started"
+    FAILED = "failed"  # a commit's commands could not be stored: restart() to go on
     CLOSED = "closed"
 
 
@@ -104,6 +105,7 @@ class EnclaveHost:
         self._commit_order = threading.Condition()
         self._next_commit = 1  # the commit whose commands go to on_mail_commands next
         self._generation = 0  # counts starts: what an instance since replaced made is dropped
+        self._failure = ""  # why the host is FAILED
         # Attestations of the instances this host ran, newest last: clients verify mail that an
         # instance queued before it was replaced.
         self._instances: dict[Curve25519PublicKey, EnclaveInstanceInfo] = {}
@@ -273,8 +275,12 @@ class EnclaveHost:
         missing or empty file), and otherwise the file that goes with ``sealed_state``.
         ``on_mail_commands`` receives the list of mail commands the enclave made: those of
         ``on_startup`` before ``start`` returns, then those of each call; persist and route
-        them. Lists that store sealed state come in commit order, one at a time. Without it,
-        posted mail is queued in :attr:`mailbox`.
+        them. It runs on the calling thread before the call returns, so a call that returned
+        is stored. Lists that store sealed state come in commit order, one at a time. If it
+        raises, the call raises that error, the commit is forgotten (not in
+        :attr:`sealed_state`) and later calls raise :class:`EnclaveCrashedError` until
+        :meth:`restart` resumes from the last commit stored. Without it, posted mail is queued
+        in :attr:`mailbox`.
         """
         with self._state_lock:
             if self._state is not _State.LOADED:
@@ -424,17 +430,36 @@ class EnclaveHost:
                     "send the request again"
                 )
             try:
+                if self._state is _State.FAILED:  # it would follow a commit that was not stored
+                    raise EnclaveCrashedError(self._failure)
+                blobs, kept = self._sealed_blobs, len(self._sealed_blobs)
                 if stored.snapshot:
                     self._sealed_blobs = [stored.blob]
                 else:
-                    self._sealed_blobs.append(stored.blob)
+                    blobs.append(stored.blob)
                 if self._on_mail_commands is not None:
-                    self._on_mail_commands(commands)
+                    try:
+                        self._on_mail_commands(commands)
+                    except BaseException as error:
+                        # Not stored, so it never happened for the outside world: the host
+                        # forgets it, and the instance that made it (and builds on it) is done.
+                        del blobs[kept:]
+                        self._sealed_blobs = blobs
+                        self._failure = (
+                            f"the mail commands of commit {stored.commit_number} could not be "
+                            f"stored (on_mail_commands raised {type(error).__name__}: {error}), "
+                            "so that commit and the calls after it were dropped: call restart() "
+                            "to resume from the last commit that was stored"
+                        )
+                        self._state = _State.FAILED
+                        raise
             finally:
                 self._next_commit += 1
                 self._commit_order.notify_all()
 
     def _require_started(self) -> None:
+        if self._state is _State.FAILED:
+            raise EnclaveCrashedError(self._failure)
         if self._state is not _State.STARTED:
             raise EnclaveStateError(
                 "the enclave host is "
