@@ -44,7 +44,7 @@ def main() -> int:
     print()
     results.append(_recorded(web_map_bench.report()))
     print()
-    results.append(dcap_bench.report())
+    results.append(_recorded(dcap_bench.report()))
     print()
     results.append(conversation_bench.report())
     print()
