@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sanctorum import EnclaveStateError
-from sanctorum.host import StoreSealedState
+from sanctorum.host import PostMail, StoreSealedState
 from sanctorum.web.store import MailboxStore
 
 
@@ -39,6 +39,20 @@ def test_a_commit_replaces_the_rows_of_a_chain_the_enclave_left(tmp_path: Path) 
         store.apply([StoreSealedState(f"record {number}".encode(), number, snapshot=False)])
     store.apply([StoreSealedState(b"record 3 again", 3, snapshot=False)])
     assert store.sealed_state() == (b"snapshot 1", b"record 2", b"record 3 again")
+    store.close()
+
+
+def test_a_record_that_would_leave_a_hole_is_refused_and_nothing_is_stored(
+    tmp_path: Path,
+) -> None:
+    store = MailboxStore(tmp_path / "mailbox.sqlite3")
+    with pytest.raises(EnclaveStateError, match="does not follow the last commit stored"):
+        store.apply([StoreSealedState(b"record 1", 1, snapshot=False)])  # no snapshot yet
+    store.apply([StoreSealedState(b"snapshot 1", 1)])
+    with pytest.raises(EnclaveStateError, match=r"record 3 does not follow .* \(1\)"):
+        store.apply([PostMail(b"reply", "client"), StoreSealedState(b"record 3", 3, False)])
+    assert store.sealed_state() == (b"snapshot 1",)
+    assert store.next_mail("client", None) is None  # the call's mail went with it
     store.close()
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from sanctorum.host.simulation import SimulationPlatform
 
 MailCommandsCallback = Callable[[list[MailCommand]], None]
 _REMEMBERED_INSTANCES = 4096  # about 1 KiB each
+_COMMIT_WAIT = 120.0  # seconds a commit waits for the one before it to be passed on
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,11 @@ class EnclaveHost:
         # stored in order: a call's commands wait for those of the commit before.
         self._commit_order = threading.Condition()
         self._next_commit = 1  # the commit whose commands go to on_mail_commands next
-        self._generation = 0  # counts starts: what an instance since replaced made is dropped
+        self._generation = 0  # counts starts and closes: what a replaced instance made is dropped
+        # The running platform and its generation, read together by calls: a call made on an
+        # instance since replaced can never pass as one of the new instance's.
+        self._instance: tuple[EnclavePlatform, int] = (self._platform, 0)
+        self._storing: int | None = None  # the thread inside on_mail_commands with a commit
         self._failure = ""  # why the host is FAILED
         # Attestations of the instances this host ran, newest last: clients verify mail that an
         # instance queued before it was replaced.
@@ -294,7 +300,7 @@ class EnclaveHost:
             self._filesystem_file = Path(filesystem_file) if filesystem_file else None
             blobs = _as_blobs(sealed_state)
             restored, commands = self._platform.start(blobs, self._filesystem_file)
-            generation = self._resume(blobs, restored)
+            generation = self._resume(self._platform, blobs, restored)
             self._state = _State.STARTED
             self._remember(self._platform.enclave_instance_info)
         self._dispatch(commands, generation)
@@ -310,22 +316,25 @@ class EnclaveHost:
         self.close()
         with self._state_lock:
             self._platform = self._make_platform()
-            blobs = self.sealed_state
+            blobs = self.sealed_state  # after close(): no commit of the old instance comes now
             restored, commands = self._platform.start(blobs, self._filesystem_file)
-            generation = self._resume(blobs, restored)
+            generation = self._resume(self._platform, blobs, restored)
             self._state = _State.STARTED
             self._remember(self._platform.enclave_instance_info)
         self._on_mail_commands = callback
         self._dispatch(commands, generation)
         return self
 
-    def _resume(self, blobs: tuple[bytes, ...] | None, restored_commit: int) -> int:
+    def _resume(
+        self, platform: EnclavePlatform, blobs: tuple[bytes, ...] | None, restored_commit: int
+    ) -> int:
         """A new instance resumed from ``blobs`` at commit ``restored_commit``: its commits
         follow that one. Commands of the instance it replaced that still wait are dropped."""
         with self._commit_order:
             self._sealed_blobs = list(blobs or ())
             self._next_commit = restored_commit + 1
             self._generation += 1
+            self._instance = (platform, self._generation)
             self._commit_order.notify_all()
             return self._generation
 
@@ -335,6 +344,9 @@ class EnclaveHost:
             if self._state is _State.CLOSED:
                 return
             self._state = _State.CLOSED
+        with self._commit_order:  # calls still waiting to pass their commit on are dropped
+            self._generation += 1
+            self._commit_order.notify_all()
         self._platform.close()
 
     def __enter__(self) -> EnclaveHost:
@@ -385,8 +397,10 @@ class EnclaveHost:
             self._require_started()
         if type(data) is not bytes:
             data = _as_bytes(data, "data")
-        generation = self._generation
-        reply, commands = self._platform.call_enclave(data, callback)
+        if self._storing is not None:
+            self._refuse_from_on_mail_commands()
+        platform, generation = self._instance
+        reply, commands = platform.call_enclave(data, callback)
         if commands:
             self._dispatch(commands, generation)
         return reply
@@ -401,8 +415,10 @@ class EnclaveHost:
         self._require_started()
         if routing_hint is not None and not isinstance(routing_hint, str):
             raise TypeError("routing_hint must be a string or None")
-        generation = self._generation
-        commands = self._platform.deliver_mail(_as_bytes(mail, "mail"), routing_hint)
+        if self._storing is not None:
+            self._refuse_from_on_mail_commands()
+        platform, generation = self._instance
+        commands = platform.deliver_mail(_as_bytes(mail, "mail"), routing_hint)
         self._dispatch(commands, generation)
 
     @property
@@ -411,6 +427,15 @@ class EnclaveHost:
         if not isinstance(self._platform, MockPlatform):
             raise EnclaveStateError("mock_enclave exists only in mock mode")
         return self._platform.enclave
+
+    def _refuse_from_on_mail_commands(self) -> None:
+        if self._storing == threading.get_ident():
+            raise EnclaveStateError(
+                "the enclave was called from inside on_mail_commands while a commit was being "
+                "stored: its commit would have to be stored before the one in progress, so it "
+                "would wait for ever; queue the work and call the enclave after "
+                "on_mail_commands returns"
+            )
 
     def _dispatch(self, commands: list[MailCommand], generation: int) -> None:
         """Keep the sealed state and pass ``commands`` on; those of a commit wait until the
@@ -421,13 +446,26 @@ class EnclaveHost:
                 self._on_mail_commands(commands)
             return
         with self._commit_order:
+            deadline = time.monotonic() + _COMMIT_WAIT
             while generation == self._generation and stored.commit_number > self._next_commit:
-                self._commit_order.wait()
+                if not self._commit_order.wait(deadline - time.monotonic()):
+                    # Its predecessor never came (a caller died between the enclave's answer
+                    # and here): nothing after it can be stored.
+                    self._failure = (
+                        f"commit {self._next_commit} never reached on_mail_commands, so the "
+                        f"commits after it cannot be stored: call restart() to resume from the "
+                        "last commit stored"
+                    )
+                    self._state = _State.FAILED
+                    self._generation += 1
+                    self._commit_order.notify_all()
             if generation != self._generation or stored.commit_number != self._next_commit:
                 raise EnclaveCrashedError(
-                    "the enclave was restarted before this call's mail and state were stored; "
-                    "they were dropped (the new instance resumed from the state before them): "
-                    "send the request again"
+                    self._failure
+                    if self._state is _State.FAILED
+                    else "the enclave was restarted or closed before this call's mail and state "
+                    "were stored; they were dropped (a new instance resumes from the state "
+                    "before them): send the request again"
                 )
             try:
                 if self._state is _State.FAILED:  # it would follow a commit that was not stored
@@ -438,6 +476,7 @@ class EnclaveHost:
                 else:
                     blobs.append(stored.blob)
                 if self._on_mail_commands is not None:
+                    self._storing = threading.get_ident()
                     try:
                         self._on_mail_commands(commands)
                     except BaseException as error:
@@ -453,6 +492,8 @@ class EnclaveHost:
                         )
                         self._state = _State.FAILED
                         raise
+                    finally:
+                        self._storing = None
             finally:
                 self._next_commit += 1
                 self._commit_order.notify_all()

@@ -120,6 +120,17 @@ class MailboxStore:
                             "DELETE FROM sealed_journal WHERE commit_number >= ? OR ?",
                             (command.commit_number, command.snapshot),
                         )
+                        if not command.snapshot:
+                            (last,) = cursor.execute(
+                                "SELECT max(commit_number) FROM sealed_journal"
+                            ).fetchone()
+                            if last != command.commit_number - 1:
+                                raise EnclaveStateError(
+                                    f"journal record {command.commit_number} does not follow "
+                                    f"the last commit stored ({last}): a commit was not stored, "
+                                    "and the enclave would refuse this journal; restart the "
+                                    "enclave from what is stored"
+                                )
                         cursor.execute(
                             "INSERT INTO sealed_journal (commit_number, snapshot, blob) "
                             "VALUES (?, ?, ?)",
