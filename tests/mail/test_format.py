@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
+import io
 import struct
+import weakref
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
@@ -14,6 +17,7 @@ from noise.connection import Keypair, NoiseConnection
 
 from sanctorum.common.errors import MailDecryptionError, MailFormatError, SanctorumError
 from sanctorum.common.keys import Curve25519PrivateKey
+from sanctorum.mail import format as mail_format
 from sanctorum.mail.format import (
     CHUNK_PLAINTEXT_SIZE,
     MAGIC,
@@ -245,3 +249,58 @@ def test_sealed_bytes_are_unchanged(size: int, padded_size: int, digest: str) ->
     opened = open_mail(_GOLDEN_RECIPIENT, mail)
     assert (opened.body, opened.private_header) == (body, b"ph")
     assert opened.authenticated_sender == _GOLDEN_SENDER.public_key
+
+
+def test_each_private_key_has_its_own_static_secrets() -> None:
+    secrets = mail_format._StaticSecrets()
+    first, second = Curve25519PrivateKey.generate(), Curve25519PrivateKey.generate()
+    twin = Curve25519PrivateKey(first.encoded)  # another object for the same key
+    for key in (first, second, twin, first, second):  # the last-used key changes every time
+        cache = secrets.of(key)
+        assert cache.public_key == key.public_key.encoded
+        assert cache.static.private_bytes_raw() == key.encoded
+        assert cache is secrets.of(key)
+    assert secrets.of(first) is not secrets.of(second)
+    assert secrets.of(twin) is secrets.of(first)  # equal keys, so the same secrets
+
+
+def test_static_secrets_go_with_their_key() -> None:
+    secrets = mail_format._StaticSecrets()
+    key = Curve25519PrivateKey.generate()
+    cache = weakref.ref(secrets.of(key))
+    del key
+    gc.collect()
+    assert cache() is None  # neither the dictionary nor the last-used slot keeps it
+    assert len(secrets._caches) == 0
+    other = Curve25519PrivateKey.generate()
+    assert secrets.of(other).static is other.crypto_key
+    secrets.clear()
+    assert secrets._last is None
+    assert len(secrets._caches) == 0
+
+
+@pytest.mark.parametrize("size", [CHUNK_PLAINTEXT_SIZE + 1, 3 * CHUNK_PLAINTEXT_SIZE])
+def test_multi_chunk_mail_is_not_copied_out_of_its_buffer(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buffers: list[io.BytesIO] = []
+
+    def output(size: int) -> io.BytesIO:
+        buffers.append(io.BytesIO(bytes(size)))
+        return buffers[-1]
+
+    monkeypatch.setattr(mail_format, "_output", output)
+    mail = _seal(bytes(size))
+    assert buffers[-1].getvalue() is mail  # getvalue() copies while a view of it is alive
+    assert open_mail(RECIPIENT, mail).body is buffers[-1].getvalue()
+
+
+@pytest.mark.parametrize("size", [1024, 2 * CHUNK_PLAINTEXT_SIZE + 3])
+@pytest.mark.parametrize("wrap", [bytearray, memoryview])
+def test_mail_opens_from_any_bytes_like_object(size: int, wrap: type) -> None:
+    body = bytes(i % 251 for i in range(size))
+    mail = _seal(body, envelope=b"env")
+    opened = open_mail(RECIPIENT, wrap(mail))
+    assert (opened.body, opened.envelope, opened.topic) == (body, b"env", "bids")
+    assert type(opened.body) is bytes
+    assert read_mail_header(wrap(mail)).envelope == b"env"

@@ -43,6 +43,7 @@ from sanctorum.mail.noise import (
 MAGIC = b"SNCM"
 VERSION = 1
 CHUNK_PLAINTEXT_SIZE = MAX_MESSAGE_LEN - TAG_LEN
+_CHUNK_WIRE_SIZE = MAX_MESSAGE_LEN
 MAX_TOPIC_SIZE = 256
 MAX_ENVELOPE_SIZE = 1 << 20
 MAX_PRIVATE_HEADER_SIZE = 4096
@@ -53,17 +54,42 @@ _KNOWN_FLAGS = 0
 _ZERO_CHUNK = memoryview(bytes(CHUNK_PLAINTEXT_SIZE))
 
 
-_static_secrets: weakref.WeakKeyDictionary[Curve25519PrivateKey, StaticSecretCache] = (
-    weakref.WeakKeyDictionary()
-)
+class _StaticSecrets:
+    """The static-static DH cache of each private key, kept as long as the key object lives.
+
+    The key used last is checked first, by identity: a process mostly seals and opens with one
+    key, and the WeakKeyDictionary lookup hashes the key in Python (~0.15 µs a mail).
+    """
+
+    def __init__(self) -> None:
+        self._caches: weakref.WeakKeyDictionary[Curve25519PrivateKey, StaticSecretCache] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last: tuple[weakref.ref[Curve25519PrivateKey], StaticSecretCache] | None = None
+
+    def of(self, key: Curve25519PrivateKey) -> StaticSecretCache:
+        last = self._last  # one read: another thread may replace it (never with a wrong pair)
+        if last is not None and last[0]() is key:
+            return last[1]
+        cache = self._caches.get(key)
+        if cache is None:
+            cache = self._caches.setdefault(key, StaticSecretCache(key.crypto_key))
+        self._last = (weakref.ref(key, self._forget), cache)
+        return cache
+
+    def _forget(self, dead: weakref.ref[Curve25519PrivateKey]) -> None:
+        """Drop the last key's cache with the key, as the dictionary drops the others'."""
+        last = self._last
+        if last is not None and last[0] is dead:
+            self._last = None
+
+    def clear(self) -> None:
+        """Forget every remembered secret (the bench's first-mail case)."""
+        self._caches.clear()
+        self._last = None
 
 
-def _static_secrets_of(key: Curve25519PrivateKey) -> StaticSecretCache:
-    """The static-static DH cache of ``key``, kept as long as the key object lives."""
-    cache = _static_secrets.get(key)
-    if cache is None:
-        cache = _static_secrets.setdefault(key, StaticSecretCache(key.crypto_key))
-    return cache
+_static_secrets = _StaticSecrets()
 
 
 def _output(size: int) -> io.BytesIO:
@@ -172,7 +198,7 @@ def seal_mail(
     handshake = write_handshake(
         NOISE_X_AESGCM_SHA256,
         prologue,
-        _static_secrets_of(sender),
+        _static_secrets.of(sender),
         recipient.crypto_key,
         payload,
         ephemeral,
@@ -191,31 +217,50 @@ def seal_mail(
         out[: len(prologue)] = prologue
         _U16.pack_into(out, len(prologue), len(message))
         out[len(prologue) + 2 : head_size] = message
-        # Encrypt chunk by chunk straight into the output: no per-chunk copies, and only the
-        # chunk that straddles the end of the body is padded by copying.
-        plaintext = memoryview(body)
-        encrypt_into = handshake.cipher.encrypt_into
-        write_at = head_size
-        for start in range(0, padded_size, CHUNK_PLAINTEXT_SIZE):
-            end = min(start + CHUNK_PLAINTEXT_SIZE, padded_size)
-            chunk: bytes | memoryview
-            if end <= body_size:
-                chunk = plaintext[start:end]
-            elif start >= body_size:
-                chunk = _ZERO_CHUNK[: end - start]
-            else:
-                chunk = bytes(plaintext[start:]) + bytes(end - body_size)
-            encrypt_into(b"", chunk, out[write_at : write_at + end - start + TAG_LEN])
-            write_at += end - start + TAG_LEN
+        # Straight into the output: no per-chunk copies. The lists of slices live only for the
+        # call, so no view of the buffer is left to make getvalue() copy.
+        handshake.cipher.encrypt_all_into(
+            _plaintext_chunks(body, padded_size), _slices(out[head_size:], _CHUNK_WIRE_SIZE)
+        )
     return output.getvalue()
+
+
+def _slices(buffer: memoryview, size: int) -> list[memoryview]:
+    """``buffer`` cut into consecutive slices of ``size`` bytes, the last one possibly shorter."""
+    return [buffer[start : start + size] for start in range(0, len(buffer), size)]
+
+
+def _plaintext_chunks(body: bytes, padded_size: int) -> list[bytes | memoryview]:
+    """The chunks of ``body`` padded with zeros to ``padded_size``: views of the body and of a
+    zero chunk, and one copy only, of the chunk that straddles the end of the body."""
+    body_size = len(body)
+    plaintext = memoryview(body)
+    whole = body_size - body_size % CHUNK_PLAINTEXT_SIZE  # where the last whole chunk ends
+    chunks: list[bytes | memoryview] = [
+        plaintext[start : start + CHUNK_PLAINTEXT_SIZE]
+        for start in range(0, whole, CHUNK_PLAINTEXT_SIZE)
+    ]
+    padding_from = whole
+    if whole < body_size:
+        padding_from = min(whole + CHUNK_PLAINTEXT_SIZE, padded_size)
+        tail = plaintext[whole:]
+        chunks.append(
+            tail if padding_from == body_size else bytes(tail) + bytes(padding_from - body_size)
+        )
+    chunks += [
+        _ZERO_CHUNK[: min(CHUNK_PLAINTEXT_SIZE, padded_size - start)]
+        for start in range(padding_from, padded_size, CHUNK_PLAINTEXT_SIZE)
+    ]
+    return chunks
 
 
 def _malformed(problem: str) -> MailFormatError:
     return MailFormatError(f"malformed mail: {problem}")
 
 
-def _parse_header(data: bytes, max_size: int) -> tuple[MailHeader, int]:
-    """The header and where the prologue ends. Plain struct reads: this is on the hot path."""
+def _parse_header(data: bytes, max_size: int) -> tuple[str, int, bytes, int]:
+    """Topic, sequence number, envelope and where the prologue ends. Plain struct reads and no
+    MailHeader: this is on the hot path."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MailFormatError(f"a mail is bytes, not {type(data).__name__}")
     size = len(data)
@@ -253,7 +298,7 @@ def _parse_header(data: bytes, max_size: int) -> tuple[MailHeader, int]:
     if size < offset:
         raise _malformed("truncated in the envelope")
     envelope = bytes(data[offset - envelope_size : offset])
-    return MailHeader(topic, sequence_number, envelope), offset
+    return topic, sequence_number, envelope, offset
 
 
 def read_mail_header(data: bytes, max_size: int = DEFAULT_MAX_MAIL_SIZE) -> MailHeader:
@@ -261,7 +306,7 @@ def read_mail_header(data: bytes, max_size: int = DEFAULT_MAX_MAIL_SIZE) -> Mail
 
     Nothing here is authenticated until the mail is opened by its recipient.
     """
-    return _parse_header(data, max_size)[0]
+    return MailHeader(*_parse_header(data, max_size)[:3])
 
 
 def open_mail(
@@ -272,20 +317,20 @@ def open_mail(
     Raises :class:`MailFormatError` for malformed bytes and :class:`MailDecryptionError` for
     mail sealed to another key or altered in transit.
     """
-    header, offset = _parse_header(data, max_size)
-    view = memoryview(data)
-    prologue = bytes(view[:offset])
-    if len(data) < offset + 2:
+    topic, sequence_number, envelope, offset = _parse_header(data, max_size)
+    size = len(data)
+    prologue = bytes(data[:offset])  # no copy beyond the slice's when data is bytes
+    if size < offset + 2:
         raise _malformed("truncated before the handshake")
     (handshake_size,) = _U16.unpack_from(data, offset)
     offset += 2
     if handshake_size < _HANDSHAKE_SIZE:
         raise _malformed(f"handshake of {handshake_size} bytes is too short")
-    if len(data) < offset + handshake_size:
+    if size < offset + handshake_size:
         raise _malformed("truncated in the handshake")
-    message = bytes(view[offset : offset + handshake_size])
+    message = bytes(data[offset : offset + handshake_size])
     offset += handshake_size
-    result = read_handshake(NOISE_X_AESGCM_SHA256, prologue, _static_secrets_of(recipient), message)
+    result = read_handshake(NOISE_X_AESGCM_SHA256, prologue, _static_secrets.of(recipient), message)
 
     payload = result.payload
     body_size, padded_size, private_size = _PAYLOAD.unpack_from(payload)
@@ -293,32 +338,30 @@ def open_mail(
         raise MailFormatError("malformed mail payload: private header length is inconsistent")
     if body_size > padded_size:
         raise MailFormatError("malformed mail payload: body longer than its padded size")
-    if len(data) - offset != _body_wire_size(padded_size):
+    if size - offset != _body_wire_size(padded_size):
         raise MailFormatError(
-            f"mail body is {len(data) - offset} bytes but its authenticated size says "
+            f"mail body is {size - offset} bytes but its authenticated size says "
             f"{_body_wire_size(padded_size)}: the mail was truncated or extended in transit"
         )
 
+    view = memoryview(data)  # the body is decrypted from where it lies, not from a copy
     if padded_size <= CHUNK_PLAINTEXT_SIZE:  # one chunk (or none): decrypted to its own bytes
-        body = result.cipher.decrypt(b"", bytes(view[offset:])) if padded_size else b""
+        body = result.cipher.decrypt(b"", view[offset:]) if padded_size else b""
         if body_size < padded_size:
             body = body[:body_size]
     else:
         output = _output(padded_size)
-        with output.getbuffer() as out:
-            decrypt_into = result.cipher.decrypt_into
-            for start in range(0, padded_size, CHUNK_PLAINTEXT_SIZE):
-                size = min(CHUNK_PLAINTEXT_SIZE, padded_size - start)
-                chunk = view[offset : offset + size + TAG_LEN]
-                decrypt_into(b"", chunk, out[start : start + size])
-                offset += size + TAG_LEN
+        with output.getbuffer() as out:  # the slices live only for the call, as in seal_mail
+            result.cipher.decrypt_all_into(
+                _slices(view[offset:], _CHUNK_WIRE_SIZE), _slices(out, CHUNK_PLAINTEXT_SIZE)
+            )
         output.truncate(body_size)
         body = output.getvalue()
-    return EnclaveMail(
-        body=body,
-        envelope=header.envelope,
-        topic=header.topic,
-        sequence_number=header.sequence_number,
-        authenticated_sender=Curve25519PublicKey(result.remote_static),
-        private_header=payload[_PAYLOAD.size :],
+    return EnclaveMail(  # positional: ~0.2 µs less than by keyword
+        body,
+        envelope,
+        topic,
+        sequence_number,
+        Curve25519PublicKey(result.remote_static),
+        payload[_PAYLOAD.size :],
     )
