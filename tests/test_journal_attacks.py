@@ -45,27 +45,14 @@ from sanctorum.common.frames import decode_load, encode_load
 from sanctorum.enclave import runtime as runtime_module
 from sanctorum.host import MailCommand, StoreSealedState
 from sanctorum.web.store import MailboxStore
+from tests.test_journal import Keeper
 
 # -- enclaves ---------------------------------------------------------------------------------
 
 
-class Ledger(Enclave):
-    """``set K V``, ``delete K``, ``dump``; mail ``inc`` adds one to ``count`` and answers it."""
-
-    persistent_map_size = 1 << 20
-
-    def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
-        command, _, argument = data.partition(b" ")
-        if command == b"dump":
-            return json.dumps(
-                {key: value.decode() for key, value in sorted(self.persistent_map.items())}
-            ).encode()
-        key, _, value = argument.partition(b" ")
-        if command == b"set":
-            self.persistent_map[key.decode()] = value
-        elif command == b"delete":
-            self.persistent_map.pop(key.decode(), None)
-        return None
+class Ledger(Keeper):
+    """Keeper's ``set K V``, ``delete K``, ``dump``; mail ``inc`` adds one to ``count`` and
+    answers it."""
 
     def receive_mail(self, mail: EnclaveMail, routing_hint: str | None) -> None:
         count = int(self.persistent_map.get("count", b"0")) + 1
