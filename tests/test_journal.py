@@ -409,3 +409,22 @@ def test_a_commit_the_host_could_not_store_is_forgotten_until_a_restart() -> Non
     assert again.call_enclave(b"get c") is None
     again.close()
     host.close()
+
+
+def test_what_the_host_keeps_stays_within_one_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot and the records after it go back to the enclave in one frame at start: a
+    snapshot comes early enough that they never hold more than the most one blob may."""
+    monkeypatch.setattr(runtime_module, "_MIN_JOURNAL_BYTES", 1024)
+    monkeypatch.setattr(runtime_module, "_MAX_KEPT_BYTES", 100_000)
+    host = EnclaveHost.load(BigMap).start()
+    host.call_enclave(b"fill 1000")  # a snapshot of 64 KiB: room for ~34 KB of records
+    kept, snapshots = [], 0
+    for index in range(100):
+        host.call_enclave(f"set k={index}".encode())
+        kept.append(sum(map(len, _blobs(host))))
+        snapshots += len(_blobs(host)) == 1
+    assert max(kept) <= 100_000
+    assert snapshots >= 2  # without the bound, the records would grow to 64 KiB first
+    host.restart()
+    assert host.call_enclave(b"get k") == b"99"
+    host.close()

@@ -47,8 +47,10 @@ _HEADER = struct.Struct(">IBBQQ")
 _LENGTH = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _HEADER_BODY = _HEADER.size - _LENGTH.size
-DEFAULT_MAX_FRAME_SIZE = 160 << 20
 MAX_DATA_SIZE = 128 << 20
+# The largest frame, LOAD, carries the bundle and the sealed state: a snapshot and the journal
+# records after it, which the enclave keeps to at most two such sizes.
+DEFAULT_MAX_FRAME_SIZE = 3 * MAX_DATA_SIZE + (1 << 20)
 
 
 class FrameType(enum.IntEnum):

@@ -28,6 +28,7 @@ from sanctorum.common.errors import (
     SealedStateError,
     SealedStateJournalError,
 )
+from sanctorum.common.frames import MAX_DATA_SIZE
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PrivateKey
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.filesystem import (
@@ -63,8 +64,11 @@ from sanctorum.mail.sequence import SequenceTracker
 _STATE_PURPOSE = b"sanctorum-sealed-state"
 # A commit is sealed as a snapshot of the whole state once the journal records since the last
 # snapshot hold as many bytes as it does (so the host keeps at most about twice the state, and
-# a commit costs O(its changes) amortised), and at least this many.
+# a commit costs O(its changes) amortised), and at least this many,
 _MIN_JOURNAL_BYTES = 64 << 10
+# or once the snapshot and the records would hold more than this: all of it goes back to the
+# enclave in one frame at start (simulation and SGX).
+_MAX_KEPT_BYTES = 2 * MAX_DATA_SIZE
 _T = TypeVar("_T")
 
 
@@ -517,7 +521,8 @@ class EnclaveRuntime:
             plaintext = encode_state(
                 JournalRecord(self._commit_number, commit_id, previous, changes, filesystem)
             )
-            if self._journal_bytes + len(plaintext) < max(self._snapshot_bytes, _MIN_JOURNAL_BYTES):
+            room = min(self._snapshot_bytes, _MAX_KEPT_BYTES - self._snapshot_bytes)
+            if self._journal_bytes + len(plaintext) < max(room, _MIN_JOURNAL_BYTES):
                 blob = seal(key, plaintext, _STATE_PURPOSE, versions)
                 self._journal_bytes += len(blob)
                 return StoreSealedState(blob, self._commit_number, snapshot=False)
