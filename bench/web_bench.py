@@ -7,7 +7,8 @@ cryptography and runs no enclave: what separates the two is the enclave call, th
 the host's own code. Both servers run in their own processes; the load comes from
 ``load_generator.py`` in a third, over raw keep-alive HTTP/1.1 at 1, 16 and 64 connections.
 Each level runs a warm-up round, then rounds alternating host and floor (the order rotating),
-and prints min and median mails/s, p50/p99 latency, and the median of the per-round ratios.
+and prints min and median mails/s, p50/p99 latency, and the median (and min) of the per-round
+ratios.
 Goal (issue 12): at least 60% of the floor at every level.
 """
 
@@ -219,9 +220,8 @@ def _level(
             seconds = float(result["seconds"])  # type: ignore[arg-type]
             rates[name].append(connections * per_round / seconds)
             latencies[name].extend(result["latencies"])  # type: ignore[arg-type]
-    ratio = statistics.median(
-        host / floor for host, floor in zip(rates["web host"], rates["floor"], strict=True)
-    )
+    ratios = [host / floor for host, floor in zip(rates["web host"], rates["floor"], strict=True)]
+    ratio = statistics.median(ratios)
     met = ratio >= GOAL
     print(f"  {connections:>2} connection(s)")
     for name in targets:
@@ -231,5 +231,8 @@ def _level(
             f"{_percentile(latencies[name], 0.5) * 1e3:6.2f} ms   p99 "
             f"{_percentile(latencies[name], 0.99) * 1e3:6.2f} ms"
         )
-    print(f"    web host / floor: {ratio:.0%}  {'met' if met else 'MISSED'} (≥{GOAL:.0%})")
+    print(
+        f"    web host / floor: median {ratio:.0%} (min {min(ratios):.0%})  "
+        f"{'met' if met else 'MISSED'} (≥{GOAL:.0%})"
+    )
     return met

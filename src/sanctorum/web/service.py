@@ -34,7 +34,9 @@ _REMIND_EVERY = 300.0  # seconds: how often a restart that keeps failing the sam
 
 
 class EnclaveService:
-    """Thread-safe: the web app calls it from worker threads, never from the event loop.
+    """Thread-safe. The web app delivers mail from threads of its own (a delivery waits for the
+    enclave); it polls and reads attestations on its event loop, as those only touch the store
+    and what the host keeps, never the enclave.
 
     ``enclave`` is a ``.enclave`` bundle, or an :class:`Enclave` subclass (mock mode). The
     enclave's lifecycle is logged to the ``sanctorum.web`` logger (:mod:`sanctorum.web.logs`).
