@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl.public import PrivateKey as NaclPrivateKey
 from nacl.public import SealedBox
 from noise.connection import Keypair, NoiseConnection
+from results import Figure, Report
 from timing import interleaved, paired_ratio
 
 from sanctorum.common.keys import Curve25519PrivateKey
@@ -240,8 +241,8 @@ def _us(times: list[float]) -> str:
     return f"{min(times) * 1e6:9.1f} / {statistics.median(times) * 1e6:9.1f}"
 
 
-def report(sizes: dict[str, int] | None = None, rounds: int = ROUNDS) -> bool:
-    """Print the table and the cost per byte; True if every target is met."""
+def report(sizes: dict[str, int] | None = None, rounds: int = ROUNDS) -> Report:
+    """Print the table and the cost per byte; return the figures."""
     print(
         f"Mail seal/open against the honest floor, {rounds} interleaved rounds after a warm-up "
         "(µs per operation, wall min / median; ratio: median of per-round CPU-time ratios, "
@@ -251,7 +252,7 @@ def report(sizes: dict[str, int] | None = None, rounds: int = ROUNDS) -> bool:
         f"{'size':>10} {'op':>4}  {'sanctorum':>21}  {'floor':>21}  {'vs floor':>16}  "
         f"{'noiseprot.':>10} {'pynacl':>9}  target"
     )
-    ok = True
+    result = Report()
     rows = measure(sizes, rounds)
     per_byte: dict[str, list[tuple[str, int, float, float]]] = {"seal": [], "open": []}
     for label, size, operation, times in rows:
@@ -265,7 +266,20 @@ def report(sizes: dict[str, int] | None = None, rounds: int = ROUNDS) -> bool:
             verdict = "(first mail; not a target)"
         else:
             met = ratio <= FLOOR_TARGET
-            ok &= met
+            result.add(
+                Figure(
+                    "mail",
+                    f"mail/{operation}/{label.replace(' ', '')}",
+                    statistics.median(ours_wall),
+                    floor=statistics.median(floor_wall),
+                    ratio=ratio,
+                    ratio_of="value/floor",
+                    goal=f"at most {FLOOR_TARGET:g}x the floor (CPU time)",
+                    met=met,
+                    min=min(ours_wall),
+                    rounds=rounds,
+                )
+            )
             verdict = f"{'met' if met else 'MISSED'} (≤{FLOOR_TARGET:.2f}x)"
             per_byte[operation].append(
                 (
@@ -295,13 +309,23 @@ def report(sizes: dict[str, int] | None = None, rounds: int = ROUNDS) -> bool:
         ]
         worst = max(steps, key=lambda step: step[1], default=("-", 1.0))
         met = worst[1] <= STEP_TOLERANCE
-        ok &= met
+        result.add(
+            Figure(
+                "mail",
+                f"mail/{operation}/largest-rise-in-cost-per-byte",
+                worst[1],
+                ratio=worst[1],
+                goal=f"no step: at most {STEP_TOLERANCE:g}x the floor's rise",
+                met=met,
+                unit="x",
+            )
+        )
         print(f"  {operation}: " + ", ".join(cells))
         print(
             f"  {operation}: largest rise {worst[1]:.2f}x (at {worst[0]})  "
             f"{'met' if met else 'MISSED'} (no step: ≤{STEP_TOLERANCE:.2f}x)"
         )
-    return ok
+    return result
 
 
 def _round_trip(policy: MinSizePolicy, body: bytes) -> tuple[Callable[[], object], int]:

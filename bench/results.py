@@ -13,8 +13,10 @@ The file is a JSON list of figures, one object each::
                                                    compares with; null if none
      "ratio": 340.0,                              as "ratio_of" says; null if no floor
      "ratio_of": "value/floor",                   "value/floor" (times the floor: lower is
-                                                   better) or "floor/value" (share of the
-                                                   floor's speed: higher is better)
+                                                   better, but for a rate such as mails/s a
+                                                   share of the floor's) or "floor/value"
+                                                   (share of the floor's speed: higher is
+                                                   better)
      "goal": "flat in map size: ...",             the target, in words; null: for information
      "met": false,                                whether the goal is met; null if no goal
      "measured": "2025-01-01T12:00:00+00:00"}     when the bench ran (UTC)
@@ -113,6 +115,8 @@ def summary(figures: Iterable[Figure]) -> str:
 
 
 def _amount(value: float, unit: str) -> str:
+    if unit == "x":
+        return f"{value:.2f}x"
     if unit != "s":
         return f"{value:,.0f} {unit}"
     for scale, name in ((1, "s"), (1e-3, "ms"), (1e-6, "µs")):
@@ -123,6 +127,6 @@ def _amount(value: float, unit: str) -> str:
 
 def _ratio(figure: Figure) -> str:
     assert figure.ratio is not None
-    if figure.ratio_of == "floor/value":
+    if figure.ratio_of == "floor/value" or figure.unit.endswith("/s"):  # a share of a speed
         return f"{figure.ratio:.0%} of floor"
     return f"{figure.ratio:.2f}x"

@@ -30,7 +30,7 @@ def _recorded(outcome: bool | Report) -> bool:
 
 
 def main() -> int:
-    results = [mail_bench.report()]
+    results = [_recorded(mail_bench.report())]
     print()
     results.append(mail_bench.padding_report())
     print()
@@ -40,7 +40,7 @@ def main() -> int:
     print()
     results.append(_recorded(persistence_bench.filesystem_report()))
     print()
-    results.append(web_bench.report())
+    results.append(_recorded(web_bench.report()))
     print()
     results.append(_recorded(web_map_bench.report()))
     print()

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
+from results import Figure, Report
 
 from sanctorum import EnclaveInstanceInfo
 from sanctorum.build import build
@@ -140,12 +141,12 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def report() -> bool:
+def report() -> Report:
     print(
         f"Web host vs a bare ASGI app doing the same SQLite work (WAL, two transactions per "
         f"mail); load from another process; {ROUNDS} rounds per level after a warm-up"
     )
-    ok = True
+    result = Report()
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
         bundle = build(HELLO, work / "build").path
@@ -176,12 +177,12 @@ def report() -> bool:
                 attestation = httpx.get(f"http://127.0.0.1:{host_port}/attestation").content
                 info = EnclaveInstanceInfo.deserialize(attestation)
                 for connections, per_round in LEVELS.items():
-                    ok &= _level(info, connections, per_round, host_port, floor_port, work)
+                    result.add(_level(info, connections, per_round, host_port, floor_port, work))
             finally:
                 for process in (host, floor):
                     process.terminate()
                     process.wait()
-    return ok
+    return result
 
 
 def _level(
@@ -191,7 +192,7 @@ def _level(
     host_port: int,
     floor_port: int,
     work: Path,
-) -> bool:
+) -> Figure:
     # Every connection is one client; its mails are sealed ahead, in sequence, for all rounds.
     sealed = []
     for number in range(connections):
@@ -235,4 +236,16 @@ def _level(
         f"    web host / floor: median {ratio:.0%} (min {min(ratios):.0%})  "
         f"{'met' if met else 'MISSED'} (≥{GOAL:.0%})"
     )
-    return met
+    return Figure(
+        "web",
+        f"web/mails-per-second/{connections}-connections",
+        statistics.median(rates["web host"]),
+        floor=statistics.median(rates["floor"]),
+        ratio=ratio,
+        ratio_of="value/floor",
+        goal=f"at least {GOAL:.0%} of a bare ASGI app doing the same SQLite work",
+        met=met,
+        min=min(rates["web host"]),
+        rounds=ROUNDS,
+        unit="mails/s",
+    )
