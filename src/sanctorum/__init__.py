@@ -135,6 +135,12 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         PersistentMapFullError as PersistentMapFullError,
     )
     from sanctorum.common.errors import (
+        KdsError as KdsError,
+    )
+    from sanctorum.common.errors import (
+        KeySpecError as KeySpecError,
+    )
+    from sanctorum.common.errors import (
         ProjectInitError as ProjectInitError,
     )
     from sanctorum.common.errors import (
@@ -219,6 +225,8 @@ _EXPORTS = {
             "EnclaveRollbackError",
             "PersistentMapFullError",
             "ProjectInitError",
+            "KdsError",
+            "KeySpecError",
             "SealedStateError",
             "FileSystemRollbackError",
             "NewerSealedStateError",

@@ -169,3 +169,11 @@ class ProjectInitError(SanctorumError):
 class PersistentMapFullError(EnclaveCallError):
     """A call's changes would take the persistent map over its configured maximum size; none of
     them were committed."""
+
+
+class KdsError(SanctorumError):
+    """A key derivation service could not give a key, or gave one that cannot be trusted."""
+
+
+class KeySpecError(KdsError, ValueError):
+    """A key spec is not well formed: its name, master key type or policy constraint."""
