@@ -102,6 +102,12 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         InvalidSignatureError as InvalidSignatureError,
     )
     from sanctorum.common.errors import (
+        KdsError as KdsError,
+    )
+    from sanctorum.common.errors import (
+        KeySpecError as KeySpecError,
+    )
+    from sanctorum.common.errors import (
         MailDecryptionError as MailDecryptionError,
     )
     from sanctorum.common.errors import (
@@ -133,12 +139,6 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
     )
     from sanctorum.common.errors import (
         PersistentMapFullError as PersistentMapFullError,
-    )
-    from sanctorum.common.errors import (
-        KdsError as KdsError,
-    )
-    from sanctorum.common.errors import (
-        KeySpecError as KeySpecError,
     )
     from sanctorum.common.errors import (
         ProjectInitError as ProjectInitError,
