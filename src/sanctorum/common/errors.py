@@ -177,3 +177,13 @@ class KdsError(SanctorumError):
 
 class KeySpecError(KdsError, ValueError):
     """A key spec is not well formed: its name, master key type or policy constraint."""
+
+
+class KdsRequestError(KdsError):
+    """The KDS refused a request: ``status`` 400 if it was malformed or its attestation does
+    not verify, 403 if the requester may not have the key."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason

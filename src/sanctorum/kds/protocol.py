@@ -1,0 +1,208 @@
+"""The KDS's two requests, as JSON documents (sans-IO): parsing, answers, and the checks a
+requester makes of an answer.
+
+``POST /public {name, masterKeyType, policyConstraint}`` →
+``{publicKey, signature, kdsAttestationReport}``: the X25519 public key of the spec's key, signed
+by the KDS's data signing key over ``PUBLIC_KEY_CONTEXT | canonical spec | public key``, and the
+KDS's serialized ``EnclaveInstanceInfo``. Anyone may ask.
+
+``POST /private {appAttestationReport, name, masterKeyType, policyConstraint}`` →
+``{kdsAttestationReport, encryptedPrivateKey}``: the spec's key as a mail the KDS enclave sealed
+to the requester's attested encryption key, with the canonical spec as its envelope. Only an
+enclave whose attestation meets the spec's policy is answered.
+
+Binary fields are standard base64. Errors are ``{"reason": ...}`` with the status of the
+:class:`KdsRequestError` raised (400: malformed; 403: the requester may not have the key).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+
+from sanctorum.attestation.constraint import EnclaveConstraint
+from sanctorum.attestation.instance_info import EnclaveInstanceInfo
+from sanctorum.common.errors import (
+    InvalidEnclaveError,
+    InvalidSignatureError,
+    KdsError,
+    KdsRequestError,
+    KeySpecError,
+    MailError,
+    SanctorumError,
+)
+from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
+from sanctorum.common.mode import EnclaveMode
+from sanctorum.kds.spec import KEY_SIZE, KeySpec, MasterKeyType
+from sanctorum.mail.format import open_mail
+
+PUBLIC_KEY_CONTEXT = b"sanctorum-kds-public-key\x00"
+MAX_ATTESTATION_SIZE = 1 << 20  # base64 characters: a DCAP quote with collateral is ~20 KB
+
+
+@dataclass(frozen=True)
+class PrivateKeyRequest:
+    """A parsed ``/private`` request: who asks (verified), and for which spec."""
+
+    requester: EnclaveInstanceInfo
+    spec: KeySpec
+
+
+def parse_public_request(document: object) -> KeySpec:
+    """The spec a ``/public`` request asks for; :class:`KdsRequestError` (400) if malformed."""
+    try:
+        return KeySpec.from_json(document)
+    except KeySpecError as error:
+        raise KdsRequestError(400, str(error)) from None
+
+
+def parse_private_request(
+    document: object, verification_time: datetime | None = None
+) -> PrivateKeyRequest:
+    """The verified requester and spec of a ``/private`` request; :class:`KdsRequestError`:
+    400 if it is malformed or the attestation does not verify."""
+    spec = parse_public_request(document)
+    assert isinstance(document, dict)
+    report = _decode(document.get("appAttestationReport"), "appAttestationReport")
+    try:
+        requester = EnclaveInstanceInfo.deserialize(report, verification_time=verification_time)
+    except SanctorumError as error:
+        raise KdsRequestError(400, f"appAttestationReport does not verify: {error}") from None
+    return PrivateKeyRequest(requester, spec)
+
+
+def check_entitled(request: PrivateKeyRequest, now: datetime | None = None) -> None:
+    """That the requester may have the spec's key; :class:`KdsRequestError` (403) if not."""
+    if (
+        request.spec.master_key_type is MasterKeyType.DEVELOPMENT
+        and request.requester.enclave_mode is EnclaveMode.RELEASE
+    ):
+        raise KdsRequestError(
+            403,
+            "a release-mode enclave is never given a key of the development master key type "
+            "(the KDS may run where its memory is readable): use the cluster type",
+        )
+    try:
+        request.spec.policy().check(request.requester, now)
+    except InvalidEnclaveError as error:
+        raise KdsRequestError(
+            403, f"the requester does not meet the key's policy constraint: {error}"
+        ) from None
+
+
+def public_key_signed_data(spec: KeySpec, public_key: bytes) -> bytes:
+    """What the KDS signs in a ``/public`` answer."""
+    return PUBLIC_KEY_CONTEXT + spec.canonical + public_key
+
+
+def public_response(public_key: bytes, signature: bytes, kds_attestation: bytes) -> dict[str, str]:
+    return {
+        "publicKey": _encode(public_key),
+        "signature": _encode(signature),
+        "kdsAttestationReport": _encode(kds_attestation),
+    }
+
+
+def private_response(kds_attestation: bytes, encrypted_private_key: bytes) -> dict[str, str]:
+    return {
+        "kdsAttestationReport": _encode(kds_attestation),
+        "encryptedPrivateKey": _encode(encrypted_private_key),
+    }
+
+
+def error_response(error: KdsRequestError) -> dict[str, str]:
+    return {"reason": error.reason}
+
+
+# -- the requester's side --------------------------------------------------------------------
+
+
+def verify_public_response(
+    document: object,
+    spec: KeySpec,
+    kds_constraint: EnclaveConstraint,
+    verification_time: datetime | None = None,
+) -> Curve25519PublicKey:
+    """The spec's public key from a ``/public`` answer, after checking that the KDS meets
+    ``kds_constraint`` and signed it for this spec; :class:`KdsError` if not."""
+    kds = _attested_kds(document, kds_constraint, verification_time)
+    assert isinstance(document, dict)
+    public_key = _decode(document.get("publicKey"), "publicKey", KdsError)
+    signature = _decode(document.get("signature"), "signature", KdsError)
+    try:
+        kds.verifier().verify(signature, public_key_signed_data(spec, public_key))
+        return Curve25519PublicKey(public_key)
+    except (InvalidSignatureError, ValueError):
+        raise KdsError(
+            "the KDS's answer is not signed by the attested KDS for this key spec: it was "
+            "altered, or answers another spec"
+        ) from None
+
+
+def open_private_response(
+    document: object,
+    spec: KeySpec,
+    kds_constraint: EnclaveConstraint,
+    requester_key: Curve25519PrivateKey,
+    verification_time: datetime | None = None,
+) -> bytes:
+    """The spec's key from a ``/private`` answer, opened with the requester's encryption key,
+    after checking that the KDS meets ``kds_constraint``, that the mail comes from the KDS's
+    attested key, and that it is for this spec; :class:`KdsError` if not."""
+    kds = _attested_kds(document, kds_constraint, verification_time)
+    assert isinstance(document, dict)
+    sealed = _decode(document.get("encryptedPrivateKey"), "encryptedPrivateKey", KdsError)
+    try:
+        mail = open_mail(requester_key, sealed)
+    except MailError as error:
+        raise KdsError(
+            f"the KDS's answer does not open with this enclave's key ({error}): it was "
+            "altered, or answers another request"
+        ) from None
+    if mail.authenticated_sender != kds.encryption_key:
+        raise KdsError("the KDS's answer was not sealed by the attested KDS")
+    if mail.envelope != spec.canonical:
+        raise KdsError("the KDS's answer is for another key spec than the one asked for")
+    if len(mail.body) != KEY_SIZE:
+        raise KdsError(f"the KDS's answer holds {len(mail.body)} bytes, not a {KEY_SIZE}-byte key")
+    return mail.body
+
+
+def _attested_kds(
+    document: object, constraint: EnclaveConstraint, verification_time: datetime | None
+) -> EnclaveInstanceInfo:
+    if not isinstance(document, dict):
+        raise KdsError("the KDS's answer is not a JSON object")
+    report = _decode(document.get("kdsAttestationReport"), "kdsAttestationReport", KdsError)
+    try:
+        kds = EnclaveInstanceInfo.deserialize(report, verification_time=verification_time)
+        constraint.check(kds)
+    except SanctorumError as error:
+        raise KdsError(f"the KDS is not one this enclave trusts: {error}") from None
+    return kds
+
+
+def _encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _decode(
+    value: object, field: str, error: type[KdsError] | None = None
+) -> bytes:  # 400 for requests, a plain KdsError for answers
+    problem = None
+    if not isinstance(value, str):
+        problem = f"{field} is a base64 string, not " + (
+            "missing" if value is None else type(value).__name__
+        )
+    elif len(value) > MAX_ATTESTATION_SIZE:
+        problem = f"{field} is over {MAX_ATTESTATION_SIZE} characters"
+    else:
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            problem = f"{field} is not valid base64"
+    if error is None:
+        raise KdsRequestError(400, problem)
+    raise error(f"the KDS's answer is malformed: {problem}")
