@@ -165,7 +165,14 @@ def test_the_cli_page_documents_every_command_argument_and_option() -> None:
         assert matching, f"cli.md has no section '## `sanctorum {name}`'"
         section = matching[0]
         documented: set[str] = set()
-        for param in command.params:
+        # A command group (`sanctorum kds`) documents its subcommands in its section.
+        subcommands = getattr(command, "commands", {})
+        for sub in subcommands:
+            assert f"`sanctorum {name} {sub}" in section, (
+                f"cli.md: `sanctorum {name}` does not document `sanctorum {name} {sub}`"
+            )
+        params = [p for sub in subcommands.values() for p in sub.params] or command.params
+        for param in params:
             if _is_argument(param):
                 assert f"`{param.name.upper()}`" in section, (
                     f"cli.md: `sanctorum {name}` does not document its argument "

@@ -519,3 +519,67 @@ def _print_info(info: EnclaveInstanceInfo) -> None:
 
 def main() -> None:
     app()
+
+
+kds_app = typer.Typer(help="Run a key derivation service (docs/kds.md).", no_args_is_help=True)
+app.add_typer(kds_app, name="kds")
+
+
+@kds_app.command("serve")
+def kds_serve(
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the KDS's sealed master keys and its bundle live.")
+    ],
+    mode: Annotated[
+        str,
+        typer.Option(help="simulation (the default; debug/release need SGX), or mock."),
+    ] = "simulation",
+    log_format: Annotated[
+        str,
+        typer.Option(help="Logs on stderr: human, or json (one object per line)."),
+    ] = "human",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one).")] = 8090,
+    bind: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    pccs_url: Annotated[
+        str | None,
+        typer.Option(help="PCCS for DCAP collateral (debug/release; default Intel PCS)."),
+    ] = None,
+) -> None:
+    """Serve a key derivation service over HTTP: POST /public and /private (see docs/kds.md).
+
+    The KDS is an enclave, built from the project Sanctorum ships into STATE_DIR/build; its
+    master keys are made at its first start and kept sealed in STATE_DIR.
+    """
+    from sanctorum.common.errors import SanctorumError
+
+    try:
+        from sanctorum.build import build
+        from sanctorum.common.mode import EnclaveMode
+        from sanctorum.kds.enclave import KdsEnclave
+        from sanctorum.kds.server import create_kds_app, kds_project
+        from sanctorum.web.logs import configure_logging
+        from sanctorum.web.server import run_web_host
+        from sanctorum.web.service import EnclaveService
+    except ImportError as error:
+        raise _fail(
+            RuntimeError(
+                "the KDS needs Sanctorum's [web] extra (FastAPI, uvicorn): install the wheel "
+                f"with it, or pip install '.[web]' in a checkout ({error})"
+            )
+        ) from None
+    try:
+        configure_logging(log_format)
+        parsed = EnclaveMode.parse(mode)
+        enclave: Path | type[KdsEnclave] = KdsEnclave
+        if parsed is not EnclaveMode.MOCK:
+            enclave = build(kds_project(), state_dir / "build").path
+        service = EnclaveService(enclave, parsed, state_dir, pccs_url=pccs_url)
+    except (SanctorumError, ValueError, OSError) as error:
+        raise _fail(error) from None
+    try:
+        service.start()
+        run_web_host(service, bind=bind, port=port, app=create_kds_app(service))
+    except (SanctorumError, ValueError, OSError) as error:
+        raise _fail(error) from None
+    finally:
+        service.close()

@@ -9,7 +9,7 @@ import socket
 import uvicorn
 
 from sanctorum.web.app import DEFAULT_MAX_BODY_SIZE, create_app
-from sanctorum.web.logs import log_event
+from sanctorum.web.logs import ASGIApp, log_event
 from sanctorum.web.service import EnclaveService
 
 
@@ -62,11 +62,13 @@ def run_web_host(
     bind: str = "127.0.0.1",
     port: int = 8080,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    app: ASGIApp | None = None,
 ) -> None:
-    """Serve ``service`` until the process is told to stop (SIGINT, SIGTERM), then close it.
-    Requests are logged by the app's access log, not uvicorn's; OSError if it cannot listen."""
+    """Serve ``service`` until the process is told to stop (SIGINT, SIGTERM), then close it:
+    the web host's app, or ``app`` (the KDS's). Requests are logged by the app's access log,
+    not uvicorn's; OSError if it cannot listen."""
     config = uvicorn.Config(
-        create_app(service, max_body_size),
+        app or create_app(service, max_body_size),
         host=bind,
         port=port,
         log_config=None,  # the caller configured logging (sanctorum.web.logs)

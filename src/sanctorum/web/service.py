@@ -136,6 +136,10 @@ class EnclaveService:
         self._call(lambda: self._host.deliver_mail(mail, routing_hint))
         return self.store.next_mail(routing_hint, acknowledged, bound)
 
+    def call(self, data: bytes) -> bytes | None:
+        """``call_enclave``, restarting the enclave in the background if it crashed."""
+        return self._call(lambda: self._host.call_enclave(data))
+
     def poll(self, routing_hint: str, acknowledged: int | None) -> tuple[int, bytes] | None:
         return self.store.next_mail(routing_hint, acknowledged)
 

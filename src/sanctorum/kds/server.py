@@ -1,0 +1,124 @@
+"""The KDS's REST front (FastAPI): carries ``/public`` and ``/private`` to the KDS enclave and
+its answers back; it decides nothing itself (sanctorum.kds.protocol).
+
+Errors are JSON ``{"reason": ...}``: 400 for a body that is not a JSON object, 413 over the size
+limit, and the KDS enclave's own 400 and 403; 503 while the enclave restarts.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from sanctorum._version import __version__
+from sanctorum.common.errors import EnclaveCrashedError, EnclaveStateError, SanctorumError
+from sanctorum.web.logs import AccessLog
+from sanctorum.web.service import EnclaveService
+
+DEFAULT_MAX_BODY_SIZE = 1 << 20
+_SPEC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "masterKeyType", "policyConstraint"],
+    "properties": {
+        "name": {"type": "string"},
+        "masterKeyType": {"type": "string", "enum": ["development", "cluster"]},
+        "policyConstraint": {"type": "string"},
+    },
+}
+_PRIVATE_SCHEMA: dict[str, Any] = {
+    **_SPEC_SCHEMA,
+    "required": [*_SPEC_SCHEMA["required"], "appAttestationReport"],
+    "properties": {
+        **_SPEC_SCHEMA["properties"],
+        "appAttestationReport": {"type": "string", "format": "byte"},
+    },
+}
+_ERROR = {"content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+def kds_project() -> Path:
+    """The KDS enclave's project directory (its enclave.toml and source), in the package."""
+    return Path(str(resources.files("sanctorum.kds") / "templates" / "kds"))
+
+
+def create_kds_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> FastAPI:
+    """The ASGI app for a started ``service`` running the KDS enclave."""
+    app = FastAPI(
+        title="Sanctorum key derivation service",
+        version=__version__,
+        description="Derives keys for key specs; gives private keys to entitled enclaves only.",
+    )
+    app.add_middleware(AccessLog)
+
+    def reason(status: int, text: str) -> JSONResponse:
+        return JSONResponse({"reason": text}, status_code=status)
+
+    async def forward(request: Request, path: str) -> JSONResponse:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_size:
+            return reason(413, f"the body is over the limit of {max_body_size} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_size:
+                return reason(413, f"the body is over the limit of {max_body_size} bytes")
+        try:
+            document = json.loads(body)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return reason(400, "the body is not JSON")
+        if not isinstance(document, dict):
+            return reason(400, "the body is a JSON object")
+        message = json.dumps({"path": path, "body": document}).encode()
+        try:
+            answer = await run_in_threadpool(service.call, message)
+        except (EnclaveCrashedError, EnclaveStateError) as problem:
+            response = reason(503, f"the KDS enclave is restarting: {problem}")
+            response.headers["Retry-After"] = "1"
+            return response
+        except SanctorumError as problem:  # the enclave failed, not the request
+            return reason(500, f"the KDS enclave failed: {type(problem).__name__}")
+        result = json.loads(answer or b"{}")
+        return JSONResponse(result.get("body"), status_code=int(result.get("status", 500)))
+
+    @app.post(
+        "/public",
+        openapi_extra=_body(_SPEC_SCHEMA),
+        responses={400: _ERROR, 413: _ERROR, 503: _ERROR},
+    )
+    async def public(request: Request) -> JSONResponse:
+        """The public key of a key spec, signed by the KDS, and the KDS's attestation."""
+        return await forward(request, "/public")
+
+    @app.post(
+        "/private",
+        openapi_extra=_body(_PRIVATE_SCHEMA),
+        responses={400: _ERROR, 403: _ERROR, 413: _ERROR, 503: _ERROR},
+    )
+    async def private(request: Request) -> JSONResponse:
+        """A key spec's key, sealed to the requesting enclave if its attestation meets the
+        spec's policy."""
+        return await forward(request, "/private")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """Whether the KDS enclave is up (503 while it restarts)."""
+        if service.restarting:
+            return reason(503, "the KDS enclave is restarting")
+        return JSONResponse({"status": "ok"})
+
+    return app
