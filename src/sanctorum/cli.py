@@ -301,6 +301,13 @@ def host(
         str | None,
         typer.Option(help="PCCS for DCAP collateral (debug/release; default Intel PCS)."),
     ] = None,
+    kds_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The key derivation service of an enclave whose enclave.toml has [kds] "
+            "(docs/kds.md)."
+        ),
+    ] = None,
 ) -> None:
     """Serve an enclave over HTTP: attestation, mail delivery and polling (see docs/web.md).
 
@@ -323,8 +330,11 @@ def host(
         ) from None
     try:
         configure_logging(log_format)
+        from sanctorum.host.kds import KdsConfiguration
+
         enclave, enclave_mode = choose_enclave(bundle, mock, mode)
-        service = EnclaveService(enclave, enclave_mode, state_dir, pccs_url=pccs_url)
+        kds = None if kds_url is None else KdsConfiguration(kds_url)
+        service = EnclaveService(enclave, enclave_mode, state_dir, pccs_url=pccs_url, kds=kds)
     except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None
     try:

@@ -60,6 +60,30 @@ _KNOWN_KEYS = {
 }
 
 
+_KDS_KEYS = {
+    "constraint",
+    "master_key_type",
+    "policy_constraint",
+    "use_own_code_hash",
+    "use_own_signer",
+}
+_MASTER_KEY_TYPES = ("development", "cluster")
+
+
+@dataclass(frozen=True)
+class KdsConfig:
+    """The ``[kds]`` table: the key derivation service whose key seals the enclave's persistent
+    map and filesystem, and the spec of that key (docs/kds.md). Measured like the rest."""
+
+    constraint: str
+    """The constraint the KDS's attestation must meet."""
+    master_key_type: str = "cluster"
+    policy_constraint: str = ""
+    """Terms of the key's policy, before the enclave's own code hash or signer are added."""
+    use_own_code_hash: bool = False
+    use_own_signer: bool = False
+
+
 @dataclass(frozen=True)
 class EnclaveConfig:
     """The ``[enclave]`` table of ``enclave.toml``. Every field is part of the measurement."""
@@ -80,10 +104,15 @@ class EnclaveConfig:
     """Bytes of persistent encrypted filesystem (0: none)."""
     memory_filesystem_size: int = 0
     """Bytes of in-memory filesystem (0: none); with both, it is mounted at /tmp."""
+    kds: KdsConfig | None = None
+    """The ``[kds]`` table, if the persistent state is sealed with a key from a KDS."""
 
     def canonical(self) -> bytes:
         """A deterministic encoding, for the code hash."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        document = asdict(self)
+        if document["kds"] is None:  # as before the [kds] table existed: code hashes stay
+            del document["kds"]
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
     @property
     def entry_module(self) -> str:
@@ -169,6 +198,12 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
             f"{where}: filesystem_size must be 0 or at least {MIN_FILESYSTEM_SIZE} bytes: four "
             "64 KiB slots go to the superblocks and the directory tree (docs/persistence.md)"
         )
+    kds = _parse_kds(document.get("kds"), where)
+    if kds is not None and not (persistent_map or sizes["filesystem_size"]):
+        raise BundleError(
+            f"{where}: [kds] gives the key that seals the persistent map and filesystem, but "
+            "this enclave has neither: set persistent_map or filesystem_size, or drop [kds]"
+        )
     return EnclaveConfig(
         name=name,
         entry=entry,
@@ -179,7 +214,59 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
         dependencies=tuple(dependencies),
         persistent_map=persistent_map,
         **sizes,
+        kds=kds,
     )
+
+
+def _parse_kds(table: object, where: str) -> KdsConfig | None:
+    """The ``[kds]`` table's structure; its constraints are parsed where the constraint syntax
+    lives, when the bundle is loaded (common imports nothing else of Sanctorum)."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise BundleError(f"{where}: [kds] must be a table")
+    unknown = sorted(set(table) - _KDS_KEYS)
+    if unknown:
+        raise BundleError(
+            f"{where}: unknown [kds] setting(s) {', '.join(unknown)}"
+            f"{_did_you_mean(unknown, _KDS_KEYS)}; known: {', '.join(sorted(_KDS_KEYS))}"
+        )
+    constraint = table.get("constraint")
+    if not isinstance(constraint, str):
+        raise BundleError(
+            f"{where}: [kds].constraint is required: the constraint the KDS's attestation must "
+            "meet (its code hash or signer)"
+        )
+    master_key_type = table.get("master_key_type", "cluster")
+    if master_key_type not in _MASTER_KEY_TYPES:
+        raise BundleError(
+            f"{where}: [kds].master_key_type must be one of {', '.join(_MASTER_KEY_TYPES)}, not "
+            f"{master_key_type!r}"
+        )
+    policy = table.get("policy_constraint", "")
+    flags = {key: table.get(key, False) for key in ("use_own_code_hash", "use_own_signer")}
+    if not isinstance(policy, str) or not all(isinstance(v, bool) for v in flags.values()):
+        raise BundleError(
+            f"{where}: [kds].policy_constraint is a string, use_own_code_hash and "
+            "use_own_signer true or false"
+        )
+    if not (policy.strip() or any(flags.values())):
+        raise BundleError(
+            f"{where}: [kds] needs a policy for the persistence key: policy_constraint, "
+            "use_own_code_hash = true or use_own_signer = true (or several)"
+        )
+    return KdsConfig(constraint, master_key_type, policy, **flags)
+
+
+def kds_policy(config: KdsConfig, code_hash: str, signer_hash: str, product_id: int) -> str:
+    """The persistence key's policy constraint: the configured terms, then the enclave's own
+    code hash and/or signer and product id, if asked for."""
+    terms = [config.policy_constraint] if config.policy_constraint else []
+    if config.use_own_code_hash:
+        terms.append(f"C:{code_hash}")
+    if config.use_own_signer:
+        terms.append(f"S:{signer_hash} PROD:{product_id}")
+    return " ".join(terms)
 
 
 def load_config(project: Path) -> EnclaveConfig:
@@ -337,8 +424,6 @@ def read_bundle(data: bytes, where: str = "the bundle") -> Bundle:
     return Bundle(config, entries, code_hash, signer)
 
 
-def _did_you_mean(unknown: list[str]) -> str:
-    guesses = [
-        f"{name!r} → {guess!r}" for name in unknown if (guess := closest(name, sorted(_KNOWN_KEYS)))
-    ]
+def _did_you_mean(unknown: list[str], known: Iterable[str] = _KNOWN_KEYS) -> str:
+    guesses = [f"{name!r} → {guess!r}" for name in unknown if (guess := closest(name, known))]
     return f" (did you mean {', '.join(guesses)}?)" if guesses else ""

@@ -249,6 +249,14 @@ class EnclaveServer:
                     f"could not create {bundle.config.entry}: {type(error).__name__}: {error}"
                 ) from error
             config = bundle.config
+            key_source = None
+            if config.kds is not None:
+                from sanctorum.kds.persistence import KDS_REQUEST, kds_key_source
+
+                def ask_host(body: bytes) -> bytes:
+                    return self._call_host_inline(frame.call_id, KDS_REQUEST + body) or b""
+
+                key_source = kds_key_source(config.kds, ask_host)
             runtime = EnclaveRuntime(
                 enclave,
                 provider,
@@ -268,6 +276,7 @@ class EnclaveServer:
                 memory_filesystem_size=config.memory_filesystem_size,
                 filesystem_file=Path(request.filesystem_file) if request.filesystem_file else None,
                 reveal_errors=request.mode != "release",
+                kds_key_source=key_source,
             )
             startup_commands = runtime.start()
         except SanctorumError as error:

@@ -195,6 +195,7 @@ class EnclaveRuntime:
         filesystem_file: Path | None = None,
         max_mail_size: int = DEFAULT_MAX_MAIL_SIZE,
         reveal_errors: bool = True,
+        kds_key_source: Callable[[EnclaveInstanceInfo, Curve25519PrivateKey], bytes] | None = None,
     ) -> None:
         """``thread_safe`` overrides the class attribute (a bundle's configuration decides);
         ``persistent_map_size`` enables the persistent map with that maximum size, restored
@@ -202,7 +203,10 @@ class EnclaveRuntime:
         giving the CPU's key for each sealing policy. ``sealed_state`` is the latest snapshot
         followed by the journal records stored after it, in order. Without ``reveal_errors``
         (release enclaves) an exception of the enclave's code reaches the host as its type
-        only: its message may hold the enclave's data."""
+        only: its message may hold the enclave's data. With ``kds_key_source`` (an
+        ``enclave.toml`` with ``[kds]``) the sealed state is sealed with keys derived from the
+        key it gives this instance, instead of the platform's: the state moves between
+        machines."""
         self.enclave = enclave
         self._reveal_errors = reveal_errors
         self._evidence_provider = evidence_provider
@@ -211,6 +215,12 @@ class EnclaveRuntime:
         self._signing_key = Ed25519PrivateKey.generate()
         self._encryption_key = Curve25519PrivateKey.generate()
         self._instance_info = self._attest()
+        # Asked before the sealed state opens: it is sealed with keys derived from this one.
+        self._kds_key = (
+            None
+            if kds_key_source is None
+            else kds_key_source(self._instance_info, self._encryption_key)
+        )
         if thread_safe is None:
             thread_safe = enclave.thread_safe
         self._entry_lock: contextlib.AbstractContextManager[object] = (
@@ -452,6 +462,15 @@ class EnclaveRuntime:
             secret = secret(policy)
         return derive_sealing_key(secret, self.identity, policy, purpose, versions)
 
+    def _state_sealing_key(self, versions: SecurityVersions) -> bytes:
+        """The key that seals the runtime's state: from the KDS's key if there is one (the
+        same on every machine), else from the platform's."""
+        if self._kds_key is not None:
+            return derive_sealing_key(
+                self._kds_key, self.identity, SealingPolicy.SIGNER, _STATE_PURPOSE, versions
+            )
+        return self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
+
     def _replay(self, blobs: Sequence[bytes]) -> FileSystemRecord | None:
         """Restore the state a snapshot and the journal records after it leave; the
         filesystem's record as the last of them left it."""
@@ -476,7 +495,7 @@ class EnclaveRuntime:
             # State sealed under older security versions is sealed again under ours at once.
             self._reseal |= versions != self.identity.versions
             if versions not in keys:
-                keys[versions] = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
+                keys[versions] = self._state_sealing_key(versions)
             opened = decode_state(unseal(keys[versions], blob, _STATE_PURPOSE, what))
             if index == 0:
                 if isinstance(opened, JournalRecord):
@@ -514,7 +533,7 @@ class EnclaveRuntime:
         is due."""
         versions = self.identity.versions
         if self._state_key is None:  # derived once: under SGX it is a read of Gramine's file
-            self._state_key = self.sealing_key(SealingPolicy.SIGNER, _STATE_PURPOSE, versions)
+            self._state_key = self._state_sealing_key(versions)
         key = self._state_key
         previous, self._commit_id = self._commit_id, commit_id
         if previous is not None and not self._reseal:

@@ -91,7 +91,7 @@ class GraminePlatform(SimulationPlatform):
 
     def _serve_load_request(self, data: bytes) -> bytes | None:
         if not data.startswith(COLLATERAL_REQUEST):
-            raise EnclaveLoadError("the enclave asked its host for something unknown")
+            return super()._serve_load_request(data)  # a KDS request, or unknown
         quote = data[len(COLLATERAL_REQUEST) :]
         return json.dumps(self._collateral.collateral_for(quote)).encode()
 

@@ -29,6 +29,7 @@ from sanctorum.common.mode import EnclaveMode
 from sanctorum.common.progress import ProgressCallback
 from sanctorum.enclave.base import Enclave
 from sanctorum.host.gramine import GraminePlatform
+from sanctorum.host.kds import KdsConfiguration, kds_fetcher
 from sanctorum.host.mailbox import InMemoryMailbox
 from sanctorum.host.mock_settings import mock_settings
 from sanctorum.host.platform import (
@@ -101,6 +102,7 @@ class EnclaveHost:
         self.mailbox: InMemoryMailbox | None = None
         """Where posted mail goes when :meth:`start` was given no ``on_mail_commands``."""
         self._filesystem_file: Path | None = None
+        self._kds_fetch: Callable[[bytes], bytes] | None = None
         self._sealed_blobs: list[bytes] = []  # the latest snapshot, then the records after it
         # Calls from several threads can return out of commit order, but a journal must be
         # stored in order: a call's commands wait for those of the commit before.
@@ -265,6 +267,7 @@ class EnclaveHost:
         sealed_state: Sequence[bytes] | bytes | None = None,
         filesystem_file: str | os.PathLike[str] | None = None,
         on_mail_commands: MailCommandsCallback | None = None,
+        kds: KdsConfiguration | None = None,
     ) -> EnclaveHost:
         """Start the enclave (its ``on_startup`` runs now).
 
@@ -287,6 +290,8 @@ class EnclaveHost:
         :attr:`sealed_state`) and later calls raise :class:`EnclaveCrashedError` until
         :meth:`restart` resumes from the last commit stored. Without it, posted mail is queued
         in :attr:`mailbox`.
+        ``kds`` is where an enclave whose ``enclave.toml`` has a ``[kds]`` table gets the key
+        its persistent state is sealed with (docs/kds.md); :class:`KdsError` if it cannot.
         """
         with self._state_lock:
             if self._state is not _State.LOADED:
@@ -298,8 +303,9 @@ class EnclaveHost:
                 on_mail_commands = self.mailbox.handle
             self._on_mail_commands = on_mail_commands
             self._filesystem_file = Path(filesystem_file) if filesystem_file else None
+            self._kds_fetch = None if kds is None else kds_fetcher(kds)
             blobs = _as_blobs(sealed_state)
-            restored, commands = self._platform.start(blobs, self._filesystem_file)
+            restored, commands = self._platform.start(blobs, self._filesystem_file, self._kds_fetch)
             generation = self._resume(self._platform, blobs, restored)
             self._state = _State.STARTED
             self._remember(self._platform.enclave_instance_info)
@@ -317,7 +323,7 @@ class EnclaveHost:
         with self._state_lock:
             self._platform = self._make_platform()
             blobs = self.sealed_state  # after close(): no commit of the old instance comes now
-            restored, commands = self._platform.start(blobs, self._filesystem_file)
+            restored, commands = self._platform.start(blobs, self._filesystem_file, self._kds_fetch)
             generation = self._resume(self._platform, blobs, restored)
             self._state = _State.STARTED
             self._remember(self._platform.enclave_instance_info)

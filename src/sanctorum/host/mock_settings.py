@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sanctorum.attestation.mock import MockConfiguration
-from sanctorum.common.bundle import CONFIG_FILE, EnclaveConfig, parse_config
+from sanctorum.common.bundle import CONFIG_FILE, EnclaveConfig, KdsConfig, parse_config
 from sanctorum.common.errors import BundleError, EnclaveLoadError
 from sanctorum.common.suggest import did_you_mean
 from sanctorum.enclave.base import Enclave
@@ -45,6 +45,8 @@ class MockSettings:
     """What the enclave claims to be, its product id and revocation level filled in."""
     config_file: Path | None
     """The ``enclave.toml`` the settings came from; None: the class attributes."""
+    kds: KdsConfig | None = None
+    """The ``[kds]`` table of that ``enclave.toml``, if any."""
 
 
 def find_enclave_toml(enclave_class: type[Enclave]) -> tuple[Path, EnclaveConfig] | None:
@@ -167,6 +169,7 @@ def mock_settings(
             ),
         ),
         config_file=path,
+        kds=toml.kds,
     )
     for attribute in (
         "thread_safe",

@@ -9,7 +9,7 @@ from typing import Protocol
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.attestation.mock import MockConfiguration, MockEvidenceProvider
 from sanctorum.common.commands import HostCallback, MailCommand
-from sanctorum.common.errors import EnclaveLoadError, EnclaveStateError
+from sanctorum.common.errors import EnclaveLoadError, EnclaveStateError, KdsError
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.runtime import EnclaveRuntime
 from sanctorum.enclave.sealing import MOCK_PLATFORM_SECRET, EnclaveIdentity, SecurityVersions
@@ -23,10 +23,13 @@ class EnclavePlatform(Protocol):
     def enclave_instance_info(self) -> EnclaveInstanceInfo: ...
 
     def start(
-        self, sealed_state: Sequence[bytes] | None, filesystem_file: Path | None
+        self,
+        sealed_state: Sequence[bytes] | None,
+        filesystem_file: Path | None,
+        kds_fetch: Callable[[bytes], bytes] | None = None,
     ) -> tuple[int, list[MailCommand]]:
         """Start the enclave; the number of the commit it resumed from (0: none) and the mail
-        commands its ``on_startup`` made."""
+        commands its ``on_startup`` made. ``kds_fetch`` carries its key request to a KDS."""
         ...
 
     def call_enclave(
@@ -38,6 +41,17 @@ class EnclavePlatform(Protocol):
     def update_attestation(self) -> EnclaveInstanceInfo: ...
 
     def close(self) -> None: ...
+
+
+def require_kds(fetch: Callable[[bytes], bytes] | None) -> Callable[[bytes], bytes]:
+    """``fetch``, or :class:`KdsError` saying how to give the enclave a KDS."""
+    if fetch is None:
+        raise KdsError(
+            "this enclave's enclave.toml has a [kds] table: its persistent state is sealed "
+            "with a key from a key derivation service; start it with "
+            "kds=KdsConfiguration(url) (sanctorum host --kds-url URL)"
+        )
+    return fetch
 
 
 def refuse_thread_safe_persistence(thread_safe: bool, persistence: bool) -> None:
@@ -101,9 +115,17 @@ class MockPlatform:
         return self.runtime.instance_info
 
     def start(
-        self, sealed_state: Sequence[bytes] | None, filesystem_file: Path | None
+        self,
+        sealed_state: Sequence[bytes] | None,
+        filesystem_file: Path | None,
+        kds_fetch: Callable[[bytes], bytes] | None = None,
     ) -> tuple[int, list[MailCommand]]:
         provider = self._provider
+        key_source = None
+        if self.settings.kds is not None:
+            from sanctorum.kds.persistence import kds_key_source  # only with a [kds] table
+
+            key_source = kds_key_source(self.settings.kds, require_kds(kds_fetch))
         self._runtime = EnclaveRuntime(
             self.enclave,
             provider,
@@ -120,6 +142,7 @@ class MockPlatform:
             filesystem_size=self.settings.filesystem_size,
             memory_filesystem_size=self.settings.memory_filesystem_size,
             filesystem_file=filesystem_file,
+            kds_key_source=key_source,
         )
         # Calls go straight to the runtime: mock mode's overhead over a method call is measured.
         self.call_enclave = self._runtime.call

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
@@ -22,6 +22,8 @@ from sanctorum.common.errors import (
     EnclaveLoadError,
     FrameError,
     InvalidEnclaveError,
+    KdsError,
+    SanctorumError,
 )
 from sanctorum.common.frame_socket import RECEIVE_SIZE, send_frame
 from sanctorum.common.frames import (
@@ -38,6 +40,7 @@ from sanctorum.common.frames import (
     encode_load,
     encode_optional_bytes,
 )
+from sanctorum.host.platform import require_kds
 
 START_TIMEOUT = 60.0
 FILL_RATE = 32 << 20
@@ -61,6 +64,8 @@ class SimulationPlatform:
     """Runs a verified bundle in a child Python process and talks to it in frames."""
 
     def __init__(self, bundle: Bundle, bundle_bytes: bytes) -> None:
+        self._kds_fetch: Callable[[bytes], bytes] | None = None
+        self._load_failure: KdsError | None = None
         self._bundle = bundle
         self._bundle_bytes = bundle_bytes
         self._process: subprocess.Popen[bytes] | None = None
@@ -88,8 +93,13 @@ class SimulationPlatform:
     mode = "simulation"
 
     def start(
-        self, sealed_state: Sequence[bytes] | None, filesystem_file: Path | None
+        self,
+        sealed_state: Sequence[bytes] | None,
+        filesystem_file: Path | None,
+        kds_fetch: Callable[[bytes], bytes] | None = None,
     ) -> tuple[int, list[MailCommand]]:
+        self._kds_fetch = kds_fetch
+        self._load_failure = None
         self._connection = self._spawn()
         try:
             answer = self._request(
@@ -110,8 +120,10 @@ class SimulationPlatform:
             serialized, restored_commit, commands = decode_ready(answer.payload)
             info = EnclaveInstanceInfo.deserialize(serialized)
             self._check_attested(info)
-        except BaseException:
+        except BaseException as error:
             self._stop_process()
+            if self._load_failure is not None and isinstance(error, SanctorumError):
+                raise self._load_failure from None  # the host's own failure, not the echo
             raise
         self._instance_info = info
         return restored_commit, commands
@@ -142,8 +154,17 @@ class SimulationPlatform:
         return None if filesystem_file is None else Path(os.path.abspath(filesystem_file))
 
     def _serve_load_request(self, data: bytes) -> bytes | None:
-        """What the enclave asks the host while it loads (nothing, in simulation)."""
-        raise EnclaveLoadError("the simulation enclave asked its host for something unknown")
+        """What the enclave asks the host while it loads: its persistence key from the KDS
+        (an enclave with a [kds] table), which the host carries without reading it."""
+        from sanctorum.kds.persistence import KDS_REQUEST  # only enclaves with [kds] ask
+
+        if not data.startswith(KDS_REQUEST):
+            raise EnclaveLoadError("the enclave asked its host for something unknown")
+        try:
+            return require_kds(self._kds_fetch)(data[len(KDS_REQUEST) :])
+        except KdsError as error:  # the enclave cannot start: start() raises this one
+            self._load_failure = error
+            raise
 
     def _check_attested(self, info: EnclaveInstanceInfo) -> None:
         if info.code_hash != self._bundle.code_hash:

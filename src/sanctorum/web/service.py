@@ -25,6 +25,7 @@ from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.host.host import EnclaveHost
 from sanctorum.host.importing import EnclaveClass, import_enclave_class
+from sanctorum.host.kds import KdsConfiguration
 from sanctorum.host.mock_settings import mock_settings
 from sanctorum.web.logs import log_event
 from sanctorum.web.store import MailboxStore
@@ -49,6 +50,7 @@ class EnclaveService:
         state_dir: Path,
         *,
         pccs_url: str | None = None,
+        kds: KdsConfiguration | None = None,
     ) -> None:
         self.mode = mode
         # The enclave's name, for logs: the bundle's, or the class's.
@@ -67,6 +69,7 @@ class EnclaveService:
         self._host = EnclaveHost.load(
             enclave, mode=mode, pccs_url=pccs_url, progress=self._progress
         )
+        self._kds = kds
         self._restart_lock = threading.Lock()
         self.restarting = False
         self._closed = False
@@ -87,6 +90,7 @@ class EnclaveService:
             sealed_state=self.store.sealed_state(),
             filesystem_file=self._filesystem_file,
             on_mail_commands=self._store_commands,
+            kds=self._kds,
         )
         self._started = True
         fields = self._instance_fields()
