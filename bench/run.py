@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import boundary_bench
 import conversation_bench
 import dcap_bench
+import kds_bench
 import mail_bench
 import persistence_bench
 import web_bench
@@ -45,6 +46,8 @@ def main() -> int:
     results.append(_recorded(web_map_bench.report()))
     print()
     results.append(_recorded(dcap_bench.report()))
+    print()
+    results.append(_recorded(kds_bench.report()))
     print()
     results.append(conversation_bench.report())
     print()
