@@ -18,10 +18,11 @@ from starlette.concurrency import run_in_threadpool
 
 from sanctorum._version import __version__
 from sanctorum.common.errors import EnclaveCrashedError, EnclaveStateError, SanctorumError
-from sanctorum.web.logs import AccessLog
+from sanctorum.web.logs import AccessLog, ASGIApp, Receive, Scope, Send
 from sanctorum.web.service import EnclaveService
 
 DEFAULT_MAX_BODY_SIZE = 1 << 20
+_PATHS = ("/public", "/private")
 _SPEC_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "masterKeyType", "policyConstraint"],
@@ -63,7 +64,6 @@ def create_kds_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BOD
         version=__version__,
         description="Derives keys for key specs; gives private keys to entitled enclaves only.",
     )
-    app.add_middleware(AccessLog)
 
     def reason(status: int, text: str) -> JSONResponse:
         return JSONResponse({"reason": text}, status_code=status)
@@ -94,6 +94,24 @@ def create_kds_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BOD
             return reason(500, f"the KDS enclave failed: {type(problem).__name__}")
         result = json.loads(answer or b"{}")
         return JSONResponse(result.get("body"), status_code=int(result.get("status", 500)))
+
+    class FastPath:
+        """Serves ``POST /public`` and ``/private`` without FastAPI's routing (the routes
+        below describe them; this answers them, ~0.1 ms sooner a request)."""
+
+        def __init__(self, inner: ASGIApp) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            path = scope.get("path")
+            if scope["type"] == "http" and scope["method"] == "POST" and path in _PATHS:
+                response = await forward(Request(scope, receive), path)
+                await response(scope, receive, send)
+                return
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(FastPath)
+    app.add_middleware(AccessLog)  # outside the fast path: one line per request
 
     @app.post(
         "/public",
