@@ -25,6 +25,7 @@ from sanctorum import EnclaveInstanceInfo, EnclaveMode
 from sanctorum.attestation.constraint import EnclaveConstraint
 from sanctorum.build import build
 from sanctorum.common.keys import Curve25519PrivateKey
+from sanctorum.kds.enclave import KdsEnclave
 from sanctorum.kds.protocol import open_private_response, verify_public_response
 from sanctorum.kds.server import create_kds_app, kds_project
 from sanctorum.web.service import EnclaveService
@@ -33,10 +34,16 @@ from tests.web.conftest import free_port
 
 
 class Kds:
-    """A KDS served in a background thread (simulation mode) from ``state_dir``."""
+    """A KDS served in a background thread (simulation mode, or the class in mock mode) from
+    ``state_dir``."""
 
-    def __init__(self, bundle: Path, state_dir: Path) -> None:
-        self.service = EnclaveService(bundle, EnclaveMode.SIMULATION, state_dir)
+    def __init__(
+        self,
+        bundle: Path | type[KdsEnclave],
+        state_dir: Path,
+        mode: EnclaveMode = EnclaveMode.SIMULATION,
+    ) -> None:
+        self.service = EnclaveService(bundle, mode, state_dir)
         self.service.start()
         port = free_port()
         config = uvicorn.Config(
