@@ -431,6 +431,14 @@ class EnclaveRuntime:
                 self._post_offices[key] = post_office
             return post_office
 
+    def seal_once(
+        self, destination: Curve25519PublicKey, topic: str, body: bytes, envelope: bytes
+    ) -> bytes:
+        """One mail from this instance to ``destination``, from a post office that is not
+        kept: for answers to parties that never write again (a KDS's requesters), whose post
+        offices would otherwise pile up for the instance's life."""
+        return PostOffice(self._encryption_key, destination, topic).encrypt_mail(body, envelope)
+
     def post_mail(self, encrypted_mail: bytes, routing_hint: str | None) -> None:
         context = self._current_context()
         if context is None:

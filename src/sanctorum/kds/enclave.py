@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import secrets
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from sanctorum.common.errors import KdsRequestError
 from sanctorum.common.keys import Curve25519PrivateKey
 from sanctorum.enclave.base import Enclave
+from sanctorum.enclave.sealing import SealingPolicy
 from sanctorum.kds.protocol import (
     check_entitled,
     error_response,
@@ -27,6 +30,7 @@ from sanctorum.kds.spec import MASTER_KEY_SIZE, KeySpec, MasterKeyType, derive_s
 
 MAX_REQUEST_SIZE = 2 << 20
 _MASTER_KEY = "master-key/"
+_MASTER_PURPOSE = b"sanctorum-kds-master-keys"
 _TOPIC = "sanctorum-kds-private-key"
 
 
@@ -36,9 +40,17 @@ class KdsEnclave(Enclave):
     persistent_map_size = 1 << 16
 
     def on_startup(self) -> None:
+        # The map is sealed under the signer policy, which every enclave of the KDS's signer
+        # can derive; the master keys inside it are sealed again to this exact code.
+        self._master_keys = AESGCM(self.sealing_key(SealingPolicy.CODE_HASH, _MASTER_PURPOSE))
         for kind in MasterKeyType:  # made once, at the first start; sealed from then on
-            if _MASTER_KEY + kind.value not in self.persistent_map:
-                self.persistent_map[_MASTER_KEY + kind.value] = secrets.token_bytes(MASTER_KEY_SIZE)
+            name = _MASTER_KEY + kind.value
+            if name not in self.persistent_map:
+                nonce = secrets.token_bytes(12)
+                key = secrets.token_bytes(MASTER_KEY_SIZE)
+                self.persistent_map[name] = nonce + self._master_keys.encrypt(
+                    nonce, key, name.encode()
+                )
 
     def receive_from_untrusted_host(self, data: bytes) -> bytes:
         try:
@@ -65,10 +77,20 @@ class KdsEnclave(Enclave):
         if path == "/private":
             parsed = parse_private_request(body)
             check_entitled(parsed)
-            office = self.post_office(parsed.requester.encryption_key, _TOPIC)
-            sealed = office.encrypt_mail(self._key(parsed.spec), parsed.spec.canonical)
+            # Not a cached post office: requesters are endless and never write back.
+            sealed = self.runtime.seal_once(
+                parsed.requester.encryption_key,
+                _TOPIC,
+                self._key(parsed.spec),
+                parsed.spec.canonical,
+            )
             return private_response(attestation, sealed)
         raise KdsRequestError(400, f"unknown request {path!r}: /public or /private")
 
     def _key(self, spec: KeySpec) -> bytes:
-        return derive_spec_key(self.persistent_map[_MASTER_KEY + spec.master_key_type.value], spec)
+        return derive_spec_key(self._master_key(spec.master_key_type), spec)
+
+    def _master_key(self, kind: MasterKeyType) -> bytes:
+        name = _MASTER_KEY + kind.value
+        sealed = self.persistent_map[name]
+        return self._master_keys.decrypt(sealed[:12], sealed[12:], name.encode())
