@@ -10,8 +10,6 @@ import itertools
 import json
 import socket
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from sanctorum import EnclaveHost, EnclaveMode, KdsError, SealedStateError, SHA256Hash
 from sanctorum.attestation.constraint import EnclaveConstraint
@@ -34,12 +31,11 @@ from sanctorum.kds import KeySpec, MasterKeyType, derive_spec_key
 from sanctorum.kds.enclave import KdsEnclave
 from sanctorum.kds.persistence import PERSISTENCE_KEY_NAME
 from sanctorum.kds.protocol import open_private_response
-from sanctorum.kds.server import create_kds_app, kds_project
+from sanctorum.kds.server import DEFAULT_MAX_BODY_SIZE, kds_project
 from sanctorum.mail.format import open_mail
-from sanctorum.web.service import EnclaveService
 from tests.kds.test_kds_enclave import APP_CODE, SPEC
 from tests.kds.test_kds_enclave import Requester as _Requester
-from tests.web.conftest import free_port
+from tests.kds.test_kds_server import Kds
 
 ATTACKER = "tests.kds.Attacker"
 ATTACKER_CODE = SHA256Hash.of(ATTACKER.encode())
@@ -505,32 +501,9 @@ def test_the_kds_keeps_no_state_per_requester(kds: EnclaveHost) -> None:
     assert len(platform.runtime._post_offices) - before < 10
 
 
-class _Front:
-    """The KDS's REST front (``create_kds_app``) over a mock KDS, in a thread."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.service = EnclaveService(KdsEnclave, EnclaveMode.MOCK, state_dir)
-        self.service.start()
-        port = free_port()
-        config = uvicorn.Config(
-            create_kds_app(self.service), host="127.0.0.1", port=port, log_level="error"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.service.close()
-
-
 @pytest.fixture
-def front(tmp_path: Path) -> Iterator[_Front]:
-    running = _Front(tmp_path / "kds")
+def front(tmp_path: Path) -> Iterator[Kds]:
+    running = Kds(KdsEnclave, tmp_path / "kds", EnclaveMode.MOCK, DEFAULT_MAX_BODY_SIZE)
     yield running
     running.stop()
 
@@ -557,7 +530,7 @@ def _chunks(total: int) -> Iterator[bytes]:
     ],
 )
 def test_hostile_bodies_get_a_reason_and_the_kds_keeps_serving(
-    front: _Front, content: bytes, headers: dict[str, str], status: int, reason: str
+    front: Kds, content: bytes, headers: dict[str, str], status: int, reason: str
 ) -> None:
     for path in ("/public", "/private"):
         answer = httpx.post(f"{front.url}{path}", content=content, headers=headers, timeout=30)
@@ -567,7 +540,7 @@ def test_hostile_bodies_get_a_reason_and_the_kds_keeps_serving(
     assert httpx.post(f"{front.url}/public", json=SPEC.to_json()).status_code == 200
 
 
-def test_a_huge_declared_length_is_refused_at_once(front: _Front) -> None:
+def test_a_huge_declared_length_is_refused_at_once(front: Kds) -> None:
     port = int(front.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(
@@ -585,7 +558,7 @@ def test_a_huge_declared_length_is_refused_at_once(front: _Front) -> None:
     assert httpx.post(f"{front.url}/public", json=SPEC.to_json()).status_code == 200
 
 
-def test_a_streamed_body_over_the_limit_is_cut_off(front: _Front) -> None:
+def test_a_streamed_body_over_the_limit_is_cut_off(front: Kds) -> None:
     answer = httpx.post(f"{front.url}/private", content=_chunks(64 << 20), timeout=30)
     assert answer.status_code == 413
     assert httpx.post(f"{front.url}/public", json=SPEC.to_json()).status_code == 200

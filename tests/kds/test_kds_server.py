@@ -42,12 +42,16 @@ class Kds:
         bundle: Path | type[KdsEnclave],
         state_dir: Path,
         mode: EnclaveMode = EnclaveMode.SIMULATION,
+        max_body_size: int = 1 << 16,
     ) -> None:
         self.service = EnclaveService(bundle, mode, state_dir)
         self.service.start()
         port = free_port()
         config = uvicorn.Config(
-            create_kds_app(self.service, 1 << 16), host="127.0.0.1", port=port, log_level="error"
+            create_kds_app(self.service, max_body_size),
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
