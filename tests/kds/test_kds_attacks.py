@@ -228,8 +228,9 @@ class Keeper(Enclave):
 _names = itertools.count()
 
 
-def _keeper(directory: Path, kds_code: SHA256Hash | None) -> type[Any]:
-    """A mock enclave class whose enclave.toml has a [kds] table naming a KDS (or none)."""
+def _keeper(directory: Path, kds_code: SHA256Hash | None, cluster_key: str = "") -> type[Any]:
+    """A mock enclave class whose enclave.toml has a [kds] table naming a KDS (or none), its
+    cluster key pinned if given."""
     name = f"attack_keeper_{next(_names)}"
     directory.mkdir()
     (directory / f"{name}.py").write_text(_SOURCE)
@@ -238,6 +239,7 @@ def _keeper(directory: Path, kds_code: SHA256Hash | None) -> type[Any]:
         if kds_code is None
         else f'[kds]\nconstraint = "C:{kds_code} SEC:INSECURE"\n'
         'policy_constraint = "SEC:INSECURE"\nuse_own_code_hash = true\n'
+        + (f'cluster_key = "{cluster_key}"\n' if cluster_key else "")
     )
     (directory / "enclave.toml").write_text(
         f'[enclave]\nname = "k"\nentry = "{name}:Keeper"\nproduct_id = 1\n'
@@ -283,6 +285,22 @@ def hostile(monkeypatch: pytest.MonkeyPatch) -> Iterator[HostileHost]:
     yield HostileHost(monkeypatch)
     for name in [name for name in sys.modules if name.startswith("attack_keeper_")]:
         del sys.modules[name]
+
+
+def test_a_fresh_enclave_pinned_to_a_cluster_refuses_the_hosts_own_kds(
+    kds: EnclaveHost, hostile: HostileHost, tmp_path: Path
+) -> None:
+    """The host carries a fresh enclave's request to a KDS of the same code that it runs
+    itself: the answer meets the KDS constraint, but not the pinned cluster key."""
+    _, public = _ask(kds, "/public", SPEC.to_json())
+    keeper = _keeper(tmp_path / "app", kds.enclave_instance_info.code_hash, public["clusterKey"])
+    with EnclaveHost.load(KdsEnclave).start() as rogue:
+        hostile.answer = _carry(rogue)
+        with pytest.raises(KdsError, match="not signed by the pinned KDS cluster key"):
+            EnclaveHost.load(keeper).start(kds=KDS_URL).close()
+    hostile.answer = _carry(kds)  # the cluster it is pinned to: it starts
+    with EnclaveHost.load(keeper).start(kds=KDS_URL) as host:
+        host.call_enclave(b"sealed with the cluster's key")
 
 
 def test_state_sealed_under_one_kds_does_not_open_under_another(

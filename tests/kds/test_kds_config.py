@@ -45,11 +45,21 @@ def test_the_persistence_policy_adds_the_enclaves_own_terms() -> None:
         ("[kds]\n" + KDS, "needs a policy for the persistence key"),
         ("[kds]\n" + KDS + "use_own_code_hash = 'yes'\n", "true or false"),
         ("[kds]\n" + KDS + "use_own_codehash = true\n", "did you mean"),
+        ("[kds]\n" + KDS + "use_own_code_hash = true\ncluster_key = 'AB12'\n", "64 hex digits"),
+        ("[kds]\n" + KDS + "use_own_code_hash = true\ncluster_key = '" + "zz" * 32 + "'\n", "hex"),
     ],
 )
 def test_a_bad_kds_table_is_refused_with_what_is_wrong(table: str, problem: str) -> None:
     with pytest.raises(BundleError, match=problem):
         parse_config(BASE + table)
+
+
+def test_a_cluster_key_is_kept_in_lower_case() -> None:
+    config = parse_config(
+        BASE + "[kds]\n" + KDS + "use_own_code_hash = true\ncluster_key = '" + "AB" * 32 + "'\n"
+    )
+    assert config.kds is not None
+    assert config.kds.cluster_key == "ab" * 32
 
 
 def test_kds_must_be_a_table() -> None:

@@ -16,7 +16,7 @@ from sanctorum.attestation.constraint import EnclaveConstraint
 from sanctorum.attestation.evidence import EvidenceClaims, register_verifier, verify_evidence
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo, key_binding
 from sanctorum.attestation.mock import MockEvidenceProvider
-from sanctorum.common.keys import Curve25519PrivateKey, Ed25519PrivateKey
+from sanctorum.common.keys import Curve25519PrivateKey, Ed25519PrivateKey, Ed25519PublicKey
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.kds import KeySpec, MasterKeyType
 from sanctorum.kds.enclave import KdsEnclave
@@ -219,3 +219,38 @@ def test_a_key_sealed_by_anyone_but_the_attested_kds_is_refused(kds: EnclaveHost
     swapped = {**private, "encryptedPrivateKey": base64.b64encode(forged).decode()}
     with pytest.raises(KdsError, match="not sealed by the attested KDS"):
         open_private_response(swapped, SPEC, _constraint(kds), requester.key)
+
+
+def test_answers_are_signed_by_a_cluster_key_that_names_the_master_keys(
+    kds: EnclaveHost,
+) -> None:
+    """Another KDS of the same code meets the KDS constraint, but has its own master keys and
+    so its own cluster key: a requester that pins the cluster key refuses its answers."""
+    _, public = _ask(kds, "/public", SPEC.to_json())
+    pinned = Ed25519PublicKey(bytes.fromhex(public["clusterKey"]))
+    verify_public_response(public, SPEC, _constraint(kds), cluster_key=pinned)
+    requester = Requester()
+    request = {**SPEC.to_json(), "appAttestationReport": requester.report}
+    _, private = _ask(kds, "/private", request)
+    key = open_private_response(private, SPEC, _constraint(kds), requester.key, cluster_key=pinned)
+    kds.restart()  # the same master keys, the same cluster key
+    _, again = _ask(kds, "/public", SPEC.to_json())
+    assert again["clusterKey"] == public["clusterKey"]
+    with EnclaveHost.load(KdsEnclave).start() as rogue:
+        _, theirs = _ask(rogue, "/private", request)
+        assert open_private_response(theirs, SPEC, _constraint(rogue), requester.key) != key
+        with pytest.raises(KdsError, match="pinned KDS cluster key"):
+            open_private_response(
+                theirs, SPEC, _constraint(rogue), requester.key, cluster_key=pinned
+            )
+        _, their_public = _ask(rogue, "/public", SPEC.to_json())
+        with pytest.raises(KdsError, match="pinned KDS cluster key"):
+            verify_public_response(their_public, SPEC, _constraint(rogue), cluster_key=pinned)
+    # A cluster signature moved to an answer for another requester does not verify either.
+    other = Requester()
+    _, other_answer = _ask(
+        kds, "/private", {**SPEC.to_json(), "appAttestationReport": other.report}
+    )
+    forged = {**other_answer, "clusterSignature": private["clusterSignature"]}
+    with pytest.raises(KdsError, match="pinned KDS cluster key"):
+        open_private_response(forged, SPEC, _constraint(kds), other.key, cluster_key=pinned)

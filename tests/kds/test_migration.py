@@ -39,8 +39,8 @@ class Keeper(Enclave):
 
 
 @pytest.fixture(scope="module")
-def kds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """`sanctorum kds serve` in its own process: its URL and its code hash."""
+def kds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """`sanctorum kds serve` in its own process: its URL, code hash and cluster key."""
     port = free_port()
     state = tmp_path_factory.mktemp("kds-state")
     command = ["kds", "serve", "--state-dir", str(state), "--port", str(port)]
@@ -63,7 +63,8 @@ def kds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
             assert time.monotonic() < deadline, "the KDS did not come up"
             time.sleep(0.1)
         report = base64.b64decode(answer.json()["kdsAttestationReport"])
-        yield url, str(EnclaveInstanceInfo.deserialize(report).code_hash)
+        code_hash = str(EnclaveInstanceInfo.deserialize(report).code_hash)
+        yield url, code_hash, answer.json()["clusterKey"]
     finally:
         process.terminate()
         process.wait(30)
@@ -92,10 +93,11 @@ def _kds_table(code_hash: str, extra: str = OWN_CODE) -> str:
 
 
 def test_state_sealed_with_a_kds_key_opens_on_another_machine(
-    kds: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kds: tuple[str, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, kds_code = kds
-    bundle = _bundle(tmp_path / "app", _kds_table(kds_code))
+    url, kds_code, cluster_key = kds
+    table = _kds_table(kds_code, f'{OWN_CODE}\ncluster_key = "{cluster_key}"')
+    bundle = _bundle(tmp_path / "app", table)
     configuration = KdsConfiguration(url, timeout=10)
     _machine(monkeypatch, tmp_path / "machine-a")
     with EnclaveHost.load(bundle, "simulation").start(
@@ -127,14 +129,14 @@ def test_without_a_kds_the_same_move_fails_clearly(
         )
 
 
-def test_an_enclave_with_a_kds_table_needs_a_kds(kds: tuple[str, str], tmp_path: Path) -> None:
+def test_an_enclave_with_a_kds_table_needs_a_kds(kds: tuple[str, str, str], tmp_path: Path) -> None:
     bundle = _bundle(tmp_path / "app", _kds_table(kds[1]))
     with pytest.raises(KdsError, match=r"start it with kds=KdsConfiguration\(url\)"):
         EnclaveHost.load(bundle, "simulation").start(filesystem_file=tmp_path / "a.fs")
 
 
 def test_a_kds_that_is_down_gives_a_clear_error_after_the_timeout(
-    kds: tuple[str, str], tmp_path: Path
+    kds: tuple[str, str, str], tmp_path: Path
 ) -> None:
     bundle = _bundle(tmp_path / "app", _kds_table(kds[1]))
     nowhere = KdsConfiguration(f"http://127.0.0.1:{free_port()}", timeout=1)
@@ -145,7 +147,7 @@ def test_a_kds_that_is_down_gives_a_clear_error_after_the_timeout(
 
 
 def test_an_enclave_refuses_a_kds_that_fails_its_kds_constraint(
-    kds: tuple[str, str], tmp_path: Path
+    kds: tuple[str, str, str], tmp_path: Path
 ) -> None:
     bundle = _bundle(tmp_path / "app", _kds_table("AB" * 32))
     with pytest.raises(KdsError, match="not one this enclave trusts"):
@@ -155,7 +157,7 @@ def test_an_enclave_refuses_a_kds_that_fails_its_kds_constraint(
 
 
 def test_an_enclave_outside_its_own_policy_is_refused_by_the_kds(
-    kds: tuple[str, str], tmp_path: Path
+    kds: tuple[str, str, str], tmp_path: Path
 ) -> None:
     """A policy naming another code hash: the KDS says 403, the enclave says why."""
     table = _kds_table(kds[1], f'policy_constraint = "C:{"CD" * 32} SEC:INSECURE"')

@@ -61,6 +61,7 @@ _KNOWN_KEYS = {
 
 
 _KDS_KEYS = {
+    "cluster_key",
     "constraint",
     "master_key_type",
     "policy_constraint",
@@ -82,6 +83,9 @@ class KdsConfig:
     """Terms of the key's policy, before the enclave's own code hash or signer are added."""
     use_own_code_hash: bool = False
     use_own_signer: bool = False
+    cluster_key: str = ""
+    """The KDS cluster's Ed25519 key (hex), which every answer must be signed with: it names
+    one KDS's master keys, where ``constraint`` names only its code. Empty: not pinned."""
 
 
 @dataclass(frozen=True)
@@ -250,12 +254,24 @@ def _parse_kds(table: object, where: str) -> KdsConfig | None:
             f"{where}: [kds].policy_constraint is a string, use_own_code_hash and "
             "use_own_signer true or false"
         )
+    cluster_key = table.get("cluster_key", "")
+    if not isinstance(cluster_key, str) or (
+        cluster_key and (len(cluster_key) != 64 or not _is_hex(cluster_key))
+    ):
+        raise BundleError(
+            f"{where}: [kds].cluster_key is the KDS cluster's key: 64 hex digits, as the "
+            "KDS's /public answer gives it in clusterKey"
+        )
     if not (policy.strip() or any(flags.values())):
         raise BundleError(
             f"{where}: [kds] needs a policy for the persistence key: policy_constraint, "
             "use_own_code_hash = true or use_own_signer = true (or several)"
         )
-    return KdsConfig(constraint, master_key_type, policy, **flags)
+    return KdsConfig(constraint, master_key_type, policy, **flags, cluster_key=cluster_key.lower())
+
+
+def _is_hex(text: str) -> bool:
+    return all(character in "0123456789abcdefABCDEF" for character in text)
 
 
 def kds_policy(config: KdsConfig, code_hash: str, signer_hash: str, product_id: int) -> str:

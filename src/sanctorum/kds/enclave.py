@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import secrets
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sanctorum.common.errors import KdsRequestError
-from sanctorum.common.keys import Curve25519PrivateKey
+from sanctorum.common.keys import Curve25519PrivateKey, Ed25519PrivateKey
 from sanctorum.enclave.base import Enclave
 from sanctorum.enclave.sealing import SealingPolicy
 from sanctorum.kds.protocol import (
     check_entitled,
+    cluster_signed_data,
     error_response,
     parse_private_request,
     parse_public_request,
@@ -31,6 +34,7 @@ from sanctorum.kds.spec import MASTER_KEY_SIZE, KeySpec, MasterKeyType, derive_s
 MAX_REQUEST_SIZE = 2 << 20
 _MASTER_KEY = "master-key/"
 _MASTER_PURPOSE = b"sanctorum-kds-master-keys"
+_CLUSTER_IDENTITY = b"sanctorum-kds-cluster-identity"
 _TOPIC = "sanctorum-kds-private-key"
 
 
@@ -73,7 +77,9 @@ class KdsEnclave(Enclave):
             spec = parse_public_request(body)
             public_key = Curve25519PrivateKey(self._key(spec)).public_key.encoded
             signature = self.sign(public_key_signed_data(spec, public_key))
-            return public_response(public_key, signature, attestation)
+            return public_response(
+                public_key, signature, attestation, self._cluster_signature(spec, public_key)
+            )
         if path == "/private":
             parsed = parse_private_request(body)
             check_entitled(parsed)
@@ -84,8 +90,20 @@ class KdsEnclave(Enclave):
                 self._key(parsed.spec),
                 parsed.spec.canonical,
             )
-            return private_response(attestation, sealed)
+            return private_response(
+                attestation, sealed, self._cluster_signature(parsed.spec, sealed)
+            )
         raise KdsRequestError(400, f"unknown request {path!r}: /public or /private")
+
+    def _cluster_signature(self, spec: KeySpec, payload: bytes) -> tuple[bytes, bytes]:
+        """The cluster key and its signature of an answer. The cluster key comes from the
+        cluster master key, so it names these master keys, not merely this code: enclaves pin
+        it ([kds].cluster_key) to refuse another KDS of the same code."""
+        seed = HKDF(hashes.SHA256(), 32, None, _CLUSTER_IDENTITY).derive(
+            self._master_key(MasterKeyType.CLUSTER)
+        )
+        key = Ed25519PrivateKey(seed)
+        return key.public_key.encoded, key.sign(cluster_signed_data(spec, payload))
 
     def _key(self, spec: KeySpec) -> bytes:
         return derive_spec_key(self._master_key(spec.master_key_type), spec)

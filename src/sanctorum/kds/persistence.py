@@ -15,9 +15,9 @@ from collections.abc import Callable
 from sanctorum.attestation.constraint import EnclaveConstraint
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.common.bundle import KdsConfig, kds_policy
-from sanctorum.common.errors import InvalidConstraintError, KdsError, KeySpecError
+from sanctorum.common.errors import InvalidConstraintError, InvalidKeyError, KdsError, KeySpecError
 from sanctorum.common.hashes import SHA256Hash
-from sanctorum.common.keys import Curve25519PrivateKey
+from sanctorum.common.keys import Curve25519PrivateKey, Ed25519PublicKey
 from sanctorum.kds.protocol import open_private_response
 from sanctorum.kds.spec import KeySpec, MasterKeyType
 
@@ -51,6 +51,12 @@ def kds_key_source(config: KdsConfig, fetch: KdsFetch) -> KeySource:
         constraint = EnclaveConstraint.parse(config.constraint)
     except InvalidConstraintError as error:
         raise KdsError(f"enclave.toml [kds].constraint: {error}") from None
+    try:
+        cluster_key = (
+            Ed25519PublicKey(bytes.fromhex(config.cluster_key)) if config.cluster_key else None
+        )
+    except InvalidKeyError as error:
+        raise KdsError(f"enclave.toml [kds].cluster_key: {error}") from None
 
     def source(info: EnclaveInstanceInfo, key: Curve25519PrivateKey) -> bytes:
         spec = persistence_spec(config, info.code_hash, info.signer_hash, info.product_id)
@@ -67,6 +73,6 @@ def kds_key_source(config: KdsConfig, fetch: KdsFetch) -> KeySource:
             raise KdsError(
                 f"the KDS refused this enclave its persistence key: {document['reason']}"
             )
-        return open_private_response(document, spec, constraint, key)
+        return open_private_response(document, spec, constraint, key, cluster_key=cluster_key)
 
     return source

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sanctorum.attestation.constraint import EnclaveConstraint
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
@@ -33,12 +35,13 @@ from sanctorum.common.errors import (
     MailError,
     SanctorumError,
 )
-from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
+from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PublicKey
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.kds.spec import KEY_SIZE, KeySpec, MasterKeyType
 from sanctorum.mail.format import open_mail
 
 PUBLIC_KEY_CONTEXT = b"sanctorum-kds-public-key\x00"
+CLUSTER_CONTEXT = b"sanctorum-kds-cluster-answer\x00"
 MAX_ATTESTATION_SIZE = 1 << 20  # base64 characters: a DCAP quote with collateral is ~20 KB
 
 
@@ -97,18 +100,33 @@ def public_key_signed_data(spec: KeySpec, public_key: bytes) -> bytes:
     return PUBLIC_KEY_CONTEXT + spec.canonical + public_key
 
 
-def public_response(public_key: bytes, signature: bytes, kds_attestation: bytes) -> dict[str, str]:
+def cluster_signed_data(spec: KeySpec, payload: bytes) -> bytes:
+    """What the KDS's cluster key signs in an answer: the spec and the answer's key (the public
+    key, or the sealed private key, which names its requester)."""
+    return CLUSTER_CONTEXT + spec.canonical + hashlib.sha256(payload).digest()
+
+
+def public_response(
+    public_key: bytes, signature: bytes, kds_attestation: bytes, cluster: tuple[bytes, bytes]
+) -> dict[str, str]:
+    """``cluster``: the cluster key (raw Ed25519) and its signature of this answer."""
     return {
         "publicKey": _encode(public_key),
         "signature": _encode(signature),
         "kdsAttestationReport": _encode(kds_attestation),
+        "clusterKey": cluster[0].hex(),
+        "clusterSignature": _encode(cluster[1]),
     }
 
 
-def private_response(kds_attestation: bytes, encrypted_private_key: bytes) -> dict[str, str]:
+def private_response(
+    kds_attestation: bytes, encrypted_private_key: bytes, cluster: tuple[bytes, bytes]
+) -> dict[str, str]:
     return {
         "kdsAttestationReport": _encode(kds_attestation),
         "encryptedPrivateKey": _encode(encrypted_private_key),
+        "clusterKey": cluster[0].hex(),
+        "clusterSignature": _encode(cluster[1]),
     }
 
 
@@ -124,13 +142,16 @@ def verify_public_response(
     spec: KeySpec,
     kds_constraint: EnclaveConstraint,
     verification_time: datetime | None = None,
+    cluster_key: Ed25519PublicKey | None = None,
 ) -> Curve25519PublicKey:
     """The spec's public key from a ``/public`` answer, after checking that the KDS meets
-    ``kds_constraint`` and signed it for this spec; :class:`KdsError` if not."""
+    ``kds_constraint`` and signed it for this spec (and, with ``cluster_key``, that the answer
+    comes from that KDS cluster); :class:`KdsError` if not."""
     kds = _attested_kds(document, kds_constraint, verification_time)
     assert isinstance(document, dict)
     public_key = _decode(document.get("publicKey"), "publicKey", KdsError)
     signature = _decode(document.get("signature"), "signature", KdsError)
+    _check_cluster(document, spec, public_key, cluster_key)
     try:
         kds.verifier().verify(signature, public_key_signed_data(spec, public_key))
         return Curve25519PublicKey(public_key)
@@ -147,13 +168,16 @@ def open_private_response(
     kds_constraint: EnclaveConstraint,
     requester_key: Curve25519PrivateKey,
     verification_time: datetime | None = None,
+    cluster_key: Ed25519PublicKey | None = None,
 ) -> bytes:
     """The spec's key from a ``/private`` answer, opened with the requester's encryption key,
     after checking that the KDS meets ``kds_constraint``, that the mail comes from the KDS's
-    attested key, and that it is for this spec; :class:`KdsError` if not."""
+    attested key, that it is for this spec, and with ``cluster_key`` that it comes from that
+    KDS cluster (not another KDS of the same code); :class:`KdsError` if not."""
     kds = _attested_kds(document, kds_constraint, verification_time)
     assert isinstance(document, dict)
     sealed = _decode(document.get("encryptedPrivateKey"), "encryptedPrivateKey", KdsError)
+    _check_cluster(document, spec, sealed, cluster_key)
     try:
         mail = open_mail(requester_key, sealed)
     except MailError as error:
@@ -168,6 +192,21 @@ def open_private_response(
     if len(mail.body) != KEY_SIZE:
         raise KdsError(f"the KDS's answer holds {len(mail.body)} bytes, not a {KEY_SIZE}-byte key")
     return mail.body
+
+
+def _check_cluster(
+    document: dict[Any, Any], spec: KeySpec, payload: bytes, cluster_key: Ed25519PublicKey | None
+) -> None:
+    if cluster_key is None:
+        return
+    signature = _decode(document.get("clusterSignature"), "clusterSignature", KdsError)
+    try:
+        cluster_key.verify(signature, cluster_signed_data(spec, payload))
+    except InvalidSignatureError:
+        raise KdsError(
+            "the KDS's answer is not signed by the pinned KDS cluster key ([kds].cluster_key): "
+            "it comes from another KDS, perhaps one the host runs, or was altered"
+        ) from None
 
 
 def _attested_kds(
