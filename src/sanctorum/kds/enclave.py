@@ -55,6 +55,11 @@ class KdsEnclave(Enclave):
                 self.persistent_map[name] = nonce + self._master_keys.encrypt(
                     nonce, key, name.encode()
                 )
+        # It names the cluster master key, not merely this code: enclaves pin it.
+        seed = HKDF(hashes.SHA256(), 32, None, _CLUSTER_IDENTITY).derive(
+            self._master_key(MasterKeyType.CLUSTER)
+        )
+        self._cluster_key = Ed25519PrivateKey(seed)
 
     def receive_from_untrusted_host(self, data: bytes) -> bytes:
         try:
@@ -96,13 +101,9 @@ class KdsEnclave(Enclave):
         raise KdsRequestError(400, f"unknown request {path!r}: /public or /private")
 
     def _cluster_signature(self, spec: KeySpec, payload: bytes) -> tuple[bytes, bytes]:
-        """The cluster key and its signature of an answer. The cluster key comes from the
-        cluster master key, so it names these master keys, not merely this code: enclaves pin
-        it ([kds].cluster_key) to refuse another KDS of the same code."""
-        seed = HKDF(hashes.SHA256(), 32, None, _CLUSTER_IDENTITY).derive(
-            self._master_key(MasterKeyType.CLUSTER)
-        )
-        key = Ed25519PrivateKey(seed)
+        """The cluster key and its signature of an answer: enclaves pin the cluster key
+        ([kds].cluster_key) to refuse another KDS of the same code."""
+        key = self._cluster_key
         return key.public_key.encoded, key.sign(cluster_signed_data(spec, payload))
 
     def _key(self, spec: KeySpec) -> bytes:
