@@ -26,15 +26,9 @@ from sanctorum import (
 )
 from sanctorum.enclave import runtime as runtime_module
 from sanctorum.host import MailCommand, StoreSealedState
+from tests.test_persistence import _dump
 
 Load = Callable[[str], EnclaveHost]
-
-
-def _dump(host: EnclaveHost) -> dict[str, str]:
-    answer = host.call_enclave(b"dump")
-    assert answer is not None
-    result: dict[str, str] = json.loads(answer)
-    return result
 
 
 def _blobs(host: EnclaveHost) -> tuple[bytes, ...]:
@@ -221,38 +215,57 @@ def test_a_journal_cut_short_is_an_older_state_that_clients_detect(load: Load) -
         client.send_mail(b"inc")
 
 
+class HeldCall:
+    """``host.call_enclave(data)`` on a thread of its own, held after the enclave answered and
+    before the host passes its commands on, until :meth:`release`; later calls are not held."""
+
+    def __init__(self, host: EnclaveHost, data: bytes) -> None:
+        dispatch = host._dispatch
+        arrived, self._go, self.done = threading.Event(), threading.Event(), threading.Event()
+        self.failures: list[BaseException] = []
+
+        def late(commands: list[MailCommand], generation: int) -> None:
+            host._dispatch = dispatch  # type: ignore[method-assign]
+            arrived.set()
+            assert self._go.wait(10)
+            try:
+                dispatch(commands, generation)
+            finally:
+                self.done.set()
+
+        def call() -> None:
+            try:
+                host.call_enclave(data)
+            except BaseException as error:
+                self.failures.append(error)
+
+        host._dispatch = late  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=call)
+        self._thread.start()
+        assert arrived.wait(10)
+
+    def let_go(self) -> None:
+        """Let the call go on (``done`` is set once its commands were passed on, or not)."""
+        self._go.set()
+
+    def release(self) -> list[BaseException]:
+        """Let the call go on and end; what it raised."""
+        self.let_go()
+        self._thread.join(10)
+        assert not self._thread.is_alive()
+        return self.failures
+
+
 def test_a_call_whose_commit_waits_when_the_enclave_restarts_is_dropped() -> None:
     """A call's commands wait for the commit before theirs; if the enclave restarts first
     (after a crash), they belong to an instance that is gone: the call raises
     EnclaveCrashedError and nothing of it is stored."""
     host = EnclaveHost.load(BigMap).start()
     host.call_enclave(b"set kept=1")
-    dispatch = host._dispatch
-    arrived, go = threading.Event(), threading.Event()
-
-    def late(commands: list[MailCommand], generation: int) -> None:
-        arrived.set()
-        assert go.wait(10)
-        dispatch(commands, generation)
-
-    host._dispatch = late  # type: ignore[method-assign]
-    failures: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            host.call_enclave(b"set lost=1")
-        except BaseException as error:
-            failures.append(error)
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    assert arrived.wait(10)
+    held = HeldCall(host, b"set lost=1")
     before = host.sealed_state
-    host._dispatch = dispatch  # type: ignore[method-assign]
     host.restart()
-    go.set()
-    thread.join(10)
-    assert [type(error) for error in failures] == [EnclaveCrashedError]
+    assert [type(error) for error in held.release()] == [EnclaveCrashedError]
     assert host.sealed_state == before
     assert host.call_enclave(b"get lost") is None
     assert host.call_enclave(b"get kept") == b"1"

@@ -45,7 +45,7 @@ from sanctorum.common.frames import decode_load, encode_load
 from sanctorum.enclave import runtime as runtime_module
 from sanctorum.host import MailCommand, StoreSealedState
 from sanctorum.web.store import MailboxStore
-from tests.test_journal import Keeper
+from tests.test_journal import HeldCall, Keeper
 
 # -- enclaves ---------------------------------------------------------------------------------
 
@@ -527,30 +527,7 @@ def test_a_commit_passed_on_while_the_enclave_restarts_is_one_the_new_instance_h
 
     host = EnclaveHost.load(Ledger).start(on_mail_commands=keep)
     host.call_enclave(b"set a 1")
-    dispatch = host._dispatch
-    arrived, go, done = threading.Event(), threading.Event(), threading.Event()
-
-    def late(commands: list[MailCommand], generation: int) -> None:
-        arrived.set()
-        assert go.wait(10)
-        try:
-            dispatch(commands, generation)
-        finally:
-            done.set()
-
-    host._dispatch = late  # type: ignore[method-assign]
-    failures: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            host.call_enclave(b"set lost 1")
-        except BaseException as error:
-            failures.append(error)
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    assert arrived.wait(10)
-    host._dispatch = dispatch  # type: ignore[method-assign]
+    held = HeldCall(host, b"set lost 1")
     make_platform = host._make_platform
 
     def make() -> Any:
@@ -559,8 +536,8 @@ def test_a_commit_passed_on_while_the_enclave_restarts_is_one_the_new_instance_h
 
         def slow_start(*args: Any) -> Any:
             started = start(*args)
-            go.set()  # the waiting call's thread runs while the new instance starts
-            assert done.wait(10)
+            held.let_go()  # the waiting call's thread runs while the new instance starts
+            assert held.done.wait(10)
             return started
 
         platform.start = slow_start
@@ -568,7 +545,7 @@ def test_a_commit_passed_on_while_the_enclave_restarts_is_one_the_new_instance_h
 
     host._make_platform = make
     host.restart()
-    thread.join(10)
+    failures = held.release()
     if not failures:
         assert [c.commit_number for c in passed_on] == [1, 2]
         assert _dump(host).get("lost") == "1", (

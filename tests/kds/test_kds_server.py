@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +28,7 @@ from sanctorum.kds.protocol import open_private_response, verify_public_response
 from sanctorum.kds.server import create_kds_app, kds_project
 from sanctorum.web.service import EnclaveService
 from tests.kds.test_kds_enclave import SPEC, Requester
-from tests.web.conftest import free_port
+from tests.web.conftest import free_port, serve
 
 
 class Kds:
@@ -46,19 +44,8 @@ class Kds:
     ) -> None:
         self.service = EnclaveService(bundle, mode, state_dir)
         self.service.start()
-        port = free_port()
-        config = uvicorn.Config(
-            create_kds_app(self.service, max_body_size),
-            host="127.0.0.1",
-            port=port,
-            log_level="error",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        self.url = f"http://127.0.0.1:{port}"
+        self._running = serve(self.service, app=create_kds_app(self.service, max_body_size))
+        self.url = self._running.url
 
     @property
     def constraint(self) -> EnclaveConstraint:
@@ -66,9 +53,7 @@ class Kds:
         return EnclaveConstraint.parse(f"C:{info.code_hash} SEC:INSECURE")
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.service.close()
+        self._running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import uvicorn
 
 from sanctorum import EnclaveClient, EnclaveInstanceInfo, EnclaveMode, WebTransport
 from sanctorum.web.app import create_app
+from sanctorum.web.logs import ASGIApp
 from sanctorum.web.service import EnclaveService
 
 
@@ -46,10 +47,13 @@ def free_port() -> int:
         return port
 
 
-def serve(service: EnclaveService, max_body_size: int = 1 << 20) -> RunningHost:
+def serve(
+    service: EnclaveService, max_body_size: int = 1 << 20, app: ASGIApp | None = None
+) -> RunningHost:
+    """Serve ``service`` with the web host's app (or ``app``) on a free port, in a thread."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(service, max_body_size), host="127.0.0.1", port=port, log_level="error"
+        app or create_app(service, max_body_size), host="127.0.0.1", port=port, log_level="error"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
