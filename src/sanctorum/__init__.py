@@ -105,6 +105,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         KdsError as KdsError,
     )
     from sanctorum.common.errors import (
+        KdsKeyRequiredError as KdsKeyRequiredError,
+    )
+    from sanctorum.common.errors import (
         KeySpecError as KeySpecError,
     )
     from sanctorum.common.errors import (
@@ -226,6 +229,7 @@ _EXPORTS = {
             "PersistentMapFullError",
             "ProjectInitError",
             "KdsError",
+            "KdsKeyRequiredError",
             "KeySpecError",
             "SealedStateError",
             "FileSystemRollbackError",

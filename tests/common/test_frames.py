@@ -142,8 +142,9 @@ def test_payloads_round_trip() -> None:
     assert decode_call_result(encode_call_result(b"reply", commands)) == (b"reply", commands)
     assert decode_call_result(encode_call_result(None, [])) == (None, [])
     assert decode_commands(encode_commands(commands)) == commands
-    assert decode_deliver_mail(encode_deliver_mail(b"m", "r")) == (b"m", "r")
-    assert decode_deliver_mail(encode_deliver_mail(b"m", None)) == (b"m", None)
+    assert decode_deliver_mail(encode_deliver_mail(b"m", "r")) == (b"m", "r", None)
+    assert decode_deliver_mail(encode_deliver_mail(b"m", None)) == (b"m", None, None)
+    assert decode_deliver_mail(encode_deliver_mail(b"m", "r", b"{}")) == (b"m", "r", b"{}")
     assert decode_load(encode_load("simulation", b"zip")) == LoadRequest("simulation", b"zip")
     assert decode_load(encode_load("simulation", b"zip", [b"s", b"", b"r"], "/f")) == LoadRequest(
         "simulation", b"zip", (b"s", b"", b"r"), "/f"

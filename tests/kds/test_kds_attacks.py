@@ -28,8 +28,8 @@ from sanctorum.common.keys import Curve25519PrivateKey, Ed25519PrivateKey
 from sanctorum.host import KdsConfiguration
 from sanctorum.host.platform import MockPlatform
 from sanctorum.kds import KeySpec, MasterKeyType, derive_spec_key
+from sanctorum.kds.access import PERSISTENCE_KEY_NAME
 from sanctorum.kds.enclave import KdsEnclave
-from sanctorum.kds.persistence import PERSISTENCE_KEY_NAME
 from sanctorum.kds.protocol import open_private_response
 from sanctorum.kds.server import DEFAULT_MAX_BODY_SIZE, kds_project
 from sanctorum.mail.format import open_mail
@@ -99,7 +99,7 @@ def _victim_key(kds: EnclaveHost) -> bytes:
         kds, "/private", {**SPEC.to_json(), "appAttestationReport": victim.report}
     )
     assert status == 200
-    return open_private_response(answer, SPEC, _constraint(kds), victim.key)
+    return open_private_response(answer, SPEC, _constraint(kds), victim.key).key
 
 
 # -- a requester that does not meet the policy ----------------------------------------------
@@ -159,7 +159,7 @@ def test_json_tweaks_never_give_an_outsider_the_victims_key(
         assert reason in answer["reason"]
         return
     spec = KeySpec.from_json(json.loads(body))  # what JSON's own rules make of the body
-    key = open_private_response(answer, spec, _constraint(kds), attacker.key)
+    key = open_private_response(answer, spec, _constraint(kds), attacker.key).key
     assert key != victim_key
     assert key == derive_spec_key(_master_keys(kds)["cluster"], spec)
 
@@ -228,22 +228,34 @@ class Keeper(Enclave):
 _names = itertools.count()
 
 
-def _keeper(directory: Path, kds_code: SHA256Hash | None, cluster_key: str = "") -> type[Any]:
-    """A mock enclave class whose enclave.toml has a [kds] table naming a KDS (or none), its
-    cluster key pinned if given."""
+def _keeper(
+    directory: Path,
+    kds_code: SHA256Hash | None,
+    cluster_key: str = "",
+    source: str = _SOURCE,
+    entry: str = "Keeper",
+    persistent_map: bool = True,
+) -> type[Any]:
+    """A mock enclave class (``entry`` in ``source``) whose enclave.toml has a [kds] table
+    naming a KDS (or none), its cluster key pinned if given."""
     name = f"attack_keeper_{next(_names)}"
     directory.mkdir()
-    (directory / f"{name}.py").write_text(_SOURCE)
+    (directory / f"{name}.py").write_text(source)
     table = (
         ""
         if kds_code is None
         else f'[kds]\nconstraint = "C:{kds_code} SEC:INSECURE"\n'
-        'policy_constraint = "SEC:INSECURE"\nuse_own_code_hash = true\n'
+        + (
+            'policy_constraint = "SEC:INSECURE"\nuse_own_code_hash = true\n'
+            if persistent_map
+            else ""
+        )
         + (f'cluster_key = "{cluster_key}"\n' if cluster_key else "")
     )
     (directory / "enclave.toml").write_text(
-        f'[enclave]\nname = "k"\nentry = "{name}:Keeper"\nproduct_id = 1\n'
-        f'revocation_level = 0\nsources = ["{name}.py"]\npersistent_map = true\n'
+        f'[enclave]\nname = "k"\nentry = "{name}:{entry}"\nproduct_id = 1\n'
+        f'revocation_level = 0\nsources = ["{name}.py"]\n'
+        f"persistent_map = {str(persistent_map).lower()}\n"
         f"max_persistent_map_size = 4096\n{table}"
     )
     spec = importlib.util.spec_from_file_location(name, directory / f"{name}.py")
@@ -252,7 +264,7 @@ def _keeper(directory: Path, kds_code: SHA256Hash | None, cluster_key: str = "")
     module: ModuleType = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    return module.Keeper  # type: ignore[no-any-return]
+    return getattr(module, entry)  # type: ignore[no-any-return]
 
 
 class HostileHost:
@@ -455,7 +467,7 @@ def test_no_answer_holds_or_gives_away_a_master_key(
     # What the requester gets is the spec's key, not a master key.
     opened = open_private_response(
         json.loads(answers[2] or b"")["body"], SPEC, _constraint(kds), requester.key
-    )
+    ).key
     assert opened not in masters.values()
 
 

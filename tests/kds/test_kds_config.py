@@ -6,7 +6,7 @@ import pytest
 
 from sanctorum import BundleError, SHA256Hash
 from sanctorum.common.bundle import KdsConfig, kds_policy, parse_config
-from sanctorum.kds.persistence import persistence_spec
+from sanctorum.kds.access import persistence_spec
 
 BASE = (
     '[enclave]\nname = "x"\nentry = "m:C"\nproduct_id = 3\nrevocation_level = 0\n'
@@ -67,7 +67,10 @@ def test_kds_must_be_a_table() -> None:
         parse_config("kds = 3\n" + BASE)
 
 
-def test_a_kds_table_needs_something_to_seal() -> None:
+def test_a_stateless_enclaves_kds_table_names_only_the_kds() -> None:
     without_state = BASE.replace("persistent_map = true\nmax_persistent_map_size = 1024\n", "")
-    with pytest.raises(BundleError, match="neither"):
+    with pytest.raises(BundleError, match="but this enclave has neither"):
         parse_config(without_state + "[kds]\n" + KDS + "use_own_code_hash = true\n")
+    # Without persistence settings: the KDS whose mail keys it takes (clusters).
+    config = parse_config(without_state + "[kds]\n" + KDS)
+    assert config.kds == KdsConfig("C:" + "AB" * 32 + " SEC:INSECURE")

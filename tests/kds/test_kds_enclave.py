@@ -88,12 +88,12 @@ def test_an_entitled_enclave_gets_the_key_whose_public_half_anyone_can_have(
         kds, "/private", {**SPEC.to_json(), "appAttestationReport": requester.report}
     )
     assert status == 200
-    key = open_private_response(private, SPEC, _constraint(kds), requester.key)
+    key = open_private_response(private, SPEC, _constraint(kds), requester.key).key
     assert Curve25519PrivateKey(key).public_key == public_key
     # Another instance of the same code gets the same key: data moves between them.
     other = Requester()
     _, again = _ask(kds, "/private", {**SPEC.to_json(), "appAttestationReport": other.report})
-    assert open_private_response(again, SPEC, _constraint(kds), other.key) == key
+    assert open_private_response(again, SPEC, _constraint(kds), other.key).key == key
 
 
 def test_the_master_keys_survive_a_restart_and_differ_between_kds_instances(

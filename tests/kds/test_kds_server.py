@@ -79,7 +79,7 @@ def test_keys_over_http_and_the_same_keys_after_a_restart(
         f"{kds.url}/private", json={**SPEC.to_json(), "appAttestationReport": requester.report}
     )
     assert private.status_code == 200
-    key = open_private_response(private.json(), SPEC, kds.constraint, requester.key)
+    key = open_private_response(private.json(), SPEC, kds.constraint, requester.key).key
     assert Curve25519PrivateKey(key).public_key == public_key
     kds.stop()
     again = Kds(bundle, tmp_path / "kds")  # the same state dir: the same sealed master keys

@@ -5,21 +5,15 @@ the ways a KDS can fail an enclave, each with its own clear error."""
 
 from __future__ import annotations
 
-import base64
 import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from sanctorum import EnclaveHost, EnclaveInstanceInfo, KdsError, SealedStateError
+from sanctorum import EnclaveHost, KdsError, SealedStateError
 from sanctorum.build import build
 from sanctorum.host import KdsConfiguration
-from tests.kds.test_kds_enclave import SPEC
 from tests.web.conftest import free_port
 
 _SOURCE = '''
@@ -36,38 +30,6 @@ class Keeper(Enclave):
             return None
         return self.persistent_map["text"] + b"|" + self.filesystem.read_bytes("/text")
 '''
-
-
-@pytest.fixture(scope="module")
-def kds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
-    """`sanctorum kds serve` in its own process: its URL, code hash and cluster key."""
-    port = free_port()
-    state = tmp_path_factory.mktemp("kds-state")
-    command = ["kds", "serve", "--state-dir", str(state), "--port", str(port)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sanctorum", *command],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                answer = httpx.post(f"{url}/public", json=SPEC.to_json())
-                if answer.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, "the KDS process ended"
-            assert time.monotonic() < deadline, "the KDS did not come up"
-            time.sleep(0.1)
-        report = base64.b64decode(answer.json()["kdsAttestationReport"])
-        code_hash = str(EnclaveInstanceInfo.deserialize(report).code_hash)
-        yield url, code_hash, answer.json()["clusterKey"]
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def _bundle(directory: Path, kds_table: str) -> Path:
@@ -93,9 +55,9 @@ def _kds_table(code_hash: str, extra: str = OWN_CODE) -> str:
 
 
 def test_state_sealed_with_a_kds_key_opens_on_another_machine(
-    kds: tuple[str, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kds_process: tuple[str, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, kds_code, cluster_key = kds
+    url, kds_code, cluster_key = kds_process
     table = _kds_table(kds_code, f'{OWN_CODE}\ncluster_key = "{cluster_key}"')
     bundle = _bundle(tmp_path / "app", table)
     configuration = KdsConfiguration(url, timeout=10)
@@ -129,40 +91,42 @@ def test_without_a_kds_the_same_move_fails_clearly(
         )
 
 
-def test_an_enclave_with_a_kds_table_needs_a_kds(kds: tuple[str, str, str], tmp_path: Path) -> None:
-    bundle = _bundle(tmp_path / "app", _kds_table(kds[1]))
+def test_an_enclave_with_a_kds_table_needs_a_kds(
+    kds_process: tuple[str, str, str], tmp_path: Path
+) -> None:
+    bundle = _bundle(tmp_path / "app", _kds_table(kds_process[1]))
     with pytest.raises(KdsError, match=r"start it with kds=KdsConfiguration\(url\)"):
         EnclaveHost.load(bundle, "simulation").start(filesystem_file=tmp_path / "a.fs")
 
 
 def test_a_kds_that_is_down_gives_a_clear_error_after_the_timeout(
-    kds: tuple[str, str, str], tmp_path: Path
+    kds_process: tuple[str, str, str], tmp_path: Path
 ) -> None:
-    bundle = _bundle(tmp_path / "app", _kds_table(kds[1]))
+    bundle = _bundle(tmp_path / "app", _kds_table(kds_process[1]))
     nowhere = KdsConfiguration(f"http://127.0.0.1:{free_port()}", timeout=1)
     started = time.monotonic()
-    with pytest.raises(KdsError, match="did not give the enclave its persistence key within 1 s"):
+    with pytest.raises(KdsError, match="did not give the enclave its key within 1 s"):
         EnclaveHost.load(bundle, "simulation").start(filesystem_file=tmp_path / "a.fs", kds=nowhere)
     assert 0.5 < time.monotonic() - started < 10  # it retried, then gave up
 
 
 def test_an_enclave_refuses_a_kds_that_fails_its_kds_constraint(
-    kds: tuple[str, str, str], tmp_path: Path
+    kds_process: tuple[str, str, str], tmp_path: Path
 ) -> None:
     bundle = _bundle(tmp_path / "app", _kds_table("AB" * 32))
     with pytest.raises(KdsError, match="not one this enclave trusts"):
         EnclaveHost.load(bundle, "simulation").start(
-            filesystem_file=tmp_path / "a.fs", kds=KdsConfiguration(kds[0], timeout=10)
+            filesystem_file=tmp_path / "a.fs", kds=KdsConfiguration(kds_process[0], timeout=10)
         )
 
 
 def test_an_enclave_outside_its_own_policy_is_refused_by_the_kds(
-    kds: tuple[str, str, str], tmp_path: Path
+    kds_process: tuple[str, str, str], tmp_path: Path
 ) -> None:
     """A policy naming another code hash: the KDS says 403, the enclave says why."""
-    table = _kds_table(kds[1], f'policy_constraint = "C:{"CD" * 32} SEC:INSECURE"')
+    table = _kds_table(kds_process[1], f'policy_constraint = "C:{"CD" * 32} SEC:INSECURE"')
     bundle = _bundle(tmp_path / "app", table)
     with pytest.raises(KdsError, match=r"refused this enclave its persistence key.*policy"):
         EnclaveHost.load(bundle, "simulation").start(
-            filesystem_file=tmp_path / "a.fs", kds=KdsConfiguration(kds[0], timeout=10)
+            filesystem_file=tmp_path / "a.fs", kds=KdsConfiguration(kds_process[0], timeout=10)
         )

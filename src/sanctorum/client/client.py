@@ -42,7 +42,7 @@ from sanctorum.common.errors import (
 )
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
 from sanctorum.mail.format import EnclaveMail, open_mail, sealed_size, validate_topic
-from sanctorum.mail.post_office import PostOffice
+from sanctorum.mail.post_office import ClusterKey, PostOffice
 from sanctorum.mail.private_header import (
     COMMIT_ID_SIZE,
     NONCE_SIZE,
@@ -55,6 +55,7 @@ _KNOWN_INSTANCES = 16  # enclave instances whose mail this client still accepts
 _RETIRED_INSTANCES = 1024  # older instances it remembers having known, to drop their mail
 _DROP_LIMIT = 1000  # mails dropped in one call before the client gives up on the host
 _UNANSWERED_PER_TOPIC = 256  # requests per topic whose answer may still come
+_LINEAGES = 1024  # lines of state (a cluster's instances each have one) checked for rollback
 
 
 @dataclass
@@ -99,6 +100,13 @@ class ClientCore:
     collateral the host ships with every attestation: your own, or a
     :class:`~sanctorum.attestation.collateral.CollateralFetcher` that fetches it fresh from
     Intel's PCS or your PCCS, so the host cannot choose how old it is (docs/sgx.md).
+
+    With ``cluster`` (a :class:`~sanctorum.mail.post_office.ClusterKey` from
+    :func:`sanctorum.kds.client.fetch_cluster_key`), requests are sealed to that KDS key instead
+    of one instance's key: any instance the KDS gives the key to can open them, whichever host
+    the request reaches (docs/kds.md, clusters). Replies still come from each instance's own
+    attested key and must meet ``constraint``; rollback detection then checks each instance's
+    line of state apart.
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class ClientCore:
         *,
         rollback_detection: bool = True,
         collateral: str | dict[str, str] | CollateralFetcher | None = None,
+        cluster: ClusterKey | None = None,
     ) -> None:
         self.constraint = (
             constraint
@@ -132,6 +141,10 @@ class ClientCore:
         self.rollback_detection = rollback_detection
         self.collateral = collateral
         self._last_commit: bytes | None = None  # the enclave state we last heard of
+        self.cluster = cluster
+        self._cluster_offices: dict[str, PostOffice] = {}  # per topic
+        # With a cluster: the last commit heard of per lineage (each instance's own state).
+        self._lineages: dict[bytes, bytes] = {}
         self._lock = threading.RLock()
         self.state_path: Path | None = None
         self._saved_acknowledged: int | None = None
@@ -218,7 +231,8 @@ class ClientCore:
         envelope = envelope or b""
         with self._lock:
             if max_size is not None:
-                _check_size(topic, envelope, len(body), max_size)
+                key_spec = None if self.cluster is None else self.cluster.key_spec
+                _check_size(topic, envelope, len(body), max_size, key_spec)
             state = self._topics.setdefault(topic, _Topic())
             request = RequestId(state.next_request, secrets.token_bytes(NONCE_SIZE))
             state.next_request += 1
@@ -234,10 +248,26 @@ class ClientCore:
                 outgoing.body, outgoing.envelope, outgoing.topic, outgoing.request, max_size
             )
 
+    def destination(self) -> Curve25519PublicKey:
+        """The key requests are sealed to: the cluster's, or the adopted instance's."""
+        if self.cluster is not None:
+            return self.cluster.public_key
+        return self.enclave_instance_info.encryption_key
+
+    def _sending_office(self, topic: str) -> PostOffice:
+        if self.cluster is None:
+            return self._post_office(self.enclave_instance_info.encryption_key, topic)
+        office = self._cluster_offices.get(topic)
+        if office is None:
+            office = self._cluster_offices[topic] = self.cluster.create_post_office(
+                self.private_key, topic
+            )
+        return office
+
     def _seal(
         self, body: bytes, envelope: bytes, topic: str, request: RequestId, max_size: int | None
     ) -> OutgoingMail:
-        office = self._post_office(self.enclave_instance_info.encryption_key, topic)
+        office = self._sending_office(topic)
         header = ConversationHeader(request=request).encode()
         sequence_number = office.next_sequence_number
         mail = office.encrypt_mail(body, envelope, private_header=header)
@@ -253,8 +283,10 @@ class ClientCore:
         back, so the next mail does not leave a gap. (Its request number stays used: if a
         lying host delivers it after all, its answer is still recognised.)"""
         with self._lock:
-            offices = self._instances.get(outgoing.instance, {})
-            office = offices.get(outgoing.topic)
+            if self.cluster is not None and outgoing.instance == self.cluster.public_key:
+                office = self._cluster_offices.get(outgoing.topic)
+            else:
+                office = self._instances.get(outgoing.instance, {}).get(outgoing.topic)
             if office is not None:
                 office.withdraw(outgoing.sequence_number)
 
@@ -364,16 +396,20 @@ class ClientCore:
             state = self._topics.get(opened.topic)
             if state is None or state.unanswered.get(answers.number) != answers.nonce:
                 # The answer to a request already answered: an answer the enclave sent
-                # again after a resend, or a replay.
+                # again after a resend, or a replay; in a cluster, also the answer of a second
+                # instance the request was delivered to, whose commit is then news.
                 office.record_reply(opened)
+                lineage = header.lineage if self.cluster is not None else None
+                if lineage is not None and self._lineages.get(lineage) == header.last_told:
+                    self._heard_of(lineage, header.commit_id)
                 return None
         if header.commit_id is not None:
             # In order: the last commit we heard of is the one this mail's commit followed,
-            # or this mail's own (the enclave sent several mails in one commit).
-            if self.rollback_detection and self._last_commit not in (
-                header.last_told,
-                header.commit_id,
-            ):
+            # or this mail's own (the enclave sent several mails in one commit). A cluster's
+            # instances each have their own state: each lineage is checked apart.
+            lineage = header.lineage if self.cluster is not None else None
+            last = self._last_commit if lineage is None else self._lineages.get(lineage)
+            if self.rollback_detection and last not in (header.last_told, header.commit_id):
                 raise EnclaveRollbackError(
                     "the enclave has been rolled back: it answers from a state older than "
                     "the one it last told this client about (the host restarted it from an "
@@ -381,11 +417,22 @@ class ClientCore:
                     "one); do not trust this answer. (If this client was restored from a "
                     "saved state older than what it had received, that is the cause.)"
                 )
-            self._last_commit = header.commit_id
+            if lineage is None:
+                self._last_commit = header.commit_id
+            else:
+                self._heard_of(lineage, header.commit_id)
         office.record_reply(opened)
         if answers is not None:
             del self._topics[opened.topic].unanswered[answers.number]
         return opened, answers
+
+    def _heard_of(self, lineage: bytes, commit_id: bytes | None) -> None:
+        if commit_id is None:
+            return
+        self._lineages.pop(lineage, None)
+        self._lineages[lineage] = commit_id  # the most recent last
+        while len(self._lineages) > _LINEAGES:
+            del self._lineages[next(iter(self._lineages))]
 
     def keep(self, mail: EnclaveMail) -> None:
         """Hold an opened mail for :meth:`next_kept` (it is part of :meth:`save`)."""
@@ -443,6 +490,18 @@ class ClientCore:
                 "kept": [_mail_to_json(mail) for mail in self._inbox],
                 "in_doubt": [_outgoing_to_json(outgoing) for outgoing in self._in_doubt.values()],
             }
+            if self.cluster is not None:
+                state["cluster"] = {
+                    "public_key": self.cluster.public_key.encoded.hex(),
+                    "key_spec": base64.b64encode(self.cluster.key_spec).decode(),
+                    "topics": {
+                        topic: office.next_sequence_number
+                        for topic, office in self._cluster_offices.items()
+                    },
+                    "lineages": [
+                        [lineage.hex(), commit.hex()] for lineage, commit in self._lineages.items()
+                    ],
+                }
             return json.dumps(state, sort_keys=True).encode()
 
     def save_to(self, path: str | os.PathLike[str]) -> None:
@@ -464,15 +523,21 @@ class ClientCore:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], constraint: EnclaveConstraint | str | None = None
+        cls,
+        path: str | os.PathLike[str],
+        constraint: EnclaveConstraint | str | None = None,
+        *,
+        cluster: ClusterKey | None = None,
     ) -> Self:
         """The client kept in ``path``: restored if the file exists, else created for
         ``constraint`` and saved there. It saves itself to ``path`` before every delivery
         (write-ahead: the mail is recorded as in doubt first) and after every call, so a crash
         at any moment leaves a state it can go on from, as if the connection had broken.
 
+        ``cluster`` makes a new client a cluster's (see :class:`ClientCore`).
+
         Raises :class:`ClientStateError` if the file holds no client, or one for another
-        constraint than ``constraint``."""
+        constraint than ``constraint`` or another cluster key than ``cluster``."""
         path = Path(path)
         try:
             data = path.read_bytes()
@@ -481,7 +546,7 @@ class ClientCore:
                 raise ClientStateError(
                     f"{path} holds no client yet: give a constraint to create one"
                 ) from None
-            client = cls(constraint)
+            client = cls(constraint, cluster=cluster)
             client.save_to(path)
         else:
             try:
@@ -500,6 +565,11 @@ class ClientCore:
                         f"{client.constraint.format()!r}, not {wanted.format()!r}; use another "
                         "file for another constraint"
                     )
+            if cluster is not None and cluster != client.cluster:
+                raise ClientStateError(
+                    f"the client saved in {path} is not one of the cluster key given; use "
+                    "another file for another cluster"
+                )
         client.state_path = path
         return client
 
@@ -517,11 +587,35 @@ class ClientCore:
                     "saved client state is not of version "
                     f"{_STATE_VERSION}; it was made by another version of Sanctorum"
                 )
+            cluster = state.get("cluster")
             client = cls(
                 EnclaveConstraint.parse(state["constraint"]),
                 Curve25519PrivateKey(bytes.fromhex(state["private_key"])),
                 rollback_detection=bool(state["rollback_detection"]),
+                cluster=None
+                if cluster is None
+                else ClusterKey(
+                    Curve25519PublicKey(bytes.fromhex(cluster["public_key"])),
+                    base64.b64decode(cluster["key_spec"], validate=True),
+                ),
             )
+            if cluster is not None:
+                assert client.cluster is not None
+                for topic, next_out in cluster["topics"].items():
+                    if not _counter(next_out):
+                        raise ClientStateError(f"bad sequence number for topic {topic!r}")
+                    client._cluster_offices[validate_topic(topic)] = PostOffice(
+                        client.private_key,
+                        client.cluster.public_key,
+                        topic,
+                        next_sequence_number=next_out,
+                        key_spec=client.cluster.key_spec,
+                    )
+                for lineage, commit in cluster["lineages"]:
+                    ids = bytes.fromhex(lineage), bytes.fromhex(commit)
+                    if any(len(value) != COMMIT_ID_SIZE for value in ids):
+                        raise ClientStateError("saved client state has a malformed lineage")
+                    client._lineages[ids[0]] = ids[1]
             last_commit = state["last_commit"]
             if last_commit is not None:
                 client._last_commit = bytes.fromhex(last_commit)
@@ -610,8 +704,16 @@ def _checked(value: object) -> int:
     return value
 
 
-def _check_size(topic: str, envelope: bytes, body_size: int, max_size: int) -> None:
-    size = sealed_size(topic, len(envelope), body_size, _REQUEST_HEADER_SIZE)
+def _check_size(
+    topic: str, envelope: bytes, body_size: int, max_size: int, key_spec: bytes | None
+) -> None:
+    size = sealed_size(
+        topic,
+        len(envelope),
+        body_size,
+        _REQUEST_HEADER_SIZE,
+        None if key_spec is None else len(key_spec),
+    )
     if size > max_size:
         raise _too_large(size, max_size)
 
@@ -755,8 +857,10 @@ class EnclaveClient(ClientCore):
                 # Most likely the enclave restarted with a new key: attest again and resend the
                 # same request, which an enclave that applied it already answers, not applies.
                 self.adopt(transport.get_attestation())
-                if outgoing.instance == self.enclave_instance_info.encryption_key:
-                    raise  # the same instance: the claim is false or the mail was damaged
+                if outgoing.instance == self.destination():
+                    # The same instance (or a cluster's key, which does not change): the claim
+                    # is false, the mail was damaged, or the instance cannot get the key.
+                    raise
                 self.set_in_doubt(outgoing, False)
                 outgoing = self.reseal(outgoing, max_size=transport.max_mail_size)
                 self._write_ahead(outgoing)
@@ -886,7 +990,7 @@ class AsyncEnclaveClient(ClientCore):
                 )
             except MailDecryptionError:
                 self.adopt(await transport.get_attestation())
-                if outgoing.instance == self.enclave_instance_info.encryption_key:
+                if outgoing.instance == self.destination():
                     raise
                 self.set_in_doubt(outgoing, False)
                 outgoing = self.reseal(outgoing, max_size=transport.max_mail_size)

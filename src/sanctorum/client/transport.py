@@ -12,6 +12,7 @@ from typing import Protocol
 
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.common.errors import (
+    KdsError,
     MailFormatError,
     MailRefusedError,
     MailTooLargeError,
@@ -142,7 +143,7 @@ class InProcessTransport:
             mailbox.next_mail(correlation_id, acknowledge)
         try:
             self._host.deliver_mail(mail, correlation_id)
-        except MailFormatError as error:
+        except (MailFormatError, KdsError) as error:
             raise MailRefusedError(f"the enclave refused the mail: {error}") from error
         return self.poll_mail(correlation_id, None)
 

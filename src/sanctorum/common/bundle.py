@@ -60,6 +60,12 @@ _KNOWN_KEYS = {
 }
 
 
+_KDS_PERSISTENCE_KEYS = {
+    "master_key_type",
+    "policy_constraint",
+    "use_own_code_hash",
+    "use_own_signer",
+}
 _KDS_KEYS = {
     "cluster_key",
     "constraint",
@@ -202,12 +208,8 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
             f"{where}: filesystem_size must be 0 or at least {MIN_FILESYSTEM_SIZE} bytes: four "
             "64 KiB slots go to the superblocks and the directory tree (docs/persistence.md)"
         )
-    kds = _parse_kds(document.get("kds"), where)
-    if kds is not None and not (persistent_map or sizes["filesystem_size"]):
-        raise BundleError(
-            f"{where}: [kds] gives the key that seals the persistent map and filesystem, but "
-            "this enclave has neither: set persistent_map or filesystem_size, or drop [kds]"
-        )
+    persistent = bool(persistent_map or sizes["filesystem_size"])
+    kds = _parse_kds(document.get("kds"), where, persistent)
     return EnclaveConfig(
         name=name,
         entry=entry,
@@ -222,9 +224,11 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
     )
 
 
-def _parse_kds(table: object, where: str) -> KdsConfig | None:
+def _parse_kds(table: object, where: str, persistent: bool) -> KdsConfig | None:
     """The ``[kds]`` table's structure; its constraints are parsed where the constraint syntax
-    lives, when the bundle is loaded (common imports nothing else of Sanctorum)."""
+    lives, when the bundle is loaded (common imports nothing else of Sanctorum). The
+    persistence key's settings are for an enclave with ``persistent`` state only; without, the
+    table names the KDS whose mail keys the enclave takes (clusters)."""
     if table is None:
         return None
     if not isinstance(table, dict):
@@ -262,10 +266,18 @@ def _parse_kds(table: object, where: str) -> KdsConfig | None:
             f"{where}: [kds].cluster_key is the KDS cluster's key: 64 hex digits, as the "
             "KDS's /public answer gives it in clusterKey"
         )
-    if not (policy.strip() or any(flags.values())):
+    if persistent and not (policy.strip() or any(flags.values())):
         raise BundleError(
             f"{where}: [kds] needs a policy for the persistence key: policy_constraint, "
             "use_own_code_hash = true or use_own_signer = true (or several)"
+        )
+    persistence_settings = _KDS_PERSISTENCE_KEYS & set(table)
+    if not persistent and persistence_settings:
+        raise BundleError(
+            f"{where}: [kds] {', '.join(sorted(persistence_settings))} describe the key that "
+            "seals the persistent map and filesystem, but this enclave has neither: set "
+            "persistent_map or filesystem_size, or drop them (a [kds] table with only "
+            "constraint and cluster_key lets a stateless enclave take cluster mail)"
         )
     return KdsConfig(constraint, master_key_type, policy, **flags, cluster_key=cluster_key.lower())
 

@@ -175,6 +175,11 @@ class KdsError(SanctorumError):
     """A key derivation service could not give a key, or gave one that cannot be trusted."""
 
 
+class KdsKeyRequiredError(KdsError):
+    """A mail is sealed to a KDS key the enclave instance does not hold yet: its host must ask
+    the KDS for it and deliver the mail again with the answer (``EnclaveHost`` does)."""
+
+
 class KeySpecError(KdsError, ValueError):
     """A key spec is not well formed: its name, master key type or policy constraint."""
 

@@ -31,6 +31,7 @@ from sanctorum.common.errors import (
     FrameError,
     InvalidEnclaveError,
     KdsError,
+    KdsKeyRequiredError,
     MailDecryptionError,
     MailFormatError,
     MailGapError,
@@ -336,18 +337,29 @@ def decode_commands(payload: bytes) -> list[MailCommand]:
     return commands
 
 
-def encode_deliver_mail(mail: bytes, routing_hint: str | None) -> bytes:
+_MAX_KDS_ANSWER_SIZE = 4 << 20
+
+
+def encode_deliver_mail(
+    mail: bytes, routing_hint: str | None, kds_answer: bytes | None = None
+) -> bytes:
+    """``kds_answer``: the KDS's answer to the host's request for the key of the mail's key
+    spec (a mail sealed to a KDS key)."""
     writer = Writer()
     _write_optional_text(writer, routing_hint)
-    return writer.bytes32(mail).getvalue()
+    writer.bytes32(mail)
+    if kds_answer is not None:
+        writer.bytes32(kds_answer)
+    return writer.getvalue()
 
 
-def decode_deliver_mail(payload: bytes) -> tuple[bytes, str | None]:
+def decode_deliver_mail(payload: bytes) -> tuple[bytes, str | None, bytes | None]:
     reader = _reader(payload, "deliver-mail frame")
     hint = _read_optional_text(reader)
     mail = reader.bytes32("mail", MAX_DATA_SIZE)
+    kds_answer = reader.bytes32("KDS answer", _MAX_KDS_ANSWER_SIZE) if reader.remaining else None
     reader.expect_end()
-    return mail, hint
+    return mail, hint, kds_answer
 
 
 @dataclass(frozen=True)
@@ -412,6 +424,7 @@ _ERROR_CODES: list[tuple[int, type[SanctorumError]]] = [
     (15, FileSystemRollbackError),
     (16, NewerSealedStateError),
     (17, SealedStateJournalError),
+    (19, KdsKeyRequiredError),
     (18, KdsError),
     (13, SealedStateError),
     (14, InvalidEnclaveError),

@@ -89,6 +89,12 @@ class Enclave:
         """This instance's attestation, as clients see it."""
         return self.runtime.instance_info
 
+    @property
+    def kds_enclave_instance_info(self) -> EnclaveInstanceInfo | None:
+        """The attestation of the KDS that gave this instance its last key (it met the KDS
+        constraint of the ``[kds]`` table), or None if it took no key from a KDS yet."""
+        return self.runtime.kds_instance_info
+
     def call_untrusted_host(self, data: bytes) -> bytes | None:
         """Call the host's callback for the current ``call_enclave``; returns its answer."""
         return self.runtime.call_untrusted_host(data)

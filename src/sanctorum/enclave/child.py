@@ -249,14 +249,14 @@ class EnclaveServer:
                     f"could not create {bundle.config.entry}: {type(error).__name__}: {error}"
                 ) from error
             config = bundle.config
-            key_source = None
+            kds = None
             if config.kds is not None:
-                from sanctorum.kds.persistence import KDS_REQUEST, kds_key_source
+                from sanctorum.kds.access import KDS_REQUEST, KdsAccess
 
                 def ask_host(body: bytes) -> bytes:
                     return self._call_host_inline(frame.call_id, KDS_REQUEST + body) or b""
 
-                key_source = kds_key_source(config.kds, ask_host)
+                kds = KdsAccess(config.kds, ask_host)
             runtime = EnclaveRuntime(
                 enclave,
                 provider,
@@ -276,7 +276,7 @@ class EnclaveServer:
                 memory_filesystem_size=config.memory_filesystem_size,
                 filesystem_file=Path(request.filesystem_file) if request.filesystem_file else None,
                 reveal_errors=request.mode != "release",
-                kds_key_source=key_source,
+                kds=kds,
             )
             startup_commands = runtime.start()
         except SanctorumError as error:
@@ -306,8 +306,8 @@ class EnclaveServer:
                     FrameType.CALL_RESULT, frame.call_id, encode_call_result(reply, commands)
                 )
             elif frame.type is FrameType.DELIVER_MAIL:
-                mail, routing_hint = decode_deliver_mail(frame.payload)
-                commands = runtime.deliver_mail(mail, routing_hint)
+                mail, routing_hint, kds_answer = decode_deliver_mail(frame.payload)
+                commands = runtime.deliver_mail(mail, routing_hint, kds_answer)
                 answer = Frame(FrameType.MAIL_RESULT, frame.call_id, encode_commands(commands))
             else:
                 info = runtime.update_attestation()

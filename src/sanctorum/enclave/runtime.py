@@ -10,10 +10,11 @@ import contextlib
 import secrets
 import struct
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sanctorum.attestation.evidence import EvidenceProvider
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo, key_binding
@@ -23,6 +24,8 @@ from sanctorum.common.errors import (
     EnclaveCallError,
     EnclaveLoadError,
     EnclaveStateError,
+    KdsError,
+    KdsKeyRequiredError,
     MailReplayError,
     NewerSealedStateError,
     SealedStateError,
@@ -55,7 +58,13 @@ from sanctorum.enclave.state import (
     decode_state,
     encode_state,
 )
-from sanctorum.mail.format import DEFAULT_MAX_MAIL_SIZE, EnclaveMail, open_mail
+from sanctorum.mail.format import (
+    DEFAULT_MAX_MAIL_SIZE,
+    KEY_SPEC_FLAG,
+    EnclaveMail,
+    open_mail,
+    read_mail_header,
+)
 from sanctorum.mail.policy import MinSizePolicy
 from sanctorum.mail.post_office import PostOffice
 from sanctorum.mail.private_header import COMMIT_ID_SIZE, NONCE_SIZE, ConversationHeader, RequestId
@@ -69,7 +78,11 @@ _MIN_JOURNAL_BYTES = 64 << 10
 # or once the snapshot and the records would hold more than this: all of it goes back to the
 # enclave in one frame at start (simulation and SGX).
 _MAX_KEPT_BYTES = 2 * MAX_DATA_SIZE
+_MAIL_KEYS = 256  # KDS mail keys an instance keeps; older ones are asked for again
 _T = TypeVar("_T")
+
+if TYPE_CHECKING:  # the enclave package does not import the KDS's (docs/decisions.md)
+    from sanctorum.kds.access import KdsAccess
 
 
 class _Request:
@@ -160,12 +173,12 @@ class _EnclavePostOffice(PostOffice):
                 and request.sender == self.destination
             ):
                 answers = request.id
-            commit_id = last_told = None
+            commit_id = last_told = lineage = None
             if runtime._map is not None:
-                commit_id, last_told = runtime._tell(self.destination.encoded)
+                commit_id, last_told, lineage = runtime._tell(self.destination.encoded)
             if answers is not None or commit_id is not None:
                 private_header = ConversationHeader(
-                    answers=answers, commit_id=commit_id, last_told=last_told
+                    answers=answers, commit_id=commit_id, last_told=last_told, lineage=lineage
                 ).encode()
             if answers is not None:
                 assert request is not None
@@ -195,7 +208,7 @@ class EnclaveRuntime:
         filesystem_file: Path | None = None,
         max_mail_size: int = DEFAULT_MAX_MAIL_SIZE,
         reveal_errors: bool = True,
-        kds_key_source: Callable[[EnclaveInstanceInfo, Curve25519PrivateKey], bytes] | None = None,
+        kds: KdsAccess | None = None,
     ) -> None:
         """``thread_safe`` overrides the class attribute (a bundle's configuration decides);
         ``persistent_map_size`` enables the persistent map with that maximum size, restored
@@ -203,10 +216,10 @@ class EnclaveRuntime:
         giving the CPU's key for each sealing policy. ``sealed_state`` is the latest snapshot
         followed by the journal records stored after it, in order. Without ``reveal_errors``
         (release enclaves) an exception of the enclave's code reaches the host as its type
-        only: its message may hold the enclave's data. With ``kds_key_source`` (an
-        ``enclave.toml`` with ``[kds]``) the sealed state is sealed with keys derived from the
-        key it gives this instance, instead of the platform's: the state moves between
-        machines."""
+        only: its message may hold the enclave's data. With ``kds`` (an ``enclave.toml`` with
+        ``[kds]``) the sealed state is sealed with keys derived from the persistence key the
+        KDS gives this instance, instead of the platform's (the state moves between machines),
+        and mail sealed to a KDS key spec opens with the key the host hands in with it."""
         self.enclave = enclave
         self._reveal_errors = reveal_errors
         self._evidence_provider = evidence_provider
@@ -215,18 +228,25 @@ class EnclaveRuntime:
         self._signing_key = Ed25519PrivateKey.generate()
         self._encryption_key = Curve25519PrivateKey.generate()
         self._instance_info = self._attest()
-        # Asked before the sealed state opens: it is sealed with keys derived from this one.
-        self._kds_key = (
-            None
-            if kds_key_source is None
-            else kds_key_source(self._instance_info, self._encryption_key)
-        )
+        self._kds = kds
+        self._kds_info: EnclaveInstanceInfo | None = None  # the KDS of the last key taken
+        self._kds_key: bytes | None = None
+        if kds is not None and (persistent_map_size is not None or filesystem_size):
+            # Asked before the sealed state opens: it is sealed with keys derived from this one.
+            self._kds_key, self._kds_info = kds.persistence_key(
+                self._instance_info, self._encryption_key
+            )
+        self._mail_keys: OrderedDict[bytes, Curve25519PrivateKey] = OrderedDict()
+        self._mail_keys_lock = threading.Lock()
         if thread_safe is None:
             thread_safe = enclave.thread_safe
         self._entry_lock: contextlib.AbstractContextManager[object] = (
             contextlib.nullcontext() if thread_safe else threading.RLock()
         )
         self._incoming = SequenceTracker()
+        # Mail to a KDS key: the client's numbers are spread over the instances that share the
+        # key, so each sees gaps; replays and reorderings are still refused.
+        self._incoming_shared = SequenceTracker(gaps_allowed=True)
         self._post_offices: dict[tuple[Curve25519PublicKey, str], _EnclavePostOffice] = {}
         self._post_offices_lock = threading.Lock()
         self._local = threading.local()
@@ -285,6 +305,11 @@ class EnclaveRuntime:
     def instance_info(self) -> EnclaveInstanceInfo:
         return self._instance_info
 
+    @property
+    def kds_instance_info(self) -> EnclaveInstanceInfo | None:
+        """The KDS that gave this instance its last key (verified against ``[kds]``)."""
+        return self._kds_info
+
     def update_attestation(self) -> EnclaveInstanceInfo:
         """Fresh evidence for the same keys."""
         self._instance_info = self._attest()
@@ -323,36 +348,49 @@ class EnclaveRuntime:
             self._finish(context)
             return (bytes(reply) if reply is not None else None), context.commands
 
-    def deliver_mail(self, mail: bytes, routing_hint: str | None) -> list[MailCommand]:
+    def deliver_mail(
+        self, mail: bytes, routing_hint: str | None, kds_answer: bytes | None = None
+    ) -> list[MailCommand]:
         """Decrypt, check the sequence, then ``receive_mail``; the mail commands it made.
 
         A mail that does not decrypt or is out of sequence raises before the enclave sees it,
         and leaves every piece of enclave state as it was. With a persistent map, a request the
         enclave already applied (a resend, possibly to a restarted instance) is answered with
         the answer it got then, and ``receive_mail`` is not called again.
+
+        A mail sealed to a KDS key spec opens with the spec's key: one this instance took
+        before, or one in ``kds_answer`` (the KDS's answer to the host's ``/private`` request
+        for this instance); :class:`KdsKeyRequiredError` if it has neither.
         """
         if not self._running:
             self._check_running()
-        opened = open_mail(self._encryption_key, mail, self._max_mail_size)
+        key = self._encryption_key
+        tracker = self._incoming
+        if len(mail) > 5 and mail[5] & KEY_SPEC_FLAG:
+            key = self._mail_key(mail, kds_answer)
+            tracker = self._incoming_shared
+        opened = open_mail(key, mail, self._max_mail_size)
         request_id = ConversationHeader.decode(opened.private_header).request
         sender = opened.authenticated_sender
-        stream = (sender, opened.topic)
+        stream: tuple[object, ...] = (sender, opened.topic)
+        if opened.key_spec is not None:
+            stream += (opened.key_spec,)  # numbered apart from mail to this instance's key
         with _Entry(self, None) as context:
             record_key = None
             if request_id is not None and self._map is not None:
-                self._incoming.check(stream, opened.sequence_number)
-                record_key = _request_key(stream)
+                tracker.check(stream, opened.sequence_number)
+                record_key = _request_key(sender, opened.topic)
                 record = self._map.record(record_key)
                 if record is not None and request_id.number <= _AppliedRequest.number_in(record):
                     self._answer_again(
                         _AppliedRequest.decode(record), request_id, opened, routing_hint
                     )
-                    self._incoming.advance(stream, opened.sequence_number)
+                    tracker.advance(stream, opened.sequence_number)
                     self._finish(context)
                     return context.commands
-                self._incoming.advance(stream, opened.sequence_number)
+                tracker.advance(stream, opened.sequence_number)
             else:
-                self._incoming.check_and_advance(stream, opened.sequence_number)
+                tracker.check_and_advance(stream, opened.sequence_number)
             if request_id is not None:
                 context.request = _Request(sender, opened.topic, request_id)
             self._run_user_code(
@@ -365,6 +403,35 @@ class EnclaveRuntime:
                 self._map.set_record(record_key, applied.encode())
             self._finish(context)
             return context.commands
+
+    def _mail_key(self, mail: bytes, kds_answer: bytes | None) -> Curve25519PrivateKey:
+        """The key of the KDS key spec ``mail`` is sealed to: kept, or taken from
+        ``kds_answer`` and kept."""
+        key_spec = read_mail_header(mail, self._max_mail_size).key_spec
+        assert key_spec is not None
+        with self._mail_keys_lock:
+            key = self._mail_keys.get(key_spec)
+            if key is not None:
+                self._mail_keys.move_to_end(key_spec)
+                return key
+        if self._kds is None:
+            raise KdsError(
+                "the mail is sealed to a key from a KDS, but this enclave has no [kds] table in "
+                "its enclave.toml naming a KDS it trusts, so it takes no keys from one"
+            )
+        if kds_answer is None:
+            raise KdsKeyRequiredError(
+                "the mail is sealed to a KDS key this enclave instance does not hold yet: its "
+                "host must ask the KDS for it (EnclaveHost does, with kds=KdsConfiguration)"
+            )
+        taken = self._kds.mail_key(key_spec, kds_answer, self._encryption_key)
+        key = Curve25519PrivateKey(taken.key)
+        with self._mail_keys_lock:
+            self._mail_keys[key_spec] = key
+            while len(self._mail_keys) > _MAIL_KEYS:
+                self._mail_keys.popitem(last=False)
+            self._kds_info = taken.kds
+        return key
 
     def _answer_again(
         self,
@@ -610,17 +677,25 @@ class EnclaveRuntime:
 
     # -- persistence -------------------------------------------------------------------------
 
-    def _tell(self, client: bytes) -> tuple[bytes, bytes | None]:
+    def _tell(self, client: bytes) -> tuple[bytes, bytes | None, bytes]:
         """Rollback detection for a mail to ``client`` sealed in this call: the id of the
-        commit that will record it, and the last commit the enclave told ``client`` about
-        before this one. Every mail of one commit carries the same pair, so the client may read
-        them in any order; what the client is told is recorded when a mail is posted."""
+        commit that will record it, the last commit the enclave told ``client`` about before
+        this one, and the state's lineage. Every mail of one commit carries the same triple,
+        so the client may read them in any order; what the client is told is recorded when a
+        mail is posted."""
         stack = self._call_stack()
         transaction = stack[0]
         if transaction.commit_id is None:
             transaction.commit_id = secrets.token_bytes(COMMIT_ID_SIZE)
         assert self._map is not None
-        return transaction.commit_id, self._map.committed_record(_TOLD + client)
+        lineage = self._map.record(_LINEAGE)
+        if lineage is None:
+            # Names this state's line of commits, made with the first commit that tells a
+            # client of one: clients of a cluster, whose instances each have their own state,
+            # check each line apart (docs/kds.md).
+            lineage = secrets.token_bytes(COMMIT_ID_SIZE)
+            self._map.set_record(_LINEAGE, lineage)
+        return transaction.commit_id, self._map.committed_record(_TOLD + client), lineage
 
     def _posted(self, mail: bytes) -> None:
         """A mail was posted: if it tells a client of a commit, record that the client was
@@ -721,8 +796,10 @@ _APPLIED = b"R"
 _U64 = struct.Struct(">Q")
 
 
-def _request_key(stream: tuple[Curve25519PublicKey, str]) -> bytes:
-    sender, topic = stream
+_LINEAGE = b"L"
+
+
+def _request_key(sender: Curve25519PublicKey, topic: str) -> bytes:
     return _APPLIED + sender.encoded + topic.encode("utf-8")
 
 

@@ -23,6 +23,8 @@ from sanctorum.common.errors import (
     EnclaveCrashedError,
     EnclaveLoadError,
     EnclaveStateError,
+    KdsError,
+    KdsKeyRequiredError,
 )
 from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.common.mode import EnclaveMode
@@ -38,6 +40,7 @@ from sanctorum.host.platform import (
     refuse_thread_safe_persistence,
 )
 from sanctorum.host.simulation import SimulationPlatform
+from sanctorum.mail.format import read_mail_header
 
 MailCommandsCallback = Callable[[list[MailCommand]], None]
 _REMEMBERED_INSTANCES = 4096  # about 1 KiB each
@@ -424,8 +427,29 @@ class EnclaveHost:
         if self._storing is not None:
             self._refuse_from_on_mail_commands()
         platform, generation = self._instance
-        commands = platform.deliver_mail(_as_bytes(mail, "mail"), routing_hint)
+        mail = _as_bytes(mail, "mail")
+        try:
+            commands = platform.deliver_mail(mail, routing_hint)
+        except KdsKeyRequiredError:
+            answer = self._fetch_mail_key(mail, platform.enclave_instance_info)
+            commands = platform.deliver_mail(mail, routing_hint, answer)
         self._dispatch(commands, generation)
+
+    def _fetch_mail_key(self, mail: bytes, instance: EnclaveInstanceInfo) -> bytes:
+        """Ask the KDS for the key of the spec ``mail`` is sealed to, for ``instance``: the
+        KDS answers only an enclave that meets the spec's policy, sealed to its key."""
+        from sanctorum.kds.access import private_request  # only for mail to a KDS key
+        from sanctorum.kds.spec import KeySpec
+
+        if self._kds_fetch is None:
+            raise KdsError(
+                "the mail is sealed to a key from a key derivation service (a client of a "
+                "cluster): start the host with kds=KdsConfiguration(url) (sanctorum host "
+                "--kds-url URL) so it can fetch the key for its enclave"
+            )
+        key_spec = read_mail_header(mail).key_spec
+        assert key_spec is not None  # the enclave asked for its key
+        return self._kds_fetch(private_request(KeySpec.decode(key_spec), instance))
 
     @property
     def mock_enclave(self) -> Enclave:

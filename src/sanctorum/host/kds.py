@@ -14,7 +14,8 @@ from sanctorum.common.errors import KdsError
 
 @dataclass(frozen=True)
 class KdsConfiguration:
-    """The KDS an enclave with a ``[kds]`` table gets its persistence key from."""
+    """The KDS an enclave with a ``[kds]`` table gets its keys from: the key of its persistent
+    state, and the keys of mail sealed to a key spec (clients of a cluster)."""
 
     url: str
     """Where ``sanctorum kds serve`` listens, e.g. ``http://127.0.0.1:8090``."""
@@ -47,7 +48,7 @@ def kds_fetcher(config: KdsConfiguration) -> Callable[[bytes], bytes]:
                 problem = f"{type(error).__name__}: {error}"
             if time.monotonic() + pause >= deadline:
                 raise KdsError(
-                    f"the KDS at {config.url} did not give the enclave its persistence key "
+                    f"the KDS at {config.url} did not give the enclave its key "
                     f"within {config.timeout:g} s ({problem}); check that it runs there"
                 )
             time.sleep(pause)

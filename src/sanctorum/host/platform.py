@@ -36,7 +36,12 @@ class EnclavePlatform(Protocol):
         self, data: bytes, callback: HostCallback | None
     ) -> tuple[bytes | None, list[MailCommand]]: ...
 
-    def deliver_mail(self, mail: bytes, routing_hint: str | None) -> list[MailCommand]: ...
+    def deliver_mail(
+        self, mail: bytes, routing_hint: str | None, kds_answer: bytes | None = None
+    ) -> list[MailCommand]:
+        """``kds_answer``: the KDS's answer with the key of the mail's key spec, for an enclave
+        that asked for it (:class:`KdsKeyRequiredError`)."""
+        ...
 
     def update_attestation(self) -> EnclaveInstanceInfo: ...
 
@@ -121,11 +126,11 @@ class MockPlatform:
         kds_fetch: Callable[[bytes], bytes] | None = None,
     ) -> tuple[int, list[MailCommand]]:
         provider = self._provider
-        key_source = None
+        kds = None
         if self.settings.kds is not None:
-            from sanctorum.kds.persistence import kds_key_source  # only with a [kds] table
+            from sanctorum.kds.access import KdsAccess  # only with a [kds] table
 
-            key_source = kds_key_source(self.settings.kds, require_kds(kds_fetch))
+            kds = KdsAccess(self.settings.kds, lambda body: require_kds(kds_fetch)(body))
         self._runtime = EnclaveRuntime(
             self.enclave,
             provider,
@@ -142,14 +147,16 @@ class MockPlatform:
             filesystem_size=self.settings.filesystem_size,
             memory_filesystem_size=self.settings.memory_filesystem_size,
             filesystem_file=filesystem_file,
-            kds_key_source=key_source,
+            kds=kds,
         )
         # Calls go straight to the runtime: mock mode's overhead over a method call is measured.
         self.call_enclave = self._runtime.call
         return self._runtime.restored_commit, self._runtime.start()
 
-    def deliver_mail(self, mail: bytes, routing_hint: str | None) -> list[MailCommand]:
-        return self.runtime.deliver_mail(mail, routing_hint)
+    def deliver_mail(
+        self, mail: bytes, routing_hint: str | None, kds_answer: bytes | None = None
+    ) -> list[MailCommand]:
+        return self.runtime.deliver_mail(mail, routing_hint, kds_answer)
 
     def update_attestation(self) -> EnclaveInstanceInfo:
         return self.runtime.update_attestation()

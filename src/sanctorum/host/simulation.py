@@ -156,7 +156,7 @@ class SimulationPlatform:
     def _serve_load_request(self, data: bytes) -> bytes | None:
         """What the enclave asks the host while it loads: its persistence key from the KDS
         (an enclave with a [kds] table), which the host carries without reading it."""
-        from sanctorum.kds.persistence import KDS_REQUEST  # only enclaves with [kds] ask
+        from sanctorum.kds.access import KDS_REQUEST  # only enclaves with [kds] ask
 
         if not data.startswith(KDS_REQUEST):
             raise EnclaveLoadError("the enclave asked its host for something unknown")
@@ -372,8 +372,12 @@ class SimulationPlatform:
         )
         return decode_call_result(answer.payload)
 
-    def deliver_mail(self, mail: bytes, routing_hint: str | None) -> list[MailCommand]:
-        frame = self._new_frame(FrameType.DELIVER_MAIL, encode_deliver_mail(mail, routing_hint))
+    def deliver_mail(
+        self, mail: bytes, routing_hint: str | None, kds_answer: bytes | None = None
+    ) -> list[MailCommand]:
+        frame = self._new_frame(
+            FrameType.DELIVER_MAIL, encode_deliver_mail(mail, routing_hint, kds_answer)
+        )
         return decode_commands(self._request(frame, FrameType.MAIL_RESULT).payload)
 
     def update_attestation(self) -> EnclaveInstanceInfo:

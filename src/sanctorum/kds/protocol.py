@@ -22,7 +22,7 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sanctorum.attestation.constraint import EnclaveConstraint
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
@@ -51,6 +51,14 @@ class PrivateKeyRequest:
 
     requester: EnclaveInstanceInfo
     spec: KeySpec
+
+
+class KdsKey(NamedTuple):
+    """A key a requester took from a ``/private`` answer, and the KDS that gave it."""
+
+    key: bytes
+    kds: EnclaveInstanceInfo
+    """The KDS's verified attestation (it met the requester's KDS constraint)."""
 
 
 def parse_public_request(document: object) -> KeySpec:
@@ -169,7 +177,7 @@ def open_private_response(
     requester_key: Curve25519PrivateKey,
     verification_time: datetime | None = None,
     cluster_key: Ed25519PublicKey | None = None,
-) -> bytes:
+) -> KdsKey:
     """The spec's key from a ``/private`` answer, opened with the requester's encryption key,
     after checking that the KDS meets ``kds_constraint``, that the mail comes from the KDS's
     attested key, that it is for this spec, and with ``cluster_key`` that it comes from that
@@ -191,7 +199,7 @@ def open_private_response(
         raise KdsError("the KDS's answer is for another key spec than the one asked for")
     if len(mail.body) != KEY_SIZE:
         raise KdsError(f"the KDS's answer holds {len(mail.body)} bytes, not a {KEY_SIZE}-byte key")
-    return mail.body
+    return KdsKey(mail.body, kds)
 
 
 def _check_cluster(

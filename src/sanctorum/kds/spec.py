@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sanctorum.attestation.constraint import EnclaveConstraint
-from sanctorum.common.codec import Writer
+from sanctorum.common.codec import Reader, Writer
 from sanctorum.common.errors import InvalidConstraintError, KeySpecError
 
 MASTER_KEY_SIZE = 32
@@ -101,6 +101,22 @@ class KeySpec:
             .text16(self.policy_constraint)
             .getvalue()
         )
+
+    @classmethod
+    def decode(cls, canonical: bytes) -> KeySpec:
+        """The spec whose :attr:`canonical` bytes these are (as a mail's header carries them);
+        :class:`KeySpecError` if they are not one."""
+        reader = Reader(canonical, error=KeySpecError, what="key spec")
+        if reader.raw(len(_DOMAIN), "domain") != _DOMAIN:
+            raise KeySpecError("the bytes are not a key spec of this version")
+        name = reader.text16("name", MAX_NAME_BYTES)
+        master_key_type = MasterKeyType.parse(reader.text16("master key type"))
+        policy = reader.text16("policy constraint")
+        reader.expect_end()
+        spec = cls(name, master_key_type, policy)
+        if spec.canonical != canonical:  # one encoding per spec: a key is named one way only
+            raise KeySpecError("the key spec is not in canonical form")
+        return spec
 
     def to_json(self) -> dict[str, str]:
         """The spec as the KDS's REST API carries it."""

@@ -7,7 +7,9 @@ Layout, all integers big-endian::
     flags                               1 byte    │ the Noise prologue, so the
     sequence number                     8 bytes   │ host cannot change them
     topic            (u16 length) UTF-8           │ unnoticed
-    envelope         (u32 length) bytes           ┘
+    envelope         (u32 length) bytes           │
+    key spec         (u32 length) bytes, only     │
+                     with flag 0x01               ┘
     handshake        (u16 length) Noise X message: e, encrypted s, encrypted
                                   payload = body length (u64), padded length (u64),
                                   private header (u16 length + bytes)
@@ -17,6 +19,9 @@ Layout, all integers big-endian::
 
 The sender's static key is inside the handshake, so only the recipient learns who sent the mail;
 the private header carries fields the runtime adds that the host must not see.
+
+A mail sealed to a key a KDS derives (flag 0x01) names that key's spec, so the host can fetch the
+key for its enclave: any enclave the KDS gives the key to can open it (docs/kds.md, clusters).
 """
 
 from __future__ import annotations
@@ -47,10 +52,13 @@ _CHUNK_WIRE_SIZE = MAX_MESSAGE_LEN
 MAX_TOPIC_SIZE = 256
 MAX_ENVELOPE_SIZE = 1 << 20
 MAX_PRIVATE_HEADER_SIZE = 4096
+MAX_KEY_SPEC_SIZE = 1 << 17
+KEY_SPEC_FLAG = 0x01
+"""Set in the flags byte (offset 5) when the mail names the KDS key spec it is sealed to."""
 DEFAULT_MAX_MAIL_SIZE = 64 << 20
 """Mails above this size are refused unless the caller raises the limit."""
 
-_KNOWN_FLAGS = 0
+_KNOWN_FLAGS = KEY_SPEC_FLAG
 _ZERO_CHUNK = memoryview(bytes(CHUNK_PLAINTEXT_SIZE))
 
 
@@ -122,6 +130,10 @@ class EnclaveMail:
     """The sender's static key, proven by the Noise handshake."""
     private_header: bytes = field(default=b"", repr=False)
     """Fields the Sanctorum runtime adds inside the encryption; empty for application mail."""
+    key_spec: bytes | None = None
+    """For mail sealed to a key a KDS derives, that key's spec (canonical bytes, see
+    :meth:`sanctorum.kds.spec.KeySpec.decode`); None for mail sealed to this recipient's own
+    key."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,8 @@ class MailHeader:
     topic: str
     sequence_number: int
     envelope: bytes
+    key_spec: bytes | None = None
+    """The KDS key spec the mail is sealed to (canonical bytes), if it is."""
 
 
 def _encode_topic(topic: str) -> bytes:
@@ -154,10 +168,16 @@ def _body_wire_size(padded_size: int) -> int:
 
 
 def sealed_size(
-    topic: str, envelope_size: int, padded_size: int, private_header_size: int = 0
+    topic: str,
+    envelope_size: int,
+    padded_size: int,
+    private_header_size: int = 0,
+    key_spec_size: int | None = None,
 ) -> int:
     """The exact size of a sealed mail, known before sealing it."""
     head = _PREFIX.size + 2 + len(topic.encode("utf-8")) + 4 + envelope_size
+    if key_spec_size is not None:
+        head += 4 + key_spec_size
     handshake = _HANDSHAKE_SIZE + private_header_size
     return head + 2 + handshake + _body_wire_size(padded_size)
 
@@ -172,9 +192,13 @@ def seal_mail(
     envelope: bytes = b"",
     padded_size: int = 0,
     private_header: bytes = b"",
+    key_spec: bytes | None = None,
     ephemeral: x25519.X25519PrivateKey | None = None,
 ) -> bytes:
-    """Encrypt ``body`` as one self-contained mail from ``sender`` to ``recipient``."""
+    """Encrypt ``body`` as one self-contained mail from ``sender`` to ``recipient``.
+
+    ``key_spec`` names the KDS key spec ``recipient`` is the public key of: it travels in the
+    authenticated header, for the host to fetch the key for its enclave."""
     topic_bytes = _encode_topic(topic)
     if not 0 <= sequence_number < 2**64:
         raise ValueError(f"sequence number out of range: {sequence_number}")
@@ -185,15 +209,18 @@ def seal_mail(
     body_size = len(body)
     padded_size = max(padded_size, body_size)
 
-    prologue = b"".join(
-        (
-            _PREFIX.pack(MAGIC, VERSION, 0, sequence_number),
-            _U16.pack(len(topic_bytes)),
-            topic_bytes,
-            _U32.pack(len(envelope)),
-            envelope,
-        )
-    )
+    parts = [
+        _PREFIX.pack(MAGIC, VERSION, 0 if key_spec is None else KEY_SPEC_FLAG, sequence_number),
+        _U16.pack(len(topic_bytes)),
+        topic_bytes,
+        _U32.pack(len(envelope)),
+        envelope,
+    ]
+    if key_spec is not None:
+        if not 0 < len(key_spec) <= MAX_KEY_SPEC_SIZE:
+            raise ValueError(f"a key spec is 1 to {MAX_KEY_SPEC_SIZE} bytes")
+        parts += (_U32.pack(len(key_spec)), key_spec)
+    prologue = b"".join(parts)
     payload = _PAYLOAD.pack(body_size, padded_size, len(private_header)) + private_header
     handshake = write_handshake(
         NOISE_X_AESGCM_SHA256,
@@ -258,9 +285,9 @@ def _malformed(problem: str) -> MailFormatError:
     return MailFormatError(f"malformed mail: {problem}")
 
 
-def _parse_header(data: bytes, max_size: int) -> tuple[str, int, bytes, int]:
-    """Topic, sequence number, envelope and where the prologue ends. Plain struct reads and no
-    MailHeader: this is on the hot path."""
+def _parse_header(data: bytes, max_size: int) -> tuple[str, int, bytes, bytes | None, int]:
+    """Topic, sequence number, envelope, key spec and where the prologue ends. Plain struct
+    reads and no MailHeader: this is on the hot path."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MailFormatError(f"a mail is bytes, not {type(data).__name__}")
     size = len(data)
@@ -298,7 +325,18 @@ def _parse_header(data: bytes, max_size: int) -> tuple[str, int, bytes, int]:
     if size < offset:
         raise _malformed("truncated in the envelope")
     envelope = bytes(data[offset - envelope_size : offset])
-    return topic, sequence_number, envelope, offset
+    key_spec = None
+    if flags:  # KEY_SPEC_FLAG, the only one known
+        if size < offset + 4:
+            raise _malformed("truncated before the key spec")
+        (key_spec_size,) = _U32.unpack_from(data, offset)
+        if not 0 < key_spec_size <= MAX_KEY_SPEC_SIZE:
+            raise _malformed(f"key spec of {key_spec_size} bytes (1 to {MAX_KEY_SPEC_SIZE})")
+        offset += 4 + key_spec_size
+        if size < offset:
+            raise _malformed("truncated in the key spec")
+        key_spec = bytes(data[offset - key_spec_size : offset])
+    return topic, sequence_number, envelope, key_spec, offset
 
 
 def read_mail_header(data: bytes, max_size: int = DEFAULT_MAX_MAIL_SIZE) -> MailHeader:
@@ -306,7 +344,7 @@ def read_mail_header(data: bytes, max_size: int = DEFAULT_MAX_MAIL_SIZE) -> Mail
 
     Nothing here is authenticated until the mail is opened by its recipient.
     """
-    return MailHeader(*_parse_header(data, max_size)[:3])
+    return MailHeader(*_parse_header(data, max_size)[:4])
 
 
 def open_mail(
@@ -317,7 +355,7 @@ def open_mail(
     Raises :class:`MailFormatError` for malformed bytes and :class:`MailDecryptionError` for
     mail sealed to another key or altered in transit.
     """
-    topic, sequence_number, envelope, offset = _parse_header(data, max_size)
+    topic, sequence_number, envelope, key_spec, offset = _parse_header(data, max_size)
     size = len(data)
     prologue = bytes(data[:offset])  # no copy beyond the slice's when data is bytes
     if size < offset + 2:
@@ -364,4 +402,5 @@ def open_mail(
         sequence_number,
         Curve25519PublicKey(result.remote_static),
         payload[_PAYLOAD.size :],
+        key_spec,
     )

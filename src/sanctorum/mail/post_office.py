@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 from sanctorum.common.errors import MailSenderError
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
@@ -23,8 +24,8 @@ class PostOffice:
     It numbers outgoing mail 0, 1, 2, … and checks that replies come from ``destination``, on
     this topic, with rising sequence numbers (a gap is accepted: an enclave does not reuse the
     numbers of mail it withdrew when a call failed; a replay is refused). Clients get one from
-    :meth:`EnclaveInstanceInfo.create_post_office`; enclaves from :meth:`Enclave.post_office`.
-    Thread-safe.
+    :meth:`EnclaveInstanceInfo.create_post_office` or :meth:`ClusterKey.create_post_office`;
+    enclaves from :meth:`Enclave.post_office`. Thread-safe.
     """
 
     def __init__(
@@ -36,11 +37,15 @@ class PostOffice:
         *,
         next_sequence_number: int = 0,
         next_reply_sequence_number: int = 0,
+        key_spec: bytes | None = None,
     ) -> None:
         self.sender_private_key = sender_private_key
         self.destination = destination
         self.topic = validate_topic(topic)
         self.min_size_policy = min_size_policy or MinSizePolicy.default()
+        self.key_spec = key_spec
+        """With a destination that is a KDS key, its spec (canonical bytes): every mail names
+        it, so any enclave the KDS gives the key to can open it (:class:`ClusterKey`)."""
         self._next_sequence_number = next_sequence_number
         self._replies = SequenceTracker({None: next_reply_sequence_number}, gaps_allowed=True)
         self._lock = threading.Lock()
@@ -87,6 +92,7 @@ class PostOffice:
                 padded_size=self.min_size_policy.padded_size(len(body) + len(private_header))
                 - len(private_header),
                 private_header=private_header,
+                key_spec=self.key_spec,
             )
             self._next_sequence_number = sequence_number + 1
             return mail
@@ -122,3 +128,28 @@ class PostOffice:
                 f"the mail is on topic {opened.topic!r}, not this post office's {self.topic!r}"
             )
         self._replies.check(None, opened.sequence_number, "reply")
+
+
+@dataclass(frozen=True)
+class ClusterKey:
+    """A public key several enclave instances can open mail for: one a KDS derived for a key
+    spec and gives to every enclave that meets the spec's policy (docs/kds.md, clusters).
+
+    Get one checked from :func:`sanctorum.kds.client.fetch_cluster_key`, which verifies the
+    KDS's signature and attestation; mail sealed to it names ``key_spec`` in its header.
+    """
+
+    public_key: Curve25519PublicKey
+    key_spec: bytes
+    """The key's spec, canonical bytes (:meth:`sanctorum.kds.spec.KeySpec.decode`)."""
+
+    def create_post_office(
+        self,
+        sender_private_key: Curve25519PrivateKey,
+        topic: str = "default",
+        min_size_policy: MinSizePolicy | None = None,
+    ) -> PostOffice:
+        """A post office sealing to this key (replies come from each instance's own key)."""
+        return PostOffice(
+            sender_private_key, self.public_key, topic, min_size_policy, key_spec=self.key_spec
+        )

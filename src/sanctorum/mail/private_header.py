@@ -10,7 +10,9 @@ The enclave's **answer** to a request names the request it answers, so a client 
 as the answer to that request. Every mail an enclave with persistent state seals to a client
 also carries the id of the commit that records it and the id of the last commit the enclave
 believes it told that client about: a client that last heard of another commit is talking to an
-enclave restarted from older state (rollback detection).
+enclave restarted from older state (rollback detection). It also names the state's lineage (a
+random id made with the state): a client of a cluster, whose instances each have their own
+state, checks each lineage's commits apart.
 
 Encoding: version (1 byte), flags (1 byte), then the fields the flags name, in this order::
 
@@ -18,6 +20,7 @@ Encoding: version (1 byte), flags (1 byte), then the fields the flags name, in t
     answers   number u64 | nonce (16)        flag 0x02
     commit    commit id (16)                 flag 0x04
     last told commit id (16)                 flag 0x08 (only with commit)
+    lineage   lineage id (16)                flag 0x10 (only with commit)
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from sanctorum.common.errors import MailFormatError
 COMMIT_ID_SIZE = 16
 NONCE_SIZE = 16
 _VERSION = 2
-_REQUEST, _ANSWERS, _COMMIT, _LAST_TOLD = 0x01, 0x02, 0x04, 0x08
+_REQUEST, _ANSWERS, _COMMIT, _LAST_TOLD, _LINEAGE = 0x01, 0x02, 0x04, 0x08, 0x10
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class ConversationHeader:
     """The commit this mail is part of (enclaves with persistent state)."""
     last_told: bytes | None = None
     """The last commit the enclave told this client about before this mail (None: none)."""
+    lineage: bytes | None = None
+    """The lineage of the state the commit belongs to (with ``commit_id`` only)."""
 
     def encode(self) -> bytes:
         flags = (
@@ -58,6 +63,7 @@ class ConversationHeader:
             | (_ANSWERS if self.answers is not None else 0)
             | (_COMMIT if self.commit_id is not None else 0)
             | (_LAST_TOLD if self.commit_id is not None and self.last_told is not None else 0)
+            | (_LINEAGE if self.commit_id is not None and self.lineage is not None else 0)
         )
         values: list[object] = [_VERSION, flags]
         for request_id in (self.request, self.answers):
@@ -67,6 +73,8 @@ class ConversationHeader:
             values.append(self.commit_id)
             if self.last_told is not None:
                 values.append(self.last_told)
+            if self.lineage is not None:
+                values.append(self.lineage)
         return _LAYOUTS[flags].pack(*values)
 
     @classmethod
@@ -87,19 +95,24 @@ class ConversationHeader:
         answers = RequestId(next(values), next(values)) if flags & _ANSWERS else None
         commit_id = next(values) if flags & _COMMIT else None
         last_told = next(values) if flags & _LAST_TOLD else None
-        return cls(request, answers, commit_id, last_told)
+        lineage = next(values) if flags & _LINEAGE else None
+        return cls(request, answers, commit_id, last_told, lineage)
 
 
 def _layout(flags: int) -> struct.Struct:
     fields = ">BB"
     fields += f"Q{NONCE_SIZE}s" * ((flags & _REQUEST > 0) + (flags & _ANSWERS > 0))
-    fields += f"{COMMIT_ID_SIZE}s" * ((flags & _COMMIT > 0) + (flags & _LAST_TOLD > 0))
+    fields += f"{COMMIT_ID_SIZE}s" * (
+        (flags & _COMMIT > 0) + (flags & _LAST_TOLD > 0) + (flags & _LINEAGE > 0)
+    )
     return struct.Struct(fields)
 
 
 # One struct per valid combination of flags: every header is read and written in one step.
 _LAYOUTS = {
-    flags: _layout(flags) for flags in range(16) if not (flags & _LAST_TOLD and not flags & _COMMIT)
+    flags: _layout(flags)
+    for flags in range(32)
+    if flags & _COMMIT or not flags & (_LAST_TOLD | _LINEAGE)
 }
 
 _EMPTY = ConversationHeader()

@@ -1,0 +1,71 @@
+"""A client's side of the KDS: the public key a cluster's instances share, checked.
+
+A client of a cluster (one enclave service behind several hosts) seals its requests to the
+public key the KDS derives for a key spec, instead of one instance's key: every instance the KDS
+gives the private key to, because it meets the spec's policy, can open them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import httpx
+
+from sanctorum.attestation.constraint import EnclaveConstraint
+from sanctorum.common.errors import KdsError
+from sanctorum.common.keys import Ed25519PublicKey
+from sanctorum.kds.protocol import verify_public_response
+from sanctorum.kds.spec import KeySpec
+from sanctorum.mail.post_office import ClusterKey
+
+
+def cluster_key_from_response(
+    document: object,
+    spec: KeySpec,
+    kds_constraint: EnclaveConstraint | str,
+    *,
+    cluster_key: Ed25519PublicKey | None = None,
+    verification_time: datetime | None = None,
+) -> ClusterKey:
+    """The :class:`ClusterKey` in a ``/public`` answer (decoded JSON), once the KDS's
+    attestation meets ``kds_constraint`` and its signature covers this spec (and, with
+    ``cluster_key``, the answer comes from that KDS cluster); :class:`KdsError` if not."""
+    if isinstance(kds_constraint, str):
+        kds_constraint = EnclaveConstraint.parse(kds_constraint)
+    public_key = verify_public_response(
+        document, spec, kds_constraint, verification_time, cluster_key=cluster_key
+    )
+    return ClusterKey(public_key, spec.canonical)
+
+
+def fetch_cluster_key(
+    url: str,
+    spec: KeySpec,
+    kds_constraint: EnclaveConstraint | str,
+    *,
+    cluster_key: Ed25519PublicKey | None = None,
+    timeout: float = 30.0,
+) -> ClusterKey:
+    """Ask the KDS at ``url`` for the public key of ``spec`` and check the answer (see
+    :func:`cluster_key_from_response`). Use the spec's policy as the client's constraint: it
+    names the enclaves that can read what is sealed to the key.
+
+    Raises :class:`KdsError` if the KDS cannot be reached, refuses, or cannot be trusted."""
+    try:
+        response = httpx.post(url.rstrip("/") + "/public", json=spec.to_json(), timeout=timeout)
+    except httpx.HTTPError as error:
+        raise KdsError(
+            f"could not reach the KDS at {url} ({type(error).__name__}: {error}); check that "
+            "it runs there"
+        ) from None
+    try:
+        document = response.json()
+    except ValueError:
+        document = None
+    if response.status_code != httpx.codes.OK:
+        reason = document.get("reason") if isinstance(document, dict) else None
+        raise KdsError(
+            f"the KDS at {url} refused the public key of {spec.name!r} "
+            f"({response.status_code}): {reason or response.text[:200]}"
+        )
+    return cluster_key_from_response(document, spec, kds_constraint, cluster_key=cluster_key)
