@@ -304,8 +304,8 @@ def host(
     kds_url: Annotated[
         str | None,
         typer.Option(
-            help="The key derivation service of an enclave whose enclave.toml has [kds] "
-            "(docs/kds.md)."
+            help="The key derivation service (KDS) that gives the enclave its keys: for state "
+            "that moves between machines, and for cluster mail (docs/kds.md)."
         ),
     ] = None,
 ) -> None:

@@ -169,6 +169,51 @@ def test_oversized_mail_is_refused_before_any_work() -> None:
         open_mail(RECIPIENT, SMALL_MAIL, max_size=len(SMALL_MAIL) - 1)
 
 
+SPEC = b"sanctorum-kds-key-spec\x00\x01 a spec as the host sees it"
+
+
+def test_a_key_spec_travels_authenticated_in_the_header() -> None:
+    mail = _seal(b"for the cluster", envelope=b"env", key_spec=SPEC)
+    assert mail[5] == mail_format.KEY_SPEC_FLAG
+    assert read_mail_header(mail).key_spec == SPEC
+    assert open_mail(RECIPIENT, mail).key_spec == SPEC
+    assert open_mail(RECIPIENT, SMALL_MAIL).key_spec is None
+    assert read_mail_header(SMALL_MAIL).key_spec is None
+    assert len(mail) == mail_format.sealed_size("bids", 3, len(b"for the cluster"), 0, len(SPEC))
+    start = mail.index(SPEC)
+    for position in (5, start - 1, start, start + len(SPEC) - 1):  # flag, length, spec
+        tampered = bytearray(mail)
+        tampered[position] ^= 0x01
+        with pytest.raises((MailDecryptionError, MailFormatError)):
+            open_mail(RECIPIENT, bytes(tampered))
+    # Dropping the spec (and its flag) makes another prologue: the mail no longer opens.
+    stripped = mail[:5] + b"\x00" + mail[6 : start - 4] + mail[start + len(SPEC) :]
+    with pytest.raises(MailDecryptionError):
+        open_mail(RECIPIENT, stripped)
+
+
+@pytest.mark.parametrize(
+    ("length", "problem"),
+    [(0, "key spec of 0 bytes"), ((1 << 17) + 1, "key spec of 131073 bytes"), (1000, "truncated")],
+)
+def test_a_bad_key_spec_length_is_refused(length: int, problem: str) -> None:
+    mail = _seal(key_spec=SPEC)
+    start = mail.index(SPEC)
+    bad = mail[: start - 4] + struct.pack(">I", length) + mail[start : start + 10]
+    for read in (lambda: read_mail_header(bad), lambda: open_mail(RECIPIENT, bad)):
+        with pytest.raises(MailFormatError, match=problem):
+            read()
+    with pytest.raises(MailFormatError, match="truncated before the key spec"):
+        open_mail(RECIPIENT, mail[: start - 2])
+    with pytest.raises(ValueError, match="key spec is 1 to"):
+        _seal(key_spec=b"")
+
+
+def test_unknown_flags_are_refused() -> None:
+    with pytest.raises(MailFormatError, match="unknown flags 0x02"):
+        open_mail(RECIPIENT, SMALL_MAIL[:5] + b"\x02" + SMALL_MAIL[6:])
+
+
 def test_other_version_and_protocol_are_named() -> None:
     with pytest.raises(MailFormatError, match="version 2 is not supported"):
         open_mail(RECIPIENT, SMALL_MAIL[:4] + b"\x02" + SMALL_MAIL[5:])

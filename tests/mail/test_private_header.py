@@ -19,7 +19,8 @@ commit_ids = st.binary(min_size=16, max_size=16)
 def headers(draw: st.DrawFn) -> ConversationHeader:
     commit_id = draw(commit_ids | st.none())
     last_told = draw(commit_ids | st.none()) if commit_id is not None else None
-    return ConversationHeader(draw(request_ids), draw(request_ids), commit_id, last_told)
+    lineage = draw(commit_ids | st.none()) if commit_id is not None else None
+    return ConversationHeader(draw(request_ids), draw(request_ids), commit_id, last_told, lineage)
 
 
 @given(headers())
@@ -36,7 +37,8 @@ def test_no_header_is_no_fields() -> None:
     [
         (b"\x02", "malformed"),
         (b"\x01\x00", "another version"),
-        (b"\x02\x10", "unknown or inconsistent flags"),
+        (b"\x02\x10" + bytes(16), "unknown or inconsistent flags"),  # lineage, no commit
+        (b"\x02\x20", "unknown or inconsistent flags"),
         (b"\x02\x08" + bytes(16), "unknown or inconsistent flags"),  # last told, no commit
         (b"\x02\x04" + bytes(15), "wrong length"),
         (b"\x02\x01" + bytes(25), "wrong length"),

@@ -14,10 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from sanctorum._version import __version__
 from sanctorum.common.errors import EnclaveCrashedError, EnclaveStateError, SanctorumError
+from sanctorum.web.app import EnclaveCalls
 from sanctorum.web.logs import AccessLog, ASGIApp, Receive, Scope, Send
 from sanctorum.web.service import EnclaveService
 
@@ -65,6 +65,8 @@ def create_kds_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BOD
         description="Derives keys for key specs; gives private keys to entitled enclaves only.",
     )
 
+    calls = EnclaveCalls()  # the web host's threads for enclave calls: no pool hop per request
+
     def reason(status: int, text: str) -> JSONResponse:
         return JSONResponse({"reason": text}, status_code=status)
 
@@ -85,7 +87,7 @@ def create_kds_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BOD
             return reason(400, "the body is a JSON object")
         message = json.dumps({"path": path, "body": document}).encode()
         try:
-            answer = await run_in_threadpool(service.call, message)
+            answer = await calls.run(service.call, message)
         except (EnclaveCrashedError, EnclaveStateError) as problem:
             response = reason(503, f"the KDS enclave is restarting: {problem}")
             response.headers["Retry-After"] = "1"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -88,9 +89,13 @@ class KeySpec:
 
     def policy(self) -> EnclaveConstraint:
         """The policy constraint, parsed: who may be given this key."""
+        return self._policy
+
+    @cached_property
+    def _policy(self) -> EnclaveConstraint:  # parsed once, when the spec is made
         return EnclaveConstraint.parse(self.policy_constraint)
 
-    @property
+    @cached_property
     def canonical(self) -> bytes:
         """The bytes the key is derived over (module docstring)."""
         return (

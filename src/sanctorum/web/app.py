@@ -1,6 +1,6 @@
 """The web host's HTTP API (FastAPI): attestation, mail delivery, polling, health.
 
-Deliveries wait for the enclave on a few threads of their own (:class:`_EnclaveCalls`), so a
+Deliveries wait for the enclave on a few threads of their own (:class:`EnclaveCalls`), so a
 slow enclave never blocks the event loop; polls and attestations touch only the store and run on
 the event loop. Well-formed mail requests skip FastAPI's routing and validation
 (:class:`_MailFastPath`); FastAPI describes the API and answers everything else.
@@ -50,7 +50,7 @@ from sanctorum.web.service import EnclaveService
 
 _T = TypeVar("_T")
 DEFAULT_MAX_BODY_SIZE = 16 << 20
-_THREADS = 2  # enclave calls in flight, more only while calls are slow (see _EnclaveCalls)
+_THREADS = 2  # enclave calls in flight, more only while calls are slow (see EnclaveCalls)
 _MAX_THREADS = 16
 _IDLE = 10.0  # seconds a thread waits for a call before it ends
 _SLOW = 0.05  # seconds in one call that make a call slow
@@ -133,7 +133,7 @@ _ACKNOWLEDGE_NAME = ACKNOWLEDGE_HEADER.lower().encode("latin-1")
 _DELIVER, _POLL = "/deliver-mail", "/poll-mail"
 
 
-class _EnclaveCalls:
+class EnclaveCalls:
     """Runs calls that wait for the enclave (deliveries) on threads of their own, so that the
     event loop never waits for the enclave, and hands each result back to the loop.
 
@@ -227,7 +227,7 @@ class _Mailroom:
     def __init__(self, service: EnclaveService, max_body_size: int) -> None:
         self.service = service
         self.max_body_size = max_body_size
-        self._calls = _EnclaveCalls()
+        self._calls = EnclaveCalls()
 
     def error(self, status: int, code: str, message: str) -> JSONResponse:
         release = self.service.mode is EnclaveMode.RELEASE  # nothing about the failure leaks
