@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -308,6 +309,10 @@ def host(
             "that moves between machines, and for cluster mail (docs/kds.md)."
         ),
     ] = None,
+    kds_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to keep asking an unreachable KDS (with backoff)."),
+    ] = 30.0,
 ) -> None:
     """Serve an enclave over HTTP: attestation, mail delivery and polling (see docs/web.md).
 
@@ -333,7 +338,7 @@ def host(
         from sanctorum.host.kds import KdsConfiguration
 
         enclave, enclave_mode = choose_enclave(bundle, mock, mode)
-        kds = None if kds_url is None else KdsConfiguration(kds_url)
+        kds = None if kds_url is None else KdsConfiguration(kds_url, kds_timeout)
         service = EnclaveService(enclave, enclave_mode, state_dir, pccs_url=pccs_url, kds=kds)
     except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None
@@ -566,8 +571,8 @@ def kds_serve(
         from sanctorum.build import build
         from sanctorum.common.mode import EnclaveMode
         from sanctorum.kds.enclave import KdsEnclave
-        from sanctorum.kds.server import create_kds_app, kds_project
-        from sanctorum.web.logs import configure_logging
+        from sanctorum.kds.server import create_kds_app, kds_identity, kds_project
+        from sanctorum.web.logs import configure_logging, log_event
         from sanctorum.web.server import run_web_host
         from sanctorum.web.service import EnclaveService
     except ImportError as error:
@@ -588,6 +593,16 @@ def kds_serve(
         raise _fail(error) from None
     try:
         service.start()
+        constraint, cluster_key = kds_identity(service)
+        log_event(
+            logging.INFO,
+            "kds_identity",
+            f'enclaves trust this KDS with [kds] constraint = "{constraint}" and cluster_key = '
+            f'"{cluster_key}"; clients with fetch_cluster_key(url, spec, "{constraint}", '
+            "cluster_key=...)",
+            constraint=constraint,
+            cluster_key=cluster_key,
+        )
         run_web_host(service, bind=bind, port=port, app=create_kds_app(service))
     except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None

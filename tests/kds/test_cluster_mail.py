@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from sanctorum import (
     ClientStateError,
     EnclaveClient,
     EnclaveHost,
+    EnclaveInstanceInfo,
     EnclaveMode,
     EnclaveRollbackError,
     InProcessTransport,
@@ -27,6 +29,7 @@ from sanctorum import (
     MailGapError,
     MailRefusedError,
     MailReplayError,
+    WebTransport,
 )
 from sanctorum.host import KdsConfiguration
 from sanctorum.kds import KeySpec, MasterKeyType
@@ -34,8 +37,10 @@ from sanctorum.kds.client import cluster_key_from_response, fetch_cluster_key
 from sanctorum.kds.enclave import KdsEnclave
 from sanctorum.mail.format import KEY_SPEC_FLAG, read_mail_header
 from sanctorum.mail.post_office import ClusterKey, PostOffice
+from sanctorum.web.service import EnclaveService
 from tests.kds.test_kds_attacks import _keeper
 from tests.kds.test_kds_server import Kds
+from tests.web.conftest import serve
 
 MEMBER = """
 from sanctorum import Enclave
@@ -267,6 +272,32 @@ def test_a_stateless_member_needs_the_kds_only_for_cluster_mail(kds: Kds, tmp_pa
         assert answer.body == b"hello"
 
 
+def test_a_web_host_without_a_kds_refuses_cluster_mail_and_logs_why(
+    kds: Kds, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sanctorum.web")
+    kds_code = kds.service.host.enclave_instance_info.code_hash
+    echo = _keeper(
+        tmp_path / "echo", kds_code, source=STATELESS, entry="Echo", persistent_map=False
+    )
+    service = EnclaveService(echo, EnclaveMode.MOCK, tmp_path / "state")  # no kds=
+    service.start()
+    running = serve(service)
+    try:
+        transport = WebTransport(running.url)
+        info = EnclaveInstanceInfo.deserialize(transport.get_attestation())
+        policy = f"C:{info.code_hash} SEC:INSECURE"
+        spec = KeySpec("echo", MasterKeyType.DEVELOPMENT, policy)
+        client = EnclaveClient(policy, cluster=fetch_cluster_key(kds.url, spec, kds.constraint))
+        client.start(transport)
+        with pytest.raises(MailRefusedError, match=r"kds=KdsConfiguration\(url\)"):
+            client.send_mail(b"hello")
+    finally:
+        running.stop()
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "kds_refused"]
+    assert "--kds-url" in record.getMessage()
+
+
 def test_a_lying_host_cannot_hand_in_another_key(cluster: Cluster, kds: Kds) -> None:
     """The host hands the enclave KDS answers of its choosing: for another spec, for another
     instance, altered, or none at all. Each is refused, and nothing changes."""
@@ -305,7 +336,7 @@ def test_a_lying_host_cannot_hand_in_another_key(cluster: Cluster, kds: Kds) -> 
 def test_a_client_checks_the_kds_before_sealing_anything(cluster: Cluster, kds: Kds) -> None:
     answer = httpx.post(f"{kds.url}/public", json=cluster.spec.to_json()).json()
     assert cluster_key_from_response(answer, cluster.spec, kds.constraint) == cluster.key
-    with pytest.raises(KdsError, match="not one this enclave trusts"):
+    with pytest.raises(KdsError, match="not one this requester trusts"):
         cluster_key_from_response(answer, cluster.spec, "C:" + "cd" * 32 + " SEC:INSECURE")
     swapped = {**answer, "publicKey": base64.b64encode(bytes(32)).decode()}
     with pytest.raises(KdsError, match="not signed by the attested KDS"):

@@ -172,11 +172,11 @@ def test_malformed_requests_get_400_and_the_kds_keeps_serving(
 def test_a_requester_refuses_a_kds_that_fails_its_kds_constraint(kds: EnclaveHost) -> None:
     _, public = _ask(kds, "/public", SPEC.to_json())
     elsewhere = EnclaveConstraint.parse(f"C:{SHA256Hash.of(b'another KDS')} SEC:INSECURE")
-    with pytest.raises(KdsError, match="not one this enclave trusts"):
+    with pytest.raises(KdsError, match="not one this requester trusts"):
         verify_public_response(public, SPEC, elsewhere)
     requester = Requester()
     _, private = _ask(kds, "/private", {**SPEC.to_json(), "appAttestationReport": requester.report})
-    with pytest.raises(KdsError, match="not one this enclave trusts"):
+    with pytest.raises(KdsError, match="not one this requester trusts"):
         open_private_response(private, SPEC, elsewhere, requester.key)
 
 

@@ -182,4 +182,7 @@ def test_kds_serve_runs_as_a_process(tmp_path: Path) -> None:
     # uvicorn shuts down, then ends the process with the signal it got; the enclave stopped.
     assert status == -signal.SIGTERM
     assert "enclave sanctorum-kds stopped" in log
+    # It says how to pin it: its constraint and its cluster key.
+    assert f'constraint = "C:{info.code_hash} SEC:INSECURE"' in log
+    assert f'cluster_key = "{answer.json()["clusterKey"]}"' in log
     assert (tmp_path / "state" / "build").is_dir()

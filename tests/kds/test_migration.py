@@ -114,7 +114,7 @@ def test_an_enclave_refuses_a_kds_that_fails_its_kds_constraint(
     kds_process: tuple[str, str, str], tmp_path: Path
 ) -> None:
     bundle = _bundle(tmp_path / "app", _kds_table("AB" * 32))
-    with pytest.raises(KdsError, match="not one this enclave trusts"):
+    with pytest.raises(KdsError, match="not one this requester trusts"):
         EnclaveHost.load(bundle, "simulation").start(
             filesystem_file=tmp_path / "a.fs", kds=KdsConfiguration(kds_process[0], timeout=10)
         )

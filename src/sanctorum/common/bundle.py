@@ -274,8 +274,9 @@ def _parse_kds(table: object, where: str, persistent: bool) -> KdsConfig | None:
     persistence_settings = _KDS_PERSISTENCE_KEYS & set(table)
     if not persistent and persistence_settings:
         raise BundleError(
-            f"{where}: [kds] {', '.join(sorted(persistence_settings))} describe the key that "
-            "seals the persistent map and filesystem, but this enclave has neither: set "
+            f"{where}: [kds] has settings of the key that seals the persistent map and "
+            f"filesystem ({', '.join(sorted(persistence_settings))}), but this enclave has "
+            "neither: set "
             "persistent_map or filesystem_size, or drop them (a [kds] table with only "
             "constraint and cluster_key lets a stateless enclave take cluster mail)"
         )

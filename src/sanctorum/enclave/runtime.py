@@ -571,7 +571,16 @@ class EnclaveRuntime:
             self._reseal |= versions != self.identity.versions
             if versions not in keys:
                 keys[versions] = self._state_sealing_key(versions)
-            opened = decode_state(unseal(keys[versions], blob, _STATE_PURPOSE, what))
+            try:
+                opened = decode_state(unseal(keys[versions], blob, _STATE_PURPOSE, what))
+            except SealedStateError as error:
+                if self._kds_key is None:
+                    raise
+                raise SealedStateError(
+                    f"{error} (with the key of a KDS: it was sealed with the key of another "
+                    "KDS, or of a KDS whose master keys were replaced, e.g. a KDS state dir "
+                    "started afresh)"
+                ) from None
             if index == 0:
                 if isinstance(opened, JournalRecord):
                     raise SealedStateJournalError(

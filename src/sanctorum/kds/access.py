@@ -88,15 +88,24 @@ class KdsAccess:
             spec = KeySpec.decode(key_spec)
         except KeySpecError as error:
             raise KdsError(f"the mail's key spec is not valid: {error}") from None
-        return self._open(answer, spec, key, f"key for the mail's spec {spec.name!r}")
+        return self._open(
+            answer,
+            spec,
+            key,
+            f"key for the mail's spec {spec.name!r}",
+            " (the client sealed the mail to a key spec whose policy this enclave does not "
+            "meet: a client of this service should make the spec's policy its constraint)",
+        )
 
-    def _open(self, answer: bytes, spec: KeySpec, key: Curve25519PrivateKey, what: str) -> KdsKey:
+    def _open(
+        self, answer: bytes, spec: KeySpec, key: Curve25519PrivateKey, what: str, hint: str = ""
+    ) -> KdsKey:
         try:
             document = json.loads(answer)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise KdsError("the KDS's answer is not JSON") from None
         if isinstance(document, dict) and isinstance(document.get("reason"), str):
-            raise KdsError(f"the KDS refused this enclave its {what}: {document['reason']}")
+            raise KdsError(f"the KDS refused this enclave its {what}: {document['reason']}{hint}")
         return open_private_response(
             document, spec, self._constraint, key, cluster_key=self._cluster_key
         )

@@ -12,7 +12,7 @@ from datetime import datetime
 import httpx
 
 from sanctorum.attestation.constraint import EnclaveConstraint
-from sanctorum.common.errors import KdsError
+from sanctorum.common.errors import InvalidKeyError, KdsError
 from sanctorum.common.keys import Ed25519PublicKey
 from sanctorum.kds.protocol import verify_public_response
 from sanctorum.kds.spec import KeySpec
@@ -24,14 +24,20 @@ def cluster_key_from_response(
     spec: KeySpec,
     kds_constraint: EnclaveConstraint | str,
     *,
-    cluster_key: Ed25519PublicKey | None = None,
+    cluster_key: Ed25519PublicKey | str | None = None,
     verification_time: datetime | None = None,
 ) -> ClusterKey:
     """The :class:`ClusterKey` in a ``/public`` answer (decoded JSON), once the KDS's
     attestation meets ``kds_constraint`` and its signature covers this spec (and, with
-    ``cluster_key``, the answer comes from that KDS cluster); :class:`KdsError` if not."""
+    ``cluster_key``, raw or 64 hex digits as ``sanctorum kds serve`` prints it, the answer
+    comes from that KDS cluster); :class:`KdsError` if not."""
     if isinstance(kds_constraint, str):
         kds_constraint = EnclaveConstraint.parse(kds_constraint)
+    if isinstance(cluster_key, str):
+        try:
+            cluster_key = Ed25519PublicKey(bytes.fromhex(cluster_key))
+        except (ValueError, InvalidKeyError) as error:
+            raise KdsError(f"cluster_key is 64 hex digits: {error}") from None
     public_key = verify_public_response(
         document, spec, kds_constraint, verification_time, cluster_key=cluster_key
     )
@@ -43,7 +49,7 @@ def fetch_cluster_key(
     spec: KeySpec,
     kds_constraint: EnclaveConstraint | str,
     *,
-    cluster_key: Ed25519PublicKey | None = None,
+    cluster_key: Ed25519PublicKey | str | None = None,
     timeout: float = 30.0,
 ) -> ClusterKey:
     """Ask the KDS at ``url`` for the public key of ``spec`` and check the answer (see

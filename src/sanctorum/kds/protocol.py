@@ -227,7 +227,9 @@ def _attested_kds(
         kds = EnclaveInstanceInfo.deserialize(report, verification_time=verification_time)
         constraint.check(kds)
     except SanctorumError as error:
-        raise KdsError(f"the KDS is not one this enclave trusts: {error}") from None
+        raise KdsError(
+            f"the KDS is not one this requester trusts (it fails the KDS constraint): {error}"
+        ) from None
     return kds
 
 

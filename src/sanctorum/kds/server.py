@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from sanctorum._version import __version__
 from sanctorum.common.errors import EnclaveCrashedError, EnclaveStateError, SanctorumError
+from sanctorum.common.mode import EnclaveMode
 from sanctorum.web.app import EnclaveCalls
 from sanctorum.web.logs import AccessLog, ASGIApp, Receive, Scope, Send
 from sanctorum.web.service import EnclaveService
@@ -55,6 +56,18 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 def kds_project() -> Path:
     """The KDS enclave's project directory (its enclave.toml and source), in the package."""
     return Path(str(resources.files("sanctorum.kds") / "templates" / "kds"))
+
+
+def kds_identity(service: EnclaveService) -> tuple[str, str]:
+    """What enclaves and clients pin a started KDS by: the constraint its attestation meets
+    (its code hash, and ``SEC:INSECURE`` unless it runs in release mode) and its cluster key
+    (hex), read from its own answer to a ``/public`` request."""
+    info = service.host.enclave_instance_info
+    spec = {"name": "sanctorum-kds-identity", "masterKeyType": "development"}
+    spec["policyConstraint"] = f"C:{info.code_hash}"
+    answer = json.loads(service.call(json.dumps({"path": "/public", "body": spec}).encode()) or b"")
+    insecure = "" if info.enclave_mode is EnclaveMode.RELEASE else " SEC:INSECURE"
+    return f"C:{info.code_hash}{insecure}", str(answer["body"]["clusterKey"])
 
 
 def create_kds_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> FastAPI:

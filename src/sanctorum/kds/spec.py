@@ -77,7 +77,8 @@ class KeySpec:
             raise KeySpecError("a key spec's name holds printable characters only")
         if not isinstance(self.master_key_type, MasterKeyType):
             raise KeySpecError(
-                f"master_key_type is a MasterKeyType, not {type(self.master_key_type).__name__}"
+                "master_key_type is a MasterKeyType (MasterKeyType.CLUSTER, or "
+                f'MasterKeyType.parse("cluster")), not {type(self.master_key_type).__name__}'
             )
         policy = self.policy_constraint
         if not isinstance(policy, str) or len(policy.encode("utf-8", "surrogatepass")) > 0xFFFF:

@@ -19,6 +19,10 @@ and runs once per selected mode, as ``test_replies[mock]`` and ``test_replies[si
     ``enclave.toml``, from the test file's directory upwards (then from the rootdir upwards).
 ``--enclave-key=PATH``, ``--enclave-sgx-key=PATH``
     The keys a release build is signed with (``sanctorum keygen``, ``sanctorum keygen --sgx``).
+``--enclave-kds-url=URL`` (ini ``enclave_kds_url``)
+    The key derivation service for a project whose ``enclave.toml`` has a ``[kds]`` table. By
+    default the plugin runs one for the session (``sanctorum kds serve``, simulation mode, fresh
+    master keys); name yours when ``[kds]`` pins its ``cluster_key`` or names another KDS.
 
 **Fixtures**: ``enclave_mode`` (the mode of this run of the test), ``enclave_project`` (its
 directory), ``enclave_bundle`` (the project built for the mode, once per session: a
@@ -26,7 +30,8 @@ directory), ``enclave_bundle`` (the project built for the mode, once per session
 project), ``enclave_host`` (a started :class:`EnclaveHost`, closed after the test),
 ``enclave_constraint`` (what a client checks: the build's code hash, or in mock mode the class's),
 ``enclave_client`` (a started :class:`EnclaveClient` talking to ``enclave_host``),
-``enclave_client_factory`` (makes more of them) and ``mock_enclave`` (the enclave object).
+``enclave_client_factory`` (makes more of them), ``mock_enclave`` (the enclave object) and
+``enclave_kds_url`` (the KDS the host is given, for a project with a ``[kds]`` table).
 
 Some fixtures exist in some modes only, and a test that asks for one runs in those modes only:
 ``mock_enclave`` in mock mode, ``enclave_bundle`` in the modes that run bundles. The marker
@@ -108,6 +113,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="SGX signing key (`sanctorum keygen --sgx`) for debug and release builds; "
         "release mode needs it.",
+    )
+    group.addoption(
+        "--enclave-kds-url",
+        dest="sanctorum_enclave_kds_url",
+        metavar="URL",
+        help="The KDS for a project with a [kds] table (default: the ini option "
+        "enclave_kds_url, else one the plugin runs for the session).",
+    )
+    parser.addini(
+        "enclave_kds_url",
+        "The KDS for a project with a [kds] table (default: one the plugin runs for the session).",
+        default="",
     )
     parser.addini(
         "enclave_mode",
@@ -418,9 +435,66 @@ def enclave_host(
         built: BuildResult = request.getfixturevalue("enclave_bundle")
         host = EnclaveHost.load(built.path, mode=enclave_mode)
     with host:
-        filesystem = load_config(enclave_project).filesystem_size
-        host.start(filesystem_file=tmp_path / "enclave-filesystem.bin" if filesystem else None)
+        config = load_config(enclave_project)
+        kds = None
+        if config.kds is not None:
+            from sanctorum.host import KdsConfiguration
+
+            kds = KdsConfiguration(request.getfixturevalue("enclave_kds_url"))
+        host.start(
+            filesystem_file=tmp_path / "enclave-filesystem.bin" if config.filesystem_size else None,
+            kds=kds,
+        )
         yield host
+
+
+@pytest.fixture(scope="session")
+def enclave_kds_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The KDS given to a project with a ``[kds]`` table: ``--enclave-kds-url``, else a
+    ``sanctorum kds serve`` (simulation mode) the plugin starts for the session."""
+    configured = request.config.getoption("sanctorum_enclave_kds_url") or request.config.getini(
+        "enclave_kds_url"
+    )
+    if configured:
+        yield str(configured)
+        return
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = tmp_path_factory.mktemp("sanctorum-kds")
+    command = ["kds", "serve", "--state-dir", str(state / "kds"), "--port", str(port)]
+    log = (state / "kds.log").open("wb")
+    process = subprocess.Popen(  # noqa: S603  (our own command)
+        [sys.executable, "-m", "sanctorum", *command], stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "the plugin's KDS (sanctorum kds serve) did not start: "
+                    + (state / "kds.log").read_text()[-2000:]
+                )
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
 
 
 @pytest.fixture

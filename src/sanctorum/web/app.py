@@ -33,6 +33,7 @@ from sanctorum.common.errors import (
     EnclaveCallError,
     EnclaveCrashedError,
     EnclaveStateError,
+    KdsError,
     MailDecryptionError,
     MailGapError,
     MailReplayError,
@@ -256,6 +257,13 @@ class _Mailroom:
                 error=str(problem),
             )
             return self.error(400, "ENCLAVE_EXCEPTION", str(problem))
+        if isinstance(problem, KdsError):  # the operator's to fix, most often: say so
+            log_event(
+                logging.WARNING,
+                "kds_refused",
+                f"a mail sealed to a KDS key could not be opened: {problem}",
+                error=str(problem),
+            )
         return self.error(400, "BAD_REQUEST", str(problem))
 
     async def deliver(
