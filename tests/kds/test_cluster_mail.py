@@ -67,9 +67,9 @@ def kds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kds]:
 class Cluster:
     """Two hosts of one mock enclave class with a [kds] table, and the cluster's key."""
 
-    def __init__(self, kds: Kds, directory: Path) -> None:
+    def __init__(self, kds: Kds, directory: Path, source: str = MEMBER) -> None:
         kds_code = kds.service.host.enclave_instance_info.code_hash
-        self.member = _keeper(directory, kds_code, source=MEMBER, entry="Member")
+        self.member = _keeper(directory, kds_code, source=source, entry="Member")
         self.configuration = KdsConfiguration(kds.url, timeout=5)
         self.hosts = [self.start() for _ in range(2)]
         code = self.hosts[0].enclave_instance_info.code_hash

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from sanctorum import EnclaveInstanceInfo, EnclaveMode
 from sanctorum.attestation.constraint import EnclaveConstraint
 from sanctorum.build import build
+from sanctorum.build.builder import measure_project
 from sanctorum.common.keys import Curve25519PrivateKey
 from sanctorum.kds.enclave import KdsEnclave
 from sanctorum.kds.protocol import open_private_response, verify_public_response
@@ -186,3 +188,13 @@ def test_kds_serve_runs_as_a_process(tmp_path: Path) -> None:
     assert f'constraint = "C:{info.code_hash} SEC:INSECURE"' in log
     assert f'cluster_key = "{answer.json()["clusterKey"]}"' in log
     assert (tmp_path / "state" / "build").is_dir()
+
+
+def test_the_docs_name_the_kds_code_hash_a_build_gives() -> None:
+    """Users paste the KDS's code hash from the docs into [kds].constraint: it must be real."""
+    code = str(measure_project(kds_project()))
+    docs = Path(__file__).parents[2] / "docs"
+    for page in ("kds.md", "enclave-toml.md"):
+        text = (docs / page).read_text()
+        named = set(re.findall(r'constraint ?= ?"C:([0-9A-F]{64}) SEC:INSECURE"', text))
+        assert named == {code}, page

@@ -41,7 +41,13 @@ from sanctorum.common.errors import (
     UnattestedSenderError,
 )
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey
-from sanctorum.mail.format import EnclaveMail, open_mail, sealed_size, validate_topic
+from sanctorum.mail.format import (
+    MAX_KEY_SPEC_SIZE,
+    EnclaveMail,
+    open_mail,
+    sealed_size,
+    validate_topic,
+)
 from sanctorum.mail.post_office import ClusterKey, PostOffice
 from sanctorum.mail.private_header import (
     COMMIT_ID_SIZE,
@@ -129,7 +135,9 @@ class ClientCore:
         self._instance_info: EnclaveInstanceInfo | None = None
         # Post offices per verified enclave instance (most recent last) and topic.
         self._instances: dict[Curve25519PublicKey, dict[str, PostOffice]] = {}
-        self._retired: dict[Curve25519PublicKey, None] = {}
+        # Instances no longer kept, with the next reply number per topic they had reached:
+        # their mail is dropped, or (a cluster's members) verified again and taken in order.
+        self._retired: dict[Curve25519PublicKey, dict[str, int]] = {}
         self._topics: dict[str, _Topic] = {}
         self._dropped = 0  # in the current call
         self._inbox: deque[EnclaveMail] = deque()
@@ -176,8 +184,8 @@ class ClientCore:
         with self._lock:
             key = info.encryption_key
             changed = self._instance_info is None or key != self._instance_info.encryption_key
-            offices = self._instances.pop(key, {})
-            self._instances[key] = offices  # the most recent last
+            offices = self._instances.pop(key, None)
+            self._instances[key] = self._unretired(key) if offices is None else offices
             self._retire_oldest_instances()
             self._instance_info = info
         return changed
@@ -196,7 +204,8 @@ class ClientCore:
                 sender,
             )
         with self._lock:
-            self._instances.setdefault(info.encryption_key, {})
+            if info.encryption_key not in self._instances:
+                self._instances[info.encryption_key] = self._unretired(info.encryption_key)
             if self._instance_info is not None:  # the current instance stays the newest
                 current = self._instance_info.encryption_key
                 self._instances[current] = self._instances.pop(current, {})
@@ -207,10 +216,20 @@ class ClientCore:
         then dropped: what they sent was read long ago, or is a replay)."""
         while len(self._instances) > _KNOWN_INSTANCES:
             retired = next(iter(self._instances))
-            del self._instances[retired]
-            self._retired[retired] = None
+            offices = self._instances.pop(retired)
+            self._retired[retired] = {
+                topic: office.next_reply_sequence_number for topic, office in offices.items()
+            }
         while len(self._retired) > _RETIRED_INSTANCES:
             del self._retired[next(iter(self._retired))]
+
+    def _unretired(self, key: Curve25519PublicKey) -> dict[str, PostOffice]:
+        """Post offices for an instance verified (again): a retired one's continue its reply
+        numbers, so its old mail stays refused as replays."""
+        return {
+            topic: PostOffice(self.private_key, key, topic, next_reply_sequence_number=number)
+            for topic, number in self._retired.pop(key, {}).items()
+        }
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -377,8 +396,8 @@ class ClientCore:
         except (MailDecryptionError, MailFormatError):
             return None  # not a mail for this key, or damaged in transit: nobody can open it
         sender = opened.authenticated_sender
-        if sender in self._retired:
-            return None
+        if sender in self._retired and self.cluster is None:
+            return None  # an old instance of the one service: what it sent was read long ago
         if sender not in self._instances:
             raise UnattestedSenderError(
                 f"received a mail from enclave key {sender.encoded.hex()}, which this "
@@ -400,8 +419,8 @@ class ClientCore:
                 # instance the request was delivered to, whose commit is then news.
                 office.record_reply(opened)
                 lineage = header.lineage if self.cluster is not None else None
-                if lineage is not None and self._lineages.get(lineage) == header.last_told:
-                    self._heard_of(lineage, header.commit_id)
+                if lineage in self._lineages and self._lineages[lineage] == header.last_told:
+                    self._heard_of(lineage, header.commit_id)  # (never a lineage new to us)
                 return None
         if header.commit_id is not None:
             # In order: the last commit we heard of is the one this mail's commit followed,
@@ -409,7 +428,12 @@ class ClientCore:
             # instances each have their own state: each lineage is checked apart.
             lineage = header.lineage if self.cluster is not None else None
             last = self._last_commit if lineage is None else self._lineages.get(lineage)
-            if self.rollback_detection and last not in (header.last_told, header.commit_id):
+            known = lineage is None or lineage in self._lineages  # else: a member new to us
+            if (
+                self.rollback_detection
+                and known
+                and last not in (header.last_told, header.commit_id)
+            ):
                 raise EnclaveRollbackError(
                     "the enclave has been rolled back: it answers from a state older than "
                     "the one it last told this client about (the host restarted it from an "
@@ -424,6 +448,8 @@ class ClientCore:
         office.record_reply(opened)
         if answers is not None:
             del self._topics[opened.topic].unanswered[answers.number]
+        if self.cluster is not None:  # members heard from lately are the last retired
+            self._instances[sender] = self._instances.pop(sender)
         return opened, answers
 
     def _heard_of(self, lineage: bytes, commit_id: bytes | None) -> None:
@@ -479,7 +505,7 @@ class ClientCore:
                     ]
                     for key, offices in self._instances.items()
                 ],
-                "retired": [key.encoded.hex() for key in self._retired],
+                "retired": [[key.encoded.hex(), numbers] for key, numbers in self._retired.items()],
                 "topics": {
                     topic: [
                         state.next_request,
@@ -592,12 +618,7 @@ class ClientCore:
                 EnclaveConstraint.parse(state["constraint"]),
                 Curve25519PrivateKey(bytes.fromhex(state["private_key"])),
                 rollback_detection=bool(state["rollback_detection"]),
-                cluster=None
-                if cluster is None
-                else ClusterKey(
-                    Curve25519PublicKey(bytes.fromhex(cluster["public_key"])),
-                    base64.b64decode(cluster["key_spec"], validate=True),
-                ),
+                cluster=None if cluster is None else _cluster_key_from_json(cluster),
             )
             if cluster is not None:
                 assert client.cluster is not None
@@ -629,8 +650,13 @@ class ClientCore:
             if acknowledged is not None and not _counter(acknowledged):
                 raise ClientStateError("saved client state has a malformed acknowledgement")
             client.acknowledged = acknowledged
-            for key_hex in state["retired"]:
-                client._retired[Curve25519PublicKey(bytes.fromhex(key_hex))] = None
+            for item in state["retired"]:
+                key_hex, numbers = (item, {}) if isinstance(item, str) else item  # or: older
+                if not all(_counter(number) for number in numbers.values()):
+                    raise ClientStateError("saved client state has a malformed retired instance")
+                client._retired[Curve25519PublicKey(bytes.fromhex(key_hex))] = {
+                    validate_topic(topic): number for topic, number in numbers.items()
+                }
             for key_hex, topics in state["instances"]:
                 key = Curve25519PublicKey(bytes.fromhex(key_hex))
                 offices = client._instances[key] = {}
@@ -726,6 +752,13 @@ def _too_large(size: int, max_size: int) -> MailTooLargeError:
 
 
 _REQUEST_HEADER_SIZE = len(ConversationHeader(request=RequestId(0, bytes(NONCE_SIZE))).encode())
+
+
+def _cluster_key_from_json(item: dict[str, Any]) -> ClusterKey:
+    key_spec = base64.b64decode(item["key_spec"], validate=True)
+    if not 0 < len(key_spec) <= MAX_KEY_SPEC_SIZE:
+        raise ClientStateError("saved client state has a malformed cluster key spec")
+    return ClusterKey(Curve25519PublicKey(bytes.fromhex(item["public_key"])), key_spec)
 
 
 def _mail_to_json(mail: EnclaveMail) -> dict[str, Any]:

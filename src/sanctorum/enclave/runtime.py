@@ -7,6 +7,7 @@ process in simulation), so the checks it makes hold whatever the host does.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import secrets
 import struct
 import threading
@@ -364,17 +365,19 @@ class EnclaveRuntime:
         """
         if not self._running:
             self._check_running()
-        key = self._encryption_key
         tracker = self._incoming
         if len(mail) > 5 and mail[5] & KEY_SPEC_FLAG:
-            key = self._mail_key(mail, kds_answer)
+            opened = self._open_with_mail_key(mail, kds_answer)
             tracker = self._incoming_shared
-        opened = open_mail(key, mail, self._max_mail_size)
+        else:
+            opened = open_mail(self._encryption_key, mail, self._max_mail_size)
         request_id = ConversationHeader.decode(opened.private_header).request
         sender = opened.authenticated_sender
         stream: tuple[object, ...] = (sender, opened.topic)
         if opened.key_spec is not None:
-            stream += (opened.key_spec,)  # numbered apart from mail to this instance's key
+            # Numbered apart from mail to this instance's key; by digest, for a spec may be
+            # 64 KiB and the streams last as long as the instance.
+            stream += (hashlib.sha256(opened.key_spec).digest(),)
         with _Entry(self, None) as context:
             record_key = None
             if request_id is not None and self._map is not None:
@@ -404,34 +407,38 @@ class EnclaveRuntime:
             self._finish(context)
             return context.commands
 
-    def _mail_key(self, mail: bytes, kds_answer: bytes | None) -> Curve25519PrivateKey:
-        """The key of the KDS key spec ``mail`` is sealed to: kept, or taken from
-        ``kds_answer`` and kept."""
+    def _open_with_mail_key(self, mail: bytes, kds_answer: bytes | None) -> EnclaveMail:
+        """Open ``mail`` with the key of the KDS key spec it is sealed to: one kept, or one
+        taken from ``kds_answer``, which is kept only once the mail opened with it (a key that
+        opens nothing changes nothing)."""
         key_spec = read_mail_header(mail, self._max_mail_size).key_spec
         assert key_spec is not None
         with self._mail_keys_lock:
             key = self._mail_keys.get(key_spec)
             if key is not None:
                 self._mail_keys.move_to_end(key_spec)
-                return key
+        if key is not None:
+            return open_mail(key, mail, self._max_mail_size)
         if self._kds is None:
             raise KdsError(
                 "the mail is sealed to a key from a KDS, but this enclave has no [kds] table in "
                 "its enclave.toml naming a KDS it trusts, so it takes no keys from one"
             )
         if kds_answer is None:
+            self._kds.check_spec(key_spec)  # a malformed spec costs its host no KDS request
             raise KdsKeyRequiredError(
                 "the mail is sealed to a KDS key this enclave instance does not hold yet: its "
                 "host must ask the KDS for it (EnclaveHost does, with kds=KdsConfiguration)"
             )
         taken = self._kds.mail_key(key_spec, kds_answer, self._encryption_key)
         key = Curve25519PrivateKey(taken.key)
+        opened = open_mail(key, mail, self._max_mail_size)
         with self._mail_keys_lock:
             self._mail_keys[key_spec] = key
             while len(self._mail_keys) > _MAIL_KEYS:
                 self._mail_keys.popitem(last=False)
             self._kds_info = taken.kds
-        return key
+        return opened
 
     def _answer_again(
         self,
@@ -698,10 +705,7 @@ class EnclaveRuntime:
             transaction.commit_id = secrets.token_bytes(COMMIT_ID_SIZE)
         assert self._map is not None
         lineage = self._map.record(_LINEAGE)
-        if lineage is None:
-            # Names this state's line of commits, made with the first commit that tells a
-            # client of one: clients of a cluster, whose instances each have their own state,
-            # check each line apart (docs/kds.md).
+        if lineage is None:  # the state's first commit (see _finish)
             lineage = secrets.token_bytes(COMMIT_ID_SIZE)
             self._map.set_record(_LINEAGE, lineage)
         return transaction.commit_id, self._map.committed_record(_TOLD + client), lineage
@@ -724,15 +728,21 @@ class EnclaveRuntime:
                 context.commands.clear()
             return
         self._sealed.clear()  # mail sealed and never posted tells nobody anything
-        map_changed = self._map is not None and self._map.changed
-        if map_changed:
-            assert self._map is not None
-            self._map.check_size()  # before the filesystem commits: nothing fails after it
         volume = self._persistent_volume
+        map_changed = self._map is not None and self._map.changed
         if not (map_changed or self._reseal or (volume is not None and volume.dirty)):
             if self._map is not None:
                 self._map.abort(0)  # close the call's (empty) layer
             return
+        if self._map is not None and self._map.record(_LINEAGE) is None:
+            # Names this state's line of commits, from its first commit on: clients of a
+            # cluster, whose instances each have their own state, check each line apart
+            # (docs/kds.md). (_tell makes it first if this commit tells a client of itself.)
+            self._map.set_record(_LINEAGE, secrets.token_bytes(COMMIT_ID_SIZE))
+            map_changed = True
+        if map_changed:
+            assert self._map is not None
+            self._map.check_size()  # before the filesystem commits: nothing fails after it
         # If the filesystem cannot commit (full), the call fails and the map's changes go.
         try:
             filesystem = None if volume is None else volume.commit()

@@ -81,13 +81,17 @@ class KdsAccess:
         spec = persistence_spec(self._config, info.code_hash, info.signer_hash, info.product_id)
         return self._open(self._fetch(private_request(spec, info)), spec, key, "persistence key")
 
+    def check_spec(self, key_spec: bytes) -> KeySpec:
+        """The spec a mail's header names; :class:`KdsError` if it is not a valid one."""
+        try:
+            return KeySpec.decode(key_spec)
+        except KeySpecError as error:
+            raise KdsError(f"the mail's key spec is not valid: {error}") from None
+
     def mail_key(self, key_spec: bytes, answer: bytes, key: Curve25519PrivateKey) -> KdsKey:
         """The key of ``key_spec`` (a mail's header) from the KDS's ``answer`` (the host
         fetched it), checked as :meth:`persistence_key` checks its own."""
-        try:
-            spec = KeySpec.decode(key_spec)
-        except KeySpecError as error:
-            raise KdsError(f"the mail's key spec is not valid: {error}") from None
+        spec = self.check_spec(key_spec)
         return self._open(
             answer,
             spec,

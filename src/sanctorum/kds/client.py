@@ -7,6 +7,7 @@ gives the private key to, because it meets the spec's policy, can open them.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import httpx
@@ -17,6 +18,8 @@ from sanctorum.common.keys import Ed25519PublicKey
 from sanctorum.kds.protocol import verify_public_response
 from sanctorum.kds.spec import KeySpec
 from sanctorum.mail.post_office import ClusterKey
+
+_MAX_ANSWER_SIZE = 4 << 20  # a /public answer is a few KB (a DCAP attestation ~20 KB)
 
 
 def cluster_key_from_response(
@@ -57,21 +60,30 @@ def fetch_cluster_key(
     names the enclaves that can read what is sealed to the key.
 
     Raises :class:`KdsError` if the KDS cannot be reached, refuses, or cannot be trusted."""
+    body = bytearray()
     try:
-        response = httpx.post(url.rstrip("/") + "/public", json=spec.to_json(), timeout=timeout)
+        with httpx.stream(
+            "POST", url.rstrip("/") + "/public", json=spec.to_json(), timeout=timeout
+        ) as response:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > _MAX_ANSWER_SIZE:
+                    raise KdsError(
+                        f"the KDS at {url} answered over {_MAX_ANSWER_SIZE} bytes: not a KDS"
+                    )
     except httpx.HTTPError as error:
         raise KdsError(
             f"could not reach the KDS at {url} ({type(error).__name__}: {error}); check that "
             "it runs there"
         ) from None
     try:
-        document = response.json()
-    except ValueError:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
         document = None
     if response.status_code != httpx.codes.OK:
         reason = document.get("reason") if isinstance(document, dict) else None
         raise KdsError(
             f"the KDS at {url} refused the public key of {spec.name!r} "
-            f"({response.status_code}): {reason or response.text[:200]}"
+            f"({response.status_code}): {reason or bytes(body[:200])!r}"
         )
     return cluster_key_from_response(document, spec, kds_constraint, cluster_key=cluster_key)
