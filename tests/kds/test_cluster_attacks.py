@@ -335,11 +335,50 @@ def test_a_key_that_does_not_open_the_mail_is_not_kept(cluster: Members) -> None
     before = _snapshot(host)
     with EnclaveHost.load(KdsEnclave).start() as rogue:
         rogue_answer = _answer(rogue, cluster.spec, host.enclave_instance_info)
-    with pytest.raises(MailDecryptionError):
+    # A member with state took its persistence key from the real cluster: the rogue's answer
+    # is refused at once (a stateless member, which pins the first cluster whose key opened a
+    # mail, is in test_a_stateless_members_first_kds_is_the_one_whose_key_opened_a_mail).
+    with pytest.raises(KdsError, match="pinned KDS cluster key"):
         host._platform.deliver_mail(mail, "r", rogue_answer)
     assert _snapshot(host) == before
     host.deliver_mail(mail, "r")  # honest from now on: fetches from the real KDS
     assert _count(host) == b"1"
+
+
+def test_a_stateless_members_first_kds_is_the_one_whose_key_opened_a_mail(
+    kds: Kds, tmp_path: Path
+) -> None:
+    """A member with no state (so no persistence key) and no cluster_key: the host hands in its
+    own KDS's answer first, with a real client's mail; the mail does not open, so nothing is
+    kept or trusted. The real KDS's key then opens it, and from then on the instance takes keys
+    from that cluster only, even with a mail the host sealed to its own KDS's key."""
+    kds_code = kds.service.host.enclave_instance_info.code_hash
+    echo = _keeper(
+        tmp_path / "echo", kds_code, source=STATELESS, entry="Echo", persistent_map=False
+    )
+    with (
+        EnclaveHost.load(echo).start(kds=KdsConfiguration(kds.url, timeout=5)) as host,
+        EnclaveHost.load(KdsEnclave).start() as rogue,
+    ):
+        policy = f"C:{host.enclave_instance_info.code_hash} SEC:INSECURE"
+        spec = KeySpec("echo", MasterKeyType.DEVELOPMENT, policy)
+        client = EnclaveClient(policy, cluster=fetch_cluster_key(kds.url, spec, kds.constraint))
+        client.start(InProcessTransport(host))
+        mail = client.seal(b"x").mail
+        runtime = _runtime(host)
+        rogue_answer = _answer(rogue, spec, host.enclave_instance_info)
+        with pytest.raises(MailDecryptionError):
+            runtime.deliver_mail(mail, "r", rogue_answer)
+        assert list(runtime._mail_keys) == []
+        assert runtime.kds_instance_info is None
+        host.deliver_mail(mail, "r")  # the host's fetch: the real KDS
+        assert runtime.kds_instance_info is not None
+        assert runtime.kds_instance_info.code_hash == kds_code
+        # A spec it holds no key for yet, a mail sealed to the rogue's key, the rogue's answer:
+        other = KeySpec("other", MasterKeyType.DEVELOPMENT, policy)
+        crafted = _attacker_mail(rogue, Curve25519PrivateKey.generate(), other)
+        with pytest.raises(KdsError, match="pinned KDS cluster key"):
+            runtime.deliver_mail(crafted, "r", _answer(rogue, other, host.enclave_instance_info))
 
 
 def test_a_valid_answer_with_a_mail_that_does_not_open_keeps_nothing(cluster: Members) -> None:
@@ -393,7 +432,9 @@ def test_the_persistence_key_answer_does_not_open_cluster_mail(
         assert len(answers) == 1  # the persistence key, at start
         mail = cluster.client().seal(b"x").mail
         before = _snapshot(host)
-        with pytest.raises(KdsError, match="another key spec"):
+        # The KDS's cluster signature covers the spec: refused as the pinned cluster's, or for
+        # the spec it names.
+        with pytest.raises(KdsError, match=r"another key spec|pinned KDS cluster key"):
             host._platform.deliver_mail(mail, "r", answers[0])
         assert _snapshot(host) == before
 

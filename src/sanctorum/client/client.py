@@ -135,9 +135,14 @@ class ClientCore:
         self._instance_info: EnclaveInstanceInfo | None = None
         # Post offices per verified enclave instance (most recent last) and topic.
         self._instances: dict[Curve25519PublicKey, dict[str, PostOffice]] = {}
-        # Instances no longer kept, with the next reply number per topic they had reached:
-        # their mail is dropped, or (a cluster's members) verified again and taken in order.
-        self._retired: dict[Curve25519PublicKey, dict[str, int]] = {}
+        # Instances no longer kept, with the next reply number per topic they had reached
+        # (None: not known, from state saved by an older version): their mail is dropped, or
+        # (a cluster's members, numbers known) verified again and taken in order.
+        self._retired: dict[Curve25519PublicKey, dict[str, int] | None] = {}
+        # A cluster's members verified but not heard from yet: they join _instances with their
+        # first mail this client takes, so that instances whose mail it only drops (copies a
+        # host makes) push no member out. Value: (post offices, whether it was retired).
+        self._candidates: dict[Curve25519PublicKey, tuple[dict[str, PostOffice], bool]] = {}
         self._topics: dict[str, _Topic] = {}
         self._dropped = 0  # in the current call
         self._inbox: deque[EnclaveMail] = deque()
@@ -184,9 +189,12 @@ class ClientCore:
         with self._lock:
             key = info.encryption_key
             changed = self._instance_info is None or key != self._instance_info.encryption_key
-            offices = self._instances.pop(key, None)
-            self._instances[key] = self._unretired(key) if offices is None else offices
-            self._retire_oldest_instances()
+            if self.cluster is not None:  # requests go to the cluster's key: a candidate
+                self._add_candidate(key)
+            else:
+                offices = self._instances.pop(key, None)
+                self._instances[key] = self._unretired(key) if offices is None else offices
+                self._retire_oldest_instances()
             self._instance_info = info
         return changed
 
@@ -204,6 +212,9 @@ class ClientCore:
                 sender,
             )
         with self._lock:
+            if self.cluster is not None:
+                self._add_candidate(info.encryption_key)
+                return
             if info.encryption_key not in self._instances:
                 self._instances[info.encryption_key] = self._unretired(info.encryption_key)
             if self._instance_info is not None:  # the current instance stays the newest
@@ -212,14 +223,12 @@ class ClientCore:
             self._retire_oldest_instances()
 
     def _retire_oldest_instances(self) -> None:
-        """Forget all but the newest instances; remember only that they were (their mail is
-        then dropped: what they sent was read long ago, or is a replay)."""
+        """Keep post offices for the newest instances only; of the others remember that they
+        were and how far their replies went (their mail is then dropped, since what they sent
+        was read long ago or is a replay; a cluster's members are verified again instead)."""
         while len(self._instances) > _KNOWN_INSTANCES:
             retired = next(iter(self._instances))
-            offices = self._instances.pop(retired)
-            self._retired[retired] = {
-                topic: office.next_reply_sequence_number for topic, office in offices.items()
-            }
+            self._retired[retired] = _reply_numbers(self._instances.pop(retired))
         while len(self._retired) > _RETIRED_INSTANCES:
             del self._retired[next(iter(self._retired))]
 
@@ -228,8 +237,25 @@ class ClientCore:
         numbers, so its old mail stays refused as replays."""
         return {
             topic: PostOffice(self.private_key, key, topic, next_reply_sequence_number=number)
-            for topic, number in self._retired.pop(key, {}).items()
+            for topic, number in (self._retired.pop(key, None) or {}).items()
         }
+
+    def _add_candidate(self, key: Curve25519PublicKey) -> None:
+        if key in self._instances or key in self._candidates:
+            return
+        was_retired = key in self._retired
+        self._candidates[key] = (self._unretired(key), was_retired)
+        while len(self._candidates) > _KNOWN_INSTANCES:
+            dropped = next(iter(self._candidates))
+            offices, retired_before = self._candidates.pop(dropped)
+            if retired_before:  # back where it was, with its numbers
+                self._retired[dropped] = _reply_numbers(offices)
+
+    def _keep(self, key: Curve25519PublicKey) -> None:
+        """A mail of ``key`` was taken: a candidate joins the instances, the most recent last."""
+        candidate = self._candidates.pop(key, None)
+        self._instances[key] = candidate[0] if candidate else self._instances.pop(key)
+        self._retire_oldest_instances()
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -355,6 +381,8 @@ class ClientCore:
 
     def _post_office(self, instance: Curve25519PublicKey, topic: str) -> PostOffice:
         offices = self._instances.get(instance)
+        if offices is None and instance in self._candidates:
+            offices = self._candidates[instance][0]
         if offices is None:
             raise UnattestedSenderError(
                 f"enclave key {instance.encoded.hex()} was never verified by this client",
@@ -396,9 +424,9 @@ class ClientCore:
         except (MailDecryptionError, MailFormatError):
             return None  # not a mail for this key, or damaged in transit: nobody can open it
         sender = opened.authenticated_sender
-        if sender in self._retired and self.cluster is None:
+        if sender in self._retired and (self.cluster is None or self._retired[sender] is None):
             return None  # an old instance of the one service: what it sent was read long ago
-        if sender not in self._instances:
+        if sender not in self._instances and sender not in self._candidates:
             raise UnattestedSenderError(
                 f"received a mail from enclave key {sender.encoded.hex()}, which this "
                 "client has not verified an attestation for",
@@ -449,7 +477,7 @@ class ClientCore:
         if answers is not None:
             del self._topics[opened.topic].unanswered[answers.number]
         if self.cluster is not None:  # members heard from lately are the last retired
-            self._instances[sender] = self._instances.pop(sender)
+            self._keep(sender)
         return opened, answers
 
     def _heard_of(self, lineage: bytes, commit_id: bytes | None) -> None:
@@ -505,7 +533,10 @@ class ClientCore:
                     ]
                     for key, offices in self._instances.items()
                 ],
-                "retired": [[key.encoded.hex(), numbers] for key, numbers in self._retired.items()],
+                "retired": [
+                    key.encoded.hex() if numbers is None else [key.encoded.hex(), numbers]
+                    for key, numbers in self._retired_with_candidates()
+                ],
                 "topics": {
                     topic: [
                         state.next_request,
@@ -529,6 +560,18 @@ class ClientCore:
                     ],
                 }
             return json.dumps(state, sort_keys=True).encode()
+
+    def _retired_with_candidates(
+        self,
+    ) -> list[tuple[Curve25519PublicKey, dict[str, int] | None]]:
+        """What :meth:`save` keeps of retired instances: also those verified again since but
+        not heard from (candidates are not saved; they are verified again when they write)."""
+        candidates = [
+            (key, _reply_numbers(offices))
+            for key, (offices, retired) in self._candidates.items()
+            if retired
+        ]
+        return [*self._retired.items(), *candidates]
 
     def save_to(self, path: str | os.PathLike[str]) -> None:
         """:meth:`save` into ``path`` atomically (a temporary file beside it, synced, then
@@ -651,12 +694,15 @@ class ClientCore:
                 raise ClientStateError("saved client state has a malformed acknowledgement")
             client.acknowledged = acknowledged
             for item in state["retired"]:
-                key_hex, numbers = (item, {}) if isinstance(item, str) else item  # or: older
-                if not all(_counter(number) for number in numbers.values()):
+                # A key alone: saved by an older version, its reply numbers not known.
+                key_hex, numbers = (item, None) if isinstance(item, str) else item
+                if numbers is not None and not all(map(_counter, numbers.values())):
                     raise ClientStateError("saved client state has a malformed retired instance")
-                client._retired[Curve25519PublicKey(bytes.fromhex(key_hex))] = {
-                    validate_topic(topic): number for topic, number in numbers.items()
-                }
+                client._retired[Curve25519PublicKey(bytes.fromhex(key_hex))] = (
+                    None
+                    if numbers is None
+                    else {validate_topic(topic): number for topic, number in numbers.items()}
+                )
             for key_hex, topics in state["instances"]:
                 key = Curve25519PublicKey(bytes.fromhex(key_hex))
                 offices = client._instances[key] = {}
@@ -717,6 +763,10 @@ def save_atomically(path: Path, data: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _reply_numbers(offices: dict[str, PostOffice]) -> dict[str, int]:
+    return {topic: office.next_reply_sequence_number for topic, office in offices.items()}
 
 
 def _counter(value: object) -> bool:

@@ -430,9 +430,10 @@ class EnclaveRuntime:
                 "the mail is sealed to a KDS key this enclave instance does not hold yet: its "
                 "host must ask the KDS for it (EnclaveHost does, with kds=KdsConfiguration)"
             )
-        taken = self._kds.mail_key(key_spec, kds_answer, self._encryption_key)
+        taken, cluster_key = self._kds.mail_key(key_spec, kds_answer, self._encryption_key)
         key = Curve25519PrivateKey(taken.key)
         opened = open_mail(key, mail, self._max_mail_size)
+        self._kds.pin(cluster_key)  # the cluster of a key that opened a mail
         with self._mail_keys_lock:
             self._mail_keys[key_spec] = key
             while len(self._mail_keys) > _MAIL_KEYS:

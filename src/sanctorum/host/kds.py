@@ -23,6 +23,19 @@ class KdsConfiguration:
     """Seconds to keep trying (with backoff) while the KDS is down or answers 5xx."""
 
 
+MAX_ANSWER_SIZE = 4 << 20
+"""A KDS answer holds a key and an attestation (a DCAP one ~20 KB): more is not a KDS's."""
+
+
+def _read_at_most(response: httpx.Response, url: str) -> bytes:
+    answer = bytearray()
+    for chunk in response.iter_bytes():
+        answer += chunk
+        if len(answer) > MAX_ANSWER_SIZE:
+            raise KdsError(f"the KDS at {url} answered over {MAX_ANSWER_SIZE} bytes: not a KDS")
+    return bytes(answer)
+
+
 def kds_fetcher(config: KdsConfiguration) -> Callable[[bytes], bytes]:
     """Posts an enclave's ``/private`` request to the KDS and returns its answer's body; a 4xx
     answer is returned too (the enclave reports its reason). :class:`KdsError` if the KDS
@@ -35,15 +48,16 @@ def kds_fetcher(config: KdsConfiguration) -> Callable[[bytes], bytes]:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                response = httpx.post(
+                with httpx.stream(
+                    "POST",
                     url,
                     content=body,
                     headers={"Content-Type": "application/json"},
                     timeout=max(0.1, remaining),
-                )
-                if response.status_code < 500:
-                    return response.content
-                problem = f"it answered {response.status_code}"
+                ) as response:
+                    if response.status_code < 500:
+                        return _read_at_most(response, config.url)
+                    problem = f"it answered {response.status_code}"
             except httpx.HTTPError as error:
                 problem = f"{type(error).__name__}: {error}"
             if time.monotonic() + pause >= deadline:

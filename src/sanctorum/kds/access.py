@@ -24,7 +24,7 @@ from sanctorum.common.bundle import KdsConfig, kds_policy
 from sanctorum.common.errors import InvalidConstraintError, InvalidKeyError, KdsError, KeySpecError
 from sanctorum.common.hashes import SHA256Hash
 from sanctorum.common.keys import Curve25519PrivateKey, Ed25519PublicKey
-from sanctorum.kds.protocol import KdsKey, open_private_response
+from sanctorum.kds.protocol import KdsKey, answer_cluster_key, open_private_response
 from sanctorum.kds.spec import KeySpec, MasterKeyType
 
 PERSISTENCE_KEY_NAME = "sanctorum-persistence"
@@ -76,10 +76,14 @@ class KdsAccess:
         self._fetch = fetch
 
     def persistence_key(self, info: EnclaveInstanceInfo, key: Curve25519PrivateKey) -> KdsKey:
-        """The key this instance's persistent state is sealed with, asked through ``fetch``."""
+        """The key this instance's persistent state is sealed with, asked through ``fetch``;
+        its KDS cluster is then the only one this instance takes keys from."""
         assert self._fetch is not None, "an enclave with persistent state has a fetch"
         spec = persistence_spec(self._config, info.code_hash, info.signer_hash, info.product_id)
-        return self._open(self._fetch(private_request(spec, info)), spec, key, "persistence key")
+        answer = self._fetch(private_request(spec, info))
+        taken, cluster_key = self._open(answer, spec, key, "persistence key")
+        self.pin(cluster_key)
+        return taken
 
     def check_spec(self, key_spec: bytes) -> KeySpec:
         """The spec a mail's header names; :class:`KdsError` if it is not a valid one."""
@@ -88,9 +92,12 @@ class KdsAccess:
         except KeySpecError as error:
             raise KdsError(f"the mail's key spec is not valid: {error}") from None
 
-    def mail_key(self, key_spec: bytes, answer: bytes, key: Curve25519PrivateKey) -> KdsKey:
+    def mail_key(
+        self, key_spec: bytes, answer: bytes, key: Curve25519PrivateKey
+    ) -> tuple[KdsKey, Ed25519PublicKey]:
         """The key of ``key_spec`` (a mail's header) from the KDS's ``answer`` (the host
-        fetched it), checked as :meth:`persistence_key` checks its own."""
+        fetched it), checked as :meth:`persistence_key` checks its own, and the KDS cluster
+        that gave it: :meth:`pin` it once a mail opened with the key."""
         spec = self.check_spec(key_spec)
         return self._open(
             answer,
@@ -101,15 +108,23 @@ class KdsAccess:
             "meet: a client of this service should make the spec's policy its constraint)",
         )
 
+    def pin(self, cluster_key: Ed25519PublicKey) -> None:
+        """Take keys from this KDS cluster only (without ``[kds].cluster_key``: the first
+        cluster that gave this instance a key it used; a host cannot swap in its own KDS's
+        keys later)."""
+        self._cluster_key = cluster_key
+
     def _open(
         self, answer: bytes, spec: KeySpec, key: Curve25519PrivateKey, what: str, hint: str = ""
-    ) -> KdsKey:
+    ) -> tuple[KdsKey, Ed25519PublicKey]:
         try:
             document = json.loads(answer)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise KdsError("the KDS's answer is not JSON") from None
         if isinstance(document, dict) and isinstance(document.get("reason"), str):
             raise KdsError(f"the KDS refused this enclave its {what}: {document['reason']}{hint}")
-        return open_private_response(
+        taken = open_private_response(
             document, spec, self._constraint, key, cluster_key=self._cluster_key
         )
+        assert isinstance(document, dict)  # it opened
+        return taken, self._cluster_key or answer_cluster_key(document, spec)

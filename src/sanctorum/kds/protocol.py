@@ -28,6 +28,7 @@ from sanctorum.attestation.constraint import EnclaveConstraint
 from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 from sanctorum.common.errors import (
     InvalidEnclaveError,
+    InvalidKeyError,
     InvalidSignatureError,
     KdsError,
     KdsRequestError,
@@ -202,6 +203,19 @@ def open_private_response(
     return KdsKey(mail.body, kds)
 
 
+def answer_cluster_key(document: dict[Any, Any], spec: KeySpec) -> Ed25519PublicKey:
+    """The cluster key a ``/private`` answer names, once its signature of the answer checks
+    out; :class:`KdsError` if not."""
+    named = document.get("clusterKey")
+    try:
+        cluster_key = Ed25519PublicKey(bytes.fromhex(named if isinstance(named, str) else ""))
+    except (ValueError, InvalidKeyError):
+        raise KdsError("the KDS's answer is malformed: clusterKey is not 64 hex digits") from None
+    sealed = _decode(document.get("encryptedPrivateKey"), "encryptedPrivateKey", KdsError)
+    _check_cluster(document, spec, sealed, cluster_key)
+    return cluster_key
+
+
 def _check_cluster(
     document: dict[Any, Any], spec: KeySpec, payload: bytes, cluster_key: Ed25519PublicKey | None
 ) -> None:
@@ -212,8 +226,9 @@ def _check_cluster(
         cluster_key.verify(signature, cluster_signed_data(spec, payload))
     except InvalidSignatureError:
         raise KdsError(
-            "the KDS's answer is not signed by the pinned KDS cluster key ([kds].cluster_key): "
-            "it comes from another KDS, perhaps one the host runs, or was altered"
+            "the KDS's answer is not signed by the pinned KDS cluster key ([kds].cluster_key, "
+            "or else that of the first KDS that gave this instance a key): it comes from "
+            "another KDS, perhaps one the host runs, or was altered"
         ) from None
 
 
