@@ -30,7 +30,7 @@ from sanctorum.host.platform import MockPlatform
 from sanctorum.kds import KeySpec, MasterKeyType, derive_spec_key
 from sanctorum.kds.access import PERSISTENCE_KEY_NAME
 from sanctorum.kds.enclave import KdsEnclave
-from sanctorum.kds.protocol import open_private_response
+from sanctorum.kds.protocol import front_request, open_private_response, split_front_answer
 from sanctorum.kds.server import DEFAULT_MAX_BODY_SIZE, kds_project
 from sanctorum.mail.format import open_mail
 from tests.kds.test_kds_enclave import APP_CODE, SPEC
@@ -70,10 +70,10 @@ def kds() -> Iterator[EnclaveHost]:
 
 def _raw(kds: EnclaveHost, path: str, body: str) -> tuple[int, dict[str, Any]]:
     """Ask with a body given as JSON text (so it may hold duplicate keys)."""
-    answer = kds.call_enclave(f'{{"path": "{path}", "body": {body}}}'.encode())
+    answer = kds.call_enclave(front_request(path, body.encode()))
     assert answer is not None
-    document = json.loads(answer)
-    return document["status"], document["body"]
+    status, content = split_front_answer(answer)
+    return status, json.loads(content)
 
 
 def _ask(kds: EnclaveHost, path: str, body: object) -> tuple[int, dict[str, Any]]:
@@ -449,7 +449,7 @@ def test_no_answer_holds_or_gives_away_a_master_key(
     spec = KeySpec("k", MasterKeyType.DEVELOPMENT, f"C:{APP_CODE} SEC:INSECURE")
     requester = Requester()
     answers = [
-        kds.call_enclave(json.dumps({"path": path, "body": body}).encode())
+        kds.call_enclave(front_request(path, json.dumps(body).encode()))
         for path, body in [
             ("/public", SPEC.to_json()),
             ("/public", spec.to_json()),
@@ -466,7 +466,7 @@ def test_no_answer_holds_or_gives_away_a_master_key(
             assert form not in everything
     # What the requester gets is the spec's key, not a master key.
     opened = open_private_response(
-        json.loads(answers[2] or b"")["body"], SPEC, _constraint(kds), requester.key
+        json.loads(split_front_answer(answers[2] or b"")[1]), SPEC, _constraint(kds), requester.key
     ).key
     assert opened not in masters.values()
 

@@ -20,7 +20,12 @@ from sanctorum.common.keys import Curve25519PrivateKey, Ed25519PrivateKey, Ed255
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.kds import KeySpec, MasterKeyType
 from sanctorum.kds.enclave import KdsEnclave
-from sanctorum.kds.protocol import open_private_response, verify_public_response
+from sanctorum.kds.protocol import (
+    front_request,
+    open_private_response,
+    split_front_answer,
+    verify_public_response,
+)
 
 APP = "tests.kds.App"
 APP_CODE = SHA256Hash.of(APP.encode())
@@ -64,10 +69,10 @@ def kds() -> Any:
 
 
 def _ask(kds: EnclaveHost, path: str, body: object) -> tuple[int, dict[str, Any]]:
-    answer = kds.call_enclave(json.dumps({"path": path, "body": body}).encode())
+    answer = kds.call_enclave(front_request(path, json.dumps(body).encode()))
     assert answer is not None
-    document = json.loads(answer)
-    return document["status"], document["body"]
+    status, content = split_front_answer(answer)
+    return status, json.loads(content)
 
 
 def _constraint(kds: EnclaveHost) -> EnclaveConstraint:
@@ -136,24 +141,26 @@ def test_a_release_enclave_is_refused_the_development_master_key(kds: EnclaveHos
 @pytest.mark.parametrize(
     ("request_", "reason"),
     [
-        (b"not json", "not JSON"),
-        (b"[" * 100_000, "not JSON"),
-        (b'{"path": "/secret", "body": {}}', "unknown request"),
-        (json.dumps({"path": "/public", "body": {"name": "k"}}).encode(), "masterKeyType"),
+        (b"/public\nnot json", "not JSON"),
+        (b"/public\n" + b"[" * 100_000, "not JSON"),
+        (b"/public\n[]", "JSON object"),
+        (b"not a request", "unknown request"),
+        (b"/secret\n{}", "unknown request"),
+        (front_request("/public", json.dumps({"name": "k"}).encode()), "masterKeyType"),
         (
-            json.dumps({"path": "/private", "body": SPEC.to_json()}).encode(),
+            front_request("/private", json.dumps(SPEC.to_json()).encode()),
             "appAttestationReport is a base64 string, not missing",
         ),
         (
-            json.dumps(
-                {"path": "/private", "body": {**SPEC.to_json(), "appAttestationReport": "%%"}}
-            ).encode(),
+            front_request(
+                "/private", json.dumps({**SPEC.to_json(), "appAttestationReport": "%%"}).encode()
+            ),
             "not valid base64",
         ),
         (
-            json.dumps(
-                {"path": "/private", "body": {**SPEC.to_json(), "appAttestationReport": "AAAA"}}
-            ).encode(),
+            front_request(
+                "/private", json.dumps({**SPEC.to_json(), "appAttestationReport": "AAAA"}).encode()
+            ),
             "does not verify",
         ),
     ],
@@ -163,9 +170,9 @@ def test_malformed_requests_get_400_and_the_kds_keeps_serving(
 ) -> None:
     answer = kds.call_enclave(request_)
     assert answer is not None
-    document = json.loads(answer)
-    assert document["status"] == 400
-    assert reason in document["body"]["reason"]
+    status, content = split_front_answer(answer)
+    assert status == 400
+    assert reason in json.loads(content)["reason"]
     assert _ask(kds, "/public", SPEC.to_json())[0] == 200
 
 

@@ -1,9 +1,11 @@
 """The KDS enclave: master keys made inside it and kept in its sealed persistent map, and the
 answers to the requests its REST front passes in.
 
-The front calls ``receive_from_untrusted_host`` with ``{"path": "/public" | "/private",
-"body": <the request's JSON>}`` and sends back ``{"status": ..., "body": ...}``: the enclave
-decides every answer, the front only carries it (sanctorum.kds.protocol says what each holds).
+The front calls ``receive_from_untrusted_host`` with the request's path and body as it got them
+(:func:`~sanctorum.kds.protocol.front_request`) and sends back the status and body the enclave
+answers (:func:`~sanctorum.kds.protocol.front_answer`): the enclave parses the request and
+decides every answer, the front only carries bytes (sanctorum.kds.protocol says what each
+holds).
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from sanctorum.kds.protocol import (
     check_entitled,
     cluster_signed_data,
     error_response,
+    front_answer,
     parse_private_request,
     parse_public_request,
     private_response,
     public_key_signed_data,
     public_response,
+    split_front_request,
 )
 from sanctorum.kds.spec import MASTER_KEY_SIZE, KeySpec, MasterKeyType, derive_spec_key
 
@@ -60,24 +64,31 @@ class KdsEnclave(Enclave):
             self._master_key(MasterKeyType.CLUSTER)
         )
         self._cluster_key = Ed25519PrivateKey(seed)
+        self._attested: tuple[object, bytes] = (None, b"")
 
     def receive_from_untrusted_host(self, data: bytes) -> bytes:
         try:
             status, body = 200, self._answer(data)
         except KdsRequestError as error:
             status, body = error.status, error_response(error)
-        return json.dumps({"status": status, "body": body}).encode()
+        return front_answer(status, body)
 
     def _answer(self, data: bytes) -> dict[str, str]:
         if len(data) > MAX_REQUEST_SIZE:
             raise KdsRequestError(400, f"the request is over {MAX_REQUEST_SIZE} bytes")
+        path, raw = split_front_request(data)
+        if path not in ("/public", "/private"):
+            raise KdsRequestError(400, f"unknown request {path!r}: /public or /private")
         try:
-            request = json.loads(data)
+            body = json.loads(raw)
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise KdsRequestError(400, "the request is not JSON") from None
-        path = request.get("path") if isinstance(request, dict) else None
-        body = request.get("body") if isinstance(request, dict) else None
-        attestation = self.enclave_instance_info.serialize()
+            raise KdsRequestError(400, "the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise KdsRequestError(400, "the body is a JSON object")
+        info = self.enclave_instance_info
+        if info is not self._attested[0]:  # serialized once per attestation, not per request
+            self._attested = (info, info.serialize())
+        attestation = self._attested[1]
         if path == "/public":
             spec = parse_public_request(body)
             public_key = Curve25519PrivateKey(self._key(spec)).public_key.encoded
@@ -85,20 +96,13 @@ class KdsEnclave(Enclave):
             return public_response(
                 public_key, signature, attestation, self._cluster_signature(spec, public_key)
             )
-        if path == "/private":
-            parsed = parse_private_request(body)
-            check_entitled(parsed)
-            # Not a cached post office: requesters are endless and never write back.
-            sealed = self.runtime.seal_once(
-                parsed.requester.encryption_key,
-                _TOPIC,
-                self._key(parsed.spec),
-                parsed.spec.canonical,
-            )
-            return private_response(
-                attestation, sealed, self._cluster_signature(parsed.spec, sealed)
-            )
-        raise KdsRequestError(400, f"unknown request {path!r}: /public or /private")
+        parsed = parse_private_request(body)
+        check_entitled(parsed)
+        # Not a cached post office: requesters are endless and never write back.
+        sealed = self.runtime.seal_once(
+            parsed.requester.encryption_key, _TOPIC, self._key(parsed.spec), parsed.spec.canonical
+        )
+        return private_response(attestation, sealed, self._cluster_signature(parsed.spec, sealed))
 
     def _cluster_signature(self, spec: KeySpec, payload: bytes) -> tuple[bytes, bytes]:
         """The cluster key and its signature of an answer: enclaves pin the cluster key

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -141,6 +142,34 @@ def private_response(
 
 def error_response(error: KdsRequestError) -> dict[str, str]:
     return {"reason": error.reason}
+
+
+# -- between the REST front and the KDS enclave -------------------------------------------------
+# The front carries bytes only, parsing and encoding nothing: the request's path, a newline and
+# its body as received; the enclave's answer is the status in three digits, then the body.
+
+
+def front_request(path: str, body: bytes) -> bytes:
+    """What the front passes the KDS enclave for a request."""
+    return path.encode("ascii") + b"\n" + body
+
+
+def split_front_request(data: bytes) -> tuple[str, bytes]:
+    """The path and body of :func:`front_request`'s bytes ("" for a path that is none)."""
+    path, _, body = data.partition(b"\n")
+    return path.decode("ascii", "replace"), body
+
+
+def front_answer(status: int, document: object) -> bytes:
+    """What the KDS enclave answers the front: the status, then the JSON body."""
+    return b"%03d" % status + json.dumps(document).encode()
+
+
+def split_front_answer(data: bytes) -> tuple[int, bytes]:
+    """The status and JSON body of :func:`front_answer`'s bytes (500 if they are not that)."""
+    if len(data) < 3 or not data[:3].isdigit():
+        return 500, b'{"reason": "the KDS enclave gave no answer"}'
+    return int(data[:3]), data[3:]
 
 
 # -- the requester's side --------------------------------------------------------------------

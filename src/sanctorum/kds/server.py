@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from sanctorum._version import __version__
 from sanctorum.common.errors import EnclaveCrashedError, EnclaveStateError, SanctorumError
 from sanctorum.common.mode import EnclaveMode
+from sanctorum.kds.protocol import front_request, split_front_answer
 from sanctorum.web.app import EnclaveCalls
 from sanctorum.web.logs import AccessLog, ASGIApp, Receive, Scope, Send
 from sanctorum.web.service import EnclaveService
@@ -65,9 +66,10 @@ def kds_identity(service: EnclaveService) -> tuple[str, str]:
     info = service.host.enclave_instance_info
     spec = {"name": "sanctorum-kds-identity", "masterKeyType": "development"}
     spec["policyConstraint"] = f"C:{info.code_hash}"
-    answer = json.loads(service.call(json.dumps({"path": "/public", "body": spec}).encode()) or b"")
+    answer = service.call(front_request("/public", json.dumps(spec).encode()))
+    _, body = split_front_answer(answer or b"")
     insecure = "" if info.enclave_mode is EnclaveMode.RELEASE else " SEC:INSECURE"
-    return f"C:{info.code_hash}{insecure}", str(answer["body"]["clusterKey"])
+    return f"C:{info.code_hash}{insecure}", str(json.loads(body)["clusterKey"])
 
 
 def create_kds_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> FastAPI:
@@ -83,7 +85,7 @@ def create_kds_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BOD
     def reason(status: int, text: str) -> JSONResponse:
         return JSONResponse({"reason": text}, status_code=status)
 
-    async def forward(request: Request, path: str) -> JSONResponse:
+    async def forward(request: Request, path: str) -> Response:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_size:
             return reason(413, f"the body is over the limit of {max_body_size} bytes")
@@ -92,23 +94,16 @@ def create_kds_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BOD
             body += chunk
             if len(body) > max_body_size:
                 return reason(413, f"the body is over the limit of {max_body_size} bytes")
-        try:
-            document = json.loads(body)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            return reason(400, "the body is not JSON")
-        if not isinstance(document, dict):
-            return reason(400, "the body is a JSON object")
-        message = json.dumps({"path": path, "body": document}).encode()
-        try:
-            answer = await calls.run(service.call, message)
+        try:  # the body goes in as it came: the enclave parses it and decides the answer
+            answer = await calls.run(service.call, front_request(path, bytes(body)))
         except (EnclaveCrashedError, EnclaveStateError) as problem:
             response = reason(503, f"the KDS enclave is restarting: {problem}")
             response.headers["Retry-After"] = "1"
             return response
         except SanctorumError as problem:  # the enclave failed, not the request
             return reason(500, f"the KDS enclave failed: {type(problem).__name__}")
-        result = json.loads(answer or b"{}")
-        return JSONResponse(result.get("body"), status_code=int(result.get("status", 500)))
+        status, content = split_front_answer(answer or b"500{}")
+        return Response(content, status_code=status, media_type="application/json")
 
     class FastPath:
         """Serves ``POST /public`` and ``/private`` without FastAPI's routing (the routes
@@ -133,7 +128,7 @@ def create_kds_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BOD
         openapi_extra=_body(_SPEC_SCHEMA),
         responses={400: _ERROR, 413: _ERROR, 503: _ERROR},
     )
-    async def public(request: Request) -> JSONResponse:
+    async def public(request: Request) -> Response:
         """The public key of a key spec, signed by the KDS, and the KDS's attestation."""
         return await forward(request, "/public")
 
@@ -142,7 +137,7 @@ def create_kds_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BOD
         openapi_extra=_body(_PRIVATE_SCHEMA),
         responses={400: _ERROR, 403: _ERROR, 413: _ERROR, 503: _ERROR},
     )
-    async def private(request: Request) -> JSONResponse:
+    async def private(request: Request) -> Response:
         """A key spec's key, sealed to the requesting enclave if its attestation meets the
         spec's policy."""
         return await forward(request, "/private")

@@ -23,6 +23,7 @@ Test vectors: tests/data/kds_key_vectors.json.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -94,7 +95,7 @@ class KeySpec:
 
     @cached_property
     def _policy(self) -> EnclaveConstraint:  # parsed once, when the spec is made
-        return EnclaveConstraint.parse(self.policy_constraint)
+        return _parse_policy(self.policy_constraint)
 
     @cached_property
     def canonical(self) -> bytes:
@@ -153,6 +154,13 @@ class KeySpec:
             MasterKeyType.parse(fields["masterKeyType"]),
             fields["policyConstraint"],
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_policy(text: str) -> EnclaveConstraint:
+    """A KDS sees the same few policies again and again: each is parsed once (constraints are
+    immutable, so sharing one is safe)."""
+    return EnclaveConstraint.parse(text)
 
 
 def derive_spec_key(master_key: bytes, spec: KeySpec) -> bytes:
