@@ -178,6 +178,16 @@ def _retire_first_member(members: Members, client: EnclaveClient) -> None:
     assert _key(members.hosts[0]) in client._retired
 
 
+def _heard_from_first_member(members: Members) -> tuple[EnclaveClient, bytes, list[bytes]]:
+    """A cluster client that took an answer (to ``request``, returned) and an answer and notice
+    (``mails``, as the host handed them over: the last commit it heard of) from the first
+    member."""
+    transport = Hostile(members.hosts[0])
+    client = _cluster_client(members, transport)
+    request = _answered_request(members, client)
+    return client, request, _notified(client, transport)
+
+
 def _key(host: EnclaveHost) -> Curve25519PublicKey:
     return host.enclave_instance_info.encryption_key
 
@@ -196,10 +206,7 @@ def test_a_retired_members_old_mail_stays_refused_once_it_is_verified_again(
     only the reply numbers stop it."""
     monkeypatch.setattr("sanctorum.client.client._KNOWN_INSTANCES", 2)  # 16: the same, slower
     first, second = notify.hosts
-    transport = Hostile(first)
-    client = _cluster_client(notify, transport)
-    _answered_request(notify, client)
-    mails = _notified(client, transport)  # the last commit the client heard of from A
+    client, _, mails = _heard_from_first_member(notify)
     _retire_first_member(notify, client)
     assert client._retired[_key(first)] == {"default": 3}  # its reply numbers kept
     if how == "restored":
@@ -224,10 +231,7 @@ def test_a_retired_member_of_state_saved_before_the_fix_cannot_replay_its_mail(
     numbers are now "not known", and their mail is dropped, as the previous version did."""
     monkeypatch.setattr("sanctorum.client.client._KNOWN_INSTANCES", 2)
     first, second = notify.hosts
-    transport = Hostile(first)
-    client = _cluster_client(notify, transport)
-    _answered_request(notify, client)
-    mails = _notified(client, transport)  # the last commit the client heard of from A
+    client, _, mails = _heard_from_first_member(notify)
     _retire_first_member(notify, client)
     state = json.loads(client.save())
     state["retired"] = [key for key, _ in state["retired"]]  # as the previous version saved it
@@ -250,10 +254,7 @@ def test_copies_from_fresh_instances_cannot_push_a_member_out_of_the_retired_tab
     monkeypatch.setattr("sanctorum.client.client._KNOWN_INSTANCES", 2)
     monkeypatch.setattr("sanctorum.client.client._RETIRED_INSTANCES", 2)
     first, second = notify.hosts
-    transport = Hostile(first)
-    client = _cluster_client(notify, transport)
-    request = _answered_request(notify, client)
-    mails = _notified(client, transport)  # the last commit the client heard of from A
+    client, request, mails = _heard_from_first_member(notify)
     _flood_with_fresh_members(notify, client, request, 5)
     assert _key(first) in client._instances  # copies only: the member is neither retired
     assert not client._retired  # nor pushed out
@@ -272,10 +273,7 @@ def test_a_retired_members_mail_without_its_attestation_changes_nothing(
     numbers, and goes on once the host behaves."""
     monkeypatch.setattr("sanctorum.client.client._KNOWN_INSTANCES", 2)
     first, second = notify.hosts
-    transport = Hostile(first)
-    client = _cluster_client(notify, transport)
-    _answered_request(notify, client)
-    mails = _notified(client, transport)  # the last commit the client heard of from A
+    client, _, mails = _heard_from_first_member(notify)
     _retire_first_member(notify, client)
     refusing = Hostile(second)  # knows only its own instances
     refusing.replays.append(mails[1])
@@ -565,10 +563,7 @@ def test_mutated_mail_of_a_retired_member_never_raises_a_foreign_error(
     """Damaged copies of a retired member's mail: each is dropped or refused with a Sanctorum
     error, and none leaves the member verified again."""
     monkeypatch.setattr("sanctorum.client.client._KNOWN_INSTANCES", 2)
-    transport = Hostile(notify.hosts[0])
-    client = _cluster_client(notify, transport)
-    _answered_request(notify, client)
-    mails = _notified(client, transport)  # the last commit the client heard of from A
+    client, _, mails = _heard_from_first_member(notify)
     _retire_first_member(notify, client)
     rng = random.Random(5)
     for number in range(300):
