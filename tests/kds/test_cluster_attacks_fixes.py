@@ -188,6 +188,16 @@ def _heard_from_first_member(members: Members) -> tuple[EnclaveClient, bytes, li
     return client, request, _notified(client, transport)
 
 
+def _taken_again(client: EnclaveClient, members: Members, mails: list[bytes]) -> list[bytes]:
+    """What the client takes when the second member's host, which also serves the first's
+    attestations, hands it ``mails`` again."""
+    first, second = members.hosts
+    replaying = Hostile(second, first)
+    replaying.replays.extend(mails)
+    client.start(replaying)
+    return [mail.body for mail in _drained(client)]
+
+
 def _key(host: EnclaveHost) -> Curve25519PublicKey:
     return host.enclave_instance_info.encryption_key
 
@@ -230,17 +240,12 @@ def test_a_retired_member_of_state_saved_before_the_fix_cannot_replay_its_mail(
     again with reply numbers from 0, so every mail it ever sent the client opened again. Their
     numbers are now "not known", and their mail is dropped, as the previous version did."""
     monkeypatch.setattr("sanctorum.client.client._KNOWN_INSTANCES", 2)
-    first, second = notify.hosts
     client, _, mails = _heard_from_first_member(notify)
     _retire_first_member(notify, client)
     state = json.loads(client.save())
     state["retired"] = [key for key, _ in state["retired"]]  # as the previous version saved it
     restored = EnclaveClient.restore(json.dumps(state).encode())
-    replaying = Hostile(second, first)
-    replaying.replays.extend(mails)
-    restored.start(replaying)
-    taken = _drained(restored)
-    assert [mail.body for mail in taken] == []  # the notice must not be taken a second time
+    assert _taken_again(restored, notify, mails) == []  # the notice is not taken a second time
 
 
 def test_copies_from_fresh_instances_cannot_push_a_member_out_of_the_retired_table(
@@ -253,16 +258,11 @@ def test_copies_from_fresh_instances_cannot_push_a_member_out_of_the_retired_tab
     was taken again. Instances whose mail the client only drops now join nothing."""
     monkeypatch.setattr("sanctorum.client.client._KNOWN_INSTANCES", 2)
     monkeypatch.setattr("sanctorum.client.client._RETIRED_INSTANCES", 2)
-    first, second = notify.hosts
     client, request, mails = _heard_from_first_member(notify)
     _flood_with_fresh_members(notify, client, request, 5)
-    assert _key(first) in client._instances  # copies only: the member is neither retired
+    assert _key(notify.hosts[0]) in client._instances  # copies only: the member is neither retired
     assert not client._retired  # nor pushed out
-    replaying = Hostile(second, first)
-    replaying.replays.extend(mails)
-    client.start(replaying)
-    taken = _drained(client)
-    assert [mail.body for mail in taken] == []  # the notice must not be taken a second time
+    assert _taken_again(client, notify, mails) == []  # the notice is not taken a second time
 
 
 def test_a_retired_members_mail_without_its_attestation_changes_nothing(
