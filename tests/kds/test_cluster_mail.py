@@ -349,6 +349,17 @@ def test_a_client_checks_the_kds_before_sealing_anything(cluster: Cluster, kds: 
         fetch_cluster_key("http://127.0.0.1:9", cluster.spec, kds.constraint, timeout=1)
     with pytest.raises(KdsError, match=r"refused the public key of 'orders' \(404\)"):
         fetch_cluster_key(f"{kds.url}/elsewhere", cluster.spec, kds.constraint)
+    with pytest.raises(KdsError, match="give the KDS's base URL"):
+        fetch_cluster_key(f"{kds.url}/public", cluster.spec, kds.constraint)
+    # The cluster key as sanctorum kds serve logs it, with 0x, raw: the same; else a KdsError.
+    pin = answer["clusterKey"]
+    for form in (pin, "0x" + pin.upper(), bytes.fromhex(pin)):
+        assert cluster_key_from_response(answer, cluster.spec, kds.constraint, cluster_key=form)
+    for bad in ("zz" * 32, pin[:-2], b"short"):
+        with pytest.raises(KdsError, match="64 hex digits"):
+            cluster_key_from_response(answer, cluster.spec, kds.constraint, cluster_key=bad)
+    with pytest.raises(KdsError, match="the cluster_key given"):
+        cluster_key_from_response(answer, cluster.spec, kds.constraint, cluster_key="ab" * 32)
 
 
 def test_a_saved_cluster_client_is_refused_for_another_cluster(

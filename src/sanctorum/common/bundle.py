@@ -263,8 +263,8 @@ def _parse_kds(table: object, where: str, persistent: bool) -> KdsConfig | None:
         cluster_key and (len(cluster_key) != 64 or not _is_hex(cluster_key))
     ):
         raise BundleError(
-            f"{where}: [kds].cluster_key is the KDS cluster's key: 64 hex digits, as the "
-            "KDS's /public answer gives it in clusterKey"
+            f"{where}: [kds].cluster_key is the KDS cluster's key: 64 hex digits, as "
+            "sanctorum kds serve logs it at start"
         )
     if persistent and not (policy.strip() or any(flags.values())):
         raise BundleError(

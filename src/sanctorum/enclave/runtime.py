@@ -422,7 +422,8 @@ class EnclaveRuntime:
         if self._kds is None:
             raise KdsError(
                 "the mail is sealed to a key from a KDS, but this enclave has no [kds] table in "
-                "its enclave.toml naming a KDS it trusts, so it takes no keys from one"
+                "its enclave.toml naming a KDS it trusts, so it takes no keys from one: to serve "
+                "a cluster, add [kds] (constraint, cluster_key) and rebuild (a new code hash)"
             )
         if kds_answer is None:
             self._kds.check_spec(key_spec)  # a malformed spec costs its host no KDS request

@@ -27,20 +27,17 @@ def cluster_key_from_response(
     spec: KeySpec,
     kds_constraint: EnclaveConstraint | str,
     *,
-    cluster_key: Ed25519PublicKey | str | None = None,
+    cluster_key: Ed25519PublicKey | str | bytes | None = None,
     verification_time: datetime | None = None,
 ) -> ClusterKey:
     """The :class:`ClusterKey` in a ``/public`` answer (decoded JSON), once the KDS's
     attestation meets ``kds_constraint`` and its signature covers this spec (and, with
-    ``cluster_key``, raw or 64 hex digits as ``sanctorum kds serve`` prints it, the answer
-    comes from that KDS cluster); :class:`KdsError` if not."""
+    ``cluster_key`` — 64 hex digits as ``sanctorum kds serve`` logs it, 32 raw bytes, or an
+    Ed25519PublicKey — the answer comes from that KDS cluster); :class:`KdsError` if not."""
     if isinstance(kds_constraint, str):
         kds_constraint = EnclaveConstraint.parse(kds_constraint)
-    if isinstance(cluster_key, str):
-        try:
-            cluster_key = Ed25519PublicKey(bytes.fromhex(cluster_key))
-        except (ValueError, InvalidKeyError) as error:
-            raise KdsError(f"cluster_key is 64 hex digits: {error}") from None
+    if isinstance(cluster_key, (str, bytes)):
+        cluster_key = _cluster_key(cluster_key)
     public_key = verify_public_response(
         document, spec, kds_constraint, verification_time, cluster_key=cluster_key
     )
@@ -52,7 +49,7 @@ def fetch_cluster_key(
     spec: KeySpec,
     kds_constraint: EnclaveConstraint | str,
     *,
-    cluster_key: Ed25519PublicKey | str | None = None,
+    cluster_key: Ed25519PublicKey | str | bytes | None = None,
     timeout: float = 30.0,
 ) -> ClusterKey:
     """Ask the KDS at ``url`` for the public key of ``spec`` and check the answer (see
@@ -60,6 +57,8 @@ def fetch_cluster_key(
     names the enclaves that can read what is sealed to the key.
 
     Raises :class:`KdsError` if the KDS cannot be reached, refuses, or cannot be trusted."""
+    if url.rstrip("/").endswith(("/public", "/private")):
+        raise KdsError(f"{url} names a request: give the KDS's base URL, without /public")
     body = bytearray()
     try:
         with httpx.stream(
@@ -87,3 +86,14 @@ def fetch_cluster_key(
             f"({response.status_code}): {reason or bytes(body[:200])!r}"
         )
     return cluster_key_from_response(document, spec, kds_constraint, cluster_key=cluster_key)
+
+
+def _cluster_key(value: str | bytes) -> Ed25519PublicKey:
+    try:
+        raw = bytes.fromhex(value.removeprefix("0x")) if isinstance(value, str) else value
+        return Ed25519PublicKey(raw)
+    except (ValueError, InvalidKeyError):
+        raise KdsError(
+            "cluster_key is the KDS cluster's key: 64 hex digits, as sanctorum kds serve logs "
+            f"it (or 32 raw bytes), not {value!r:.80}"
+        ) from None

@@ -189,7 +189,7 @@ def verify_public_response(
     assert isinstance(document, dict)
     public_key = _decode(document.get("publicKey"), "publicKey", KdsError)
     signature = _decode(document.get("signature"), "signature", KdsError)
-    _check_cluster(document, spec, public_key, cluster_key)
+    _check_cluster(document, spec, public_key, cluster_key, "the cluster_key given")
     try:
         kds.verifier().verify(signature, public_key_signed_data(spec, public_key))
         return Curve25519PublicKey(public_key)
@@ -245,8 +245,18 @@ def answer_cluster_key(document: dict[Any, Any], spec: KeySpec) -> Ed25519Public
     return cluster_key
 
 
+_PINNED_BY_ENCLAVE = (
+    "[kds].cluster_key, or else that of the first KDS that gave this instance a key; in tests, "
+    "--enclave-kds-url names your KDS"
+)
+
+
 def _check_cluster(
-    document: dict[Any, Any], spec: KeySpec, payload: bytes, cluster_key: Ed25519PublicKey | None
+    document: dict[Any, Any],
+    spec: KeySpec,
+    payload: bytes,
+    cluster_key: Ed25519PublicKey | None,
+    pinned_by: str = _PINNED_BY_ENCLAVE,
 ) -> None:
     if cluster_key is None:
         return
@@ -255,9 +265,8 @@ def _check_cluster(
         cluster_key.verify(signature, cluster_signed_data(spec, payload))
     except InvalidSignatureError:
         raise KdsError(
-            "the KDS's answer is not signed by the pinned KDS cluster key ([kds].cluster_key, "
-            "or else that of the first KDS that gave this instance a key): it comes from "
-            "another KDS, perhaps one the host runs, or was altered"
+            f"the KDS's answer is not signed by the pinned KDS cluster key ({pinned_by}): it "
+            "comes from another KDS, perhaps one the host runs, or was altered"
         ) from None
 
 
