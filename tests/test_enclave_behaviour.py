@@ -92,6 +92,28 @@ def test_call_untrusted_host_without_callback_is_an_error(host: EnclaveHost) -> 
     assert host.call_enclave(b"ok") == b"ko"
 
 
+def test_a_callback_serves_call_untrusted_host_while_mail_is_handled(
+    host: EnclaveHost,
+) -> None:
+    office = _office(host)
+    asked: list[bytes] = []
+
+    def callback(data: bytes) -> bytes:
+        asked.append(data)
+        return b"price of " + data + b": " + (host.call_enclave(b"21") or b"")  # re-entered
+
+    host.deliver_mail(office.encrypt_mail(b"ask gold"), "r", callback=callback)
+    assert host.mailbox is not None
+    queued = host.mailbox.next_mail("r")
+    assert queued is not None
+    assert office.decrypt_mail(queued[1]).body == b"price of gold: 12"
+    assert asked == [b"gold"]
+    # Without a callback the enclave's call_untrusted_host fails: no reply is posted.
+    with pytest.raises(EnclaveCallError, match="call_enclave or deliver_mail"):
+        host.deliver_mail(office.encrypt_mail(b"ask silver"), "r")
+    assert host.mailbox.next_mail("r", queued[0]) is None
+
+
 def test_failing_host_callback_reaches_the_enclave_as_an_error(host: EnclaveHost) -> None:
     def callback(data: bytes) -> bytes:
         raise OSError("disk on fire")

@@ -40,6 +40,7 @@ from sanctorum import (
     SanctorumError,
     SealedStateJournalError,
 )
+from sanctorum.common.commands import HostCallback
 from sanctorum.common.errors import FileSystemRollbackError
 from sanctorum.common.frames import decode_load, encode_load
 from sanctorum.enclave import runtime as runtime_module
@@ -310,9 +311,11 @@ def test_dropping_the_tail_cannot_make_the_enclave_apply_a_request_twice() -> No
     delivered: list[bytes] = []
     deliver = host.deliver_mail
 
-    def record(mail: bytes, routing_hint: str | None = None) -> None:
+    def record(
+        mail: bytes, routing_hint: str | None = None, callback: HostCallback | None = None
+    ) -> None:
         delivered.append(mail)
-        deliver(mail, routing_hint)
+        deliver(mail, routing_hint, callback)
 
     host.deliver_mail = record  # type: ignore[method-assign]
     client = EnclaveClient(f"C:{host.enclave_instance_info.code_hash} SEC:INSECURE")

@@ -79,6 +79,10 @@ class Recorder(Enclave):
             raise RuntimeError("handler failed")
         if mail.body == b"silent":
             return
+        if mail.body.startswith(b"ask "):  # the host answers while the mail is handled
+            answer = self.call_untrusted_host(mail.body[4:]) or b"(none)"
+            self.post_mail(self.post_office(mail).encrypt_mail(answer), routing_hint)
+            return
         if mail.body == b"slow":
             time.sleep(1)
         reply = self.post_office(mail).encrypt_mail(mail.body.upper(), b"reply-envelope")

@@ -307,7 +307,12 @@ class EnclaveServer:
                 )
             elif frame.type is FrameType.DELIVER_MAIL:
                 mail, routing_hint, kds_answer = decode_deliver_mail(frame.payload)
-                commands = runtime.deliver_mail(mail, routing_hint, kds_answer)
+                commands = runtime.deliver_mail(
+                    mail,
+                    routing_hint,
+                    kds_answer,
+                    lambda data: self._call_host(frame.call_id, data),
+                )
                 answer = Frame(FrameType.MAIL_RESULT, frame.call_id, encode_commands(commands))
             else:
                 info = runtime.update_attestation()

@@ -350,7 +350,11 @@ class EnclaveRuntime:
             return (bytes(reply) if reply is not None else None), context.commands
 
     def deliver_mail(
-        self, mail: bytes, routing_hint: str | None, kds_answer: bytes | None = None
+        self,
+        mail: bytes,
+        routing_hint: str | None,
+        kds_answer: bytes | None = None,
+        host_callback: HostCallback | None = None,
     ) -> list[MailCommand]:
         """Decrypt, check the sequence, then ``receive_mail``; the mail commands it made.
 
@@ -361,7 +365,8 @@ class EnclaveRuntime:
 
         A mail sealed to a KDS key spec opens with the spec's key: one this instance took
         before, or one in ``kds_answer`` (the KDS's answer to the host's ``/private`` request
-        for this instance); :class:`KdsKeyRequiredError` if it has neither.
+        for this instance); :class:`KdsKeyRequiredError` if it has neither. ``host_callback``
+        serves ``call_untrusted_host`` while ``receive_mail`` runs.
         """
         if not self._running:
             self._check_running()
@@ -378,7 +383,7 @@ class EnclaveRuntime:
             # Numbered apart from mail to this instance's key; by digest, for a spec may be
             # 64 KiB and the streams last as long as the instance.
             stream += (hashlib.sha256(opened.key_spec).digest(),)
-        with _Entry(self, None) as context:
+        with _Entry(self, host_callback) as context:
             record_key = None
             if request_id is not None and self._map is not None:
                 tracker.check(stream, opened.sequence_number)
@@ -482,7 +487,7 @@ class EnclaveRuntime:
         if context is None or context.host_callback is None:
             raise EnclaveStateError(
                 "call_untrusted_host needs a host callback: the host must pass callback= to "
-                "call_enclave for the call that is running"
+                "call_enclave or deliver_mail for the call that is running"
             )
         answer = context.host_callback(bytes(data))
         if answer is not None and not isinstance(answer, (bytes, bytearray)):

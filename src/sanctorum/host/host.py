@@ -414,8 +414,15 @@ class EnclaveHost:
             self._dispatch(commands, generation)
         return reply
 
-    def deliver_mail(self, mail: bytes, routing_hint: str | None = None) -> None:
-        """Deliver a client's encrypted mail; ``routing_hint`` says where replies go.
+    def deliver_mail(
+        self,
+        mail: bytes,
+        routing_hint: str | None = None,
+        callback: HostCallback | None = None,
+    ) -> None:
+        """Deliver a client's encrypted mail; ``routing_hint`` says where replies go, and
+        ``callback`` answers the enclave's ``call_untrusted_host`` while ``receive_mail`` runs
+        (as for :meth:`call_enclave`).
 
         Raises :class:`MailDecryptionError`, :class:`MailFormatError` or
         :class:`MailSequenceError` if the enclave rejects the mail (its state is unchanged),
@@ -429,10 +436,10 @@ class EnclaveHost:
         platform, generation = self._instance
         mail = _as_bytes(mail, "mail")
         try:
-            commands = platform.deliver_mail(mail, routing_hint)
+            commands = platform.deliver_mail(mail, routing_hint, None, callback)
         except KdsKeyRequiredError:
             answer = self._fetch_mail_key(mail, platform.enclave_instance_info)
-            commands = platform.deliver_mail(mail, routing_hint, answer)
+            commands = platform.deliver_mail(mail, routing_hint, answer, callback)
         self._dispatch(commands, generation)
 
     def _fetch_mail_key(self, mail: bytes, instance: EnclaveInstanceInfo) -> bytes:

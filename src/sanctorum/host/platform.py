@@ -37,10 +37,15 @@ class EnclavePlatform(Protocol):
     ) -> tuple[bytes | None, list[MailCommand]]: ...
 
     def deliver_mail(
-        self, mail: bytes, routing_hint: str | None, kds_answer: bytes | None = None
+        self,
+        mail: bytes,
+        routing_hint: str | None,
+        kds_answer: bytes | None = None,
+        callback: HostCallback | None = None,
     ) -> list[MailCommand]:
         """``kds_answer``: the KDS's answer with the key of the mail's key spec, for an enclave
-        that asked for it (:class:`KdsKeyRequiredError`)."""
+        that asked for it (:class:`KdsKeyRequiredError`); ``callback`` serves the enclave's
+        ``call_untrusted_host`` meanwhile."""
         ...
 
     def update_attestation(self) -> EnclaveInstanceInfo: ...
@@ -154,9 +159,13 @@ class MockPlatform:
         return self._runtime.restored_commit, self._runtime.start()
 
     def deliver_mail(
-        self, mail: bytes, routing_hint: str | None, kds_answer: bytes | None = None
+        self,
+        mail: bytes,
+        routing_hint: str | None,
+        kds_answer: bytes | None = None,
+        callback: HostCallback | None = None,
     ) -> list[MailCommand]:
-        return self.runtime.deliver_mail(mail, routing_hint, kds_answer)
+        return self.runtime.deliver_mail(mail, routing_hint, kds_answer, callback)
 
     def update_attestation(self) -> EnclaveInstanceInfo:
         return self.runtime.update_attestation()

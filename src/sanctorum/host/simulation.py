@@ -331,7 +331,8 @@ class SimulationPlatform:
         try:
             if callback is None:
                 raise EnclaveCallError(
-                    "call_untrusted_host needs a host callback: pass callback= to call_enclave"
+                    "call_untrusted_host needs a host callback: pass callback= to call_enclave or "
+                    "deliver_mail"
                 )
             answer = callback(event.payload)
             if answer is not None and not isinstance(answer, (bytes, bytearray)):
@@ -373,12 +374,16 @@ class SimulationPlatform:
         return decode_call_result(answer.payload)
 
     def deliver_mail(
-        self, mail: bytes, routing_hint: str | None, kds_answer: bytes | None = None
+        self,
+        mail: bytes,
+        routing_hint: str | None,
+        kds_answer: bytes | None = None,
+        callback: HostCallback | None = None,
     ) -> list[MailCommand]:
         frame = self._new_frame(
             FrameType.DELIVER_MAIL, encode_deliver_mail(mail, routing_hint, kds_answer)
         )
-        return decode_commands(self._request(frame, FrameType.MAIL_RESULT).payload)
+        return decode_commands(self._request(frame, FrameType.MAIL_RESULT, callback).payload)
 
     def update_attestation(self) -> EnclaveInstanceInfo:
         answer = self._request(self._new_frame(FrameType.UPDATE_ATTESTATION), FrameType.ATTESTATION)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from sanctorum.common.bundle import read_bundle
-from sanctorum.common.commands import MailCommand
+from sanctorum.common.commands import HostCallback, MailCommand
 from sanctorum.common.errors import (
     EnclaveCrashedError,
     EnclaveLoadError,
@@ -41,6 +41,8 @@ class EnclaveService:
 
     ``enclave`` is a ``.enclave`` bundle, or an :class:`Enclave` subclass (mock mode). The
     enclave's lifecycle is logged to the ``sanctorum.web`` logger (:mod:`sanctorum.web.logs`).
+    ``host_callback`` answers the enclave's ``call_untrusted_host`` while it handles mail (it
+    runs on a delivery thread, for each delivery that calls it).
     """
 
     def __init__(
@@ -51,8 +53,10 @@ class EnclaveService:
         *,
         pccs_url: str | None = None,
         kds: KdsConfiguration | None = None,
+        host_callback: HostCallback | None = None,
     ) -> None:
         self.mode = mode
+        self._host_callback = host_callback
         # The enclave's name, for logs: the bundle's, or the class's.
         if isinstance(enclave, type):
             self.name = enclave.__qualname__
@@ -137,7 +141,7 @@ class EnclaveService:
         mail waits). The acknowledgement is bounded by the ids handed out before the delivery,
         so it can never name mail this delivery made."""
         bound = self.store.high_water
-        self._call(lambda: self._host.deliver_mail(mail, routing_hint))
+        self._call(lambda: self._host.deliver_mail(mail, routing_hint, self._host_callback))
         return self.store.next_mail(routing_hint, acknowledged, bound)
 
     def call(self, data: bytes) -> bytes | None:
