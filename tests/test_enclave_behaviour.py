@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -12,18 +13,23 @@ from typing import Any
 import pytest
 
 from sanctorum import (
+    AttestationQuote,
     EnclaveCallError,
     EnclaveClient,
+    EnclaveConstraint,
     EnclaveHost,
+    EnclaveInstanceInfo,
     EnclaveMode,
     EnclaveStateError,
     InProcessTransport,
+    InvalidEnclaveError,
     MailDecryptionError,
     MailFormatError,
     MailGapError,
     MailReplayError,
     SecuritySummary,
 )
+from sanctorum.attestation import key_binding
 from sanctorum.common import Curve25519PrivateKey
 from sanctorum.host import MailCommand, PostMail
 from sanctorum.mail import PostOffice
@@ -121,6 +127,39 @@ def test_failing_host_callback_reaches_the_enclave_as_an_error(host: EnclaveHost
     with pytest.raises(EnclaveCallError, match="disk on fire"):
         host.call_enclave(b"ask x", callback=callback)
     assert host.call_enclave(b"ok") == b"ko"
+
+
+def test_an_attestation_quote_vouches_for_the_enclaves_data(host: EnclaveHost) -> None:
+    data = hashlib.sha512(b"the auction's result").digest()
+    quote = AttestationQuote.deserialize(host.call_enclave(b"quote " + data) or b"")
+    info = host.enclave_instance_info
+    assert quote.report_data == data
+    assert (quote.code_hash, quote.signer_hash) == (info.code_hash, info.signer_hash)
+    assert quote.enclave_mode is info.enclave_mode
+    EnclaveConstraint.parse(f"C:{info.code_hash} SEC:INSECURE").check(quote)
+    with pytest.raises(InvalidEnclaveError, match="fails the constraint"):
+        EnclaveConstraint.parse("C:" + "AB" * 32 + " SEC:INSECURE").check(quote)
+    assert AttestationQuote.deserialize(quote.serialize()).report_data == data
+    # The data cannot be swapped, nor evidence moved between a quote and an attestation.
+    serialized = quote.serialize()
+    swapped = serialized[:5] + bytes(64) + serialized[69:]
+    with pytest.raises(InvalidEnclaveError, match="not made over its report data"):
+        AttestationQuote.deserialize(swapped)
+    with pytest.raises(InvalidEnclaveError, match="not made over its report data"):
+        AttestationQuote(
+            key_binding(info.data_signing_key, info.encryption_key),
+            info.evidence_type,
+            info.evidence,
+        )
+    with pytest.raises(InvalidEnclaveError, match="key binding mismatch"):
+        EnclaveInstanceInfo(
+            info.data_signing_key, info.encryption_key, quote.evidence_type, quote.evidence
+        )
+    for damaged in (serialized[:-1], b"SNCI" + serialized[4:], serialized + b"x"):
+        with pytest.raises(InvalidEnclaveError):
+            AttestationQuote.deserialize(damaged)
+    with pytest.raises(EnclaveCallError, match="report data is 64 bytes, not 3"):
+        host.call_enclave(b"quote abc")
 
 
 def test_enclave_exceptions_reach_the_host(host: EnclaveHost) -> None:

@@ -18,6 +18,9 @@ from sanctorum._version import __version__
 
 if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
     from sanctorum.attestation import (
+        AttestationQuote as AttestationQuote,
+    )
+    from sanctorum.attestation import (
         EnclaveConstraint as EnclaveConstraint,
     )
     from sanctorum.attestation import (
@@ -191,6 +194,7 @@ _EXPORTS = {
     "AsyncWebTransport": "sanctorum.client.web",
     "EnclaveConstraint": "sanctorum.attestation",
     "EnclaveInstanceInfo": "sanctorum.attestation",
+    "AttestationQuote": "sanctorum.attestation",
     "EnclaveMail": "sanctorum.mail",
     "MinSizePolicy": "sanctorum.mail",
     "PostOffice": "sanctorum.mail",

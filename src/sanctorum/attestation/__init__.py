@@ -18,8 +18,10 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
     from sanctorum.attestation.instance_info import key_binding as key_binding
     from sanctorum.attestation.mock import MockConfiguration as MockConfiguration
     from sanctorum.attestation.mock import MockEvidenceProvider as MockEvidenceProvider
+    from sanctorum.attestation.quote import AttestationQuote as AttestationQuote
 
 _EXPORTS = {
+    "AttestationQuote": "sanctorum.attestation.quote",
     "EnclaveConstraint": "sanctorum.attestation.constraint",
     "EnclaveInstanceInfo": "sanctorum.attestation.instance_info",
     "EvidenceClaims": "sanctorum.attestation.evidence",

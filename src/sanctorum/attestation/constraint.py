@@ -25,14 +25,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sanctorum.common.errors import InvalidConstraintError, InvalidEnclaveError, InvalidKeyError
 from sanctorum.common.hashes import SHA256Hash
 from sanctorum.common.mode import SecuritySummary
 
 if TYPE_CHECKING:
-    from sanctorum.attestation.instance_info import EnclaveInstanceInfo
+    from sanctorum.common.mode import EnclaveMode, EnclaveSecurityInfo
 
 MAX_CONSTRAINT_LENGTH = 64 * 1024
 
@@ -77,9 +77,29 @@ def format_duration(duration: timedelta) -> str:
     return text + ("T" + time_part if time_part else "")
 
 
+class Attested(Protocol):
+    """What a constraint checks: an :class:`EnclaveInstanceInfo` or an ``AttestationQuote``."""
+
+    @property
+    def code_hash(self) -> SHA256Hash: ...
+    @property
+    def signer_hash(self) -> SHA256Hash: ...
+    @property
+    def product_id(self) -> int: ...
+    @property
+    def revocation_level(self) -> int: ...
+    @property
+    def enclave_mode(self) -> EnclaveMode: ...
+    @property
+    def security_info(self) -> EnclaveSecurityInfo: ...
+    @property
+    def evidence_type(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class EnclaveConstraint:
-    """The rules an :class:`EnclaveInstanceInfo` must meet for a client to trust it."""
+    """The rules an :class:`EnclaveInstanceInfo` (or an ``AttestationQuote``) must meet for a
+    client to trust it."""
 
     acceptable_code_hashes: frozenset[SHA256Hash] = field(default_factory=frozenset)
     acceptable_signers: frozenset[SHA256Hash] = field(default_factory=frozenset)
@@ -181,7 +201,7 @@ class EnclaveConstraint:
             return actual is SecuritySummary.INSECURE
         return actual >= required
 
-    def check(self, info: EnclaveInstanceInfo, now: datetime | None = None) -> None:
+    def check(self, info: Attested, now: datetime | None = None) -> None:
         """Raise :class:`InvalidEnclaveError` naming the first rule ``info`` fails."""
         code_ok = info.code_hash in self.acceptable_code_hashes
         signer_ok = info.signer_hash in self.acceptable_signers
@@ -227,7 +247,7 @@ class EnclaveConstraint:
             self._check_tcb_evaluation(info, self.minimum_tcb_evaluation_data_number)
 
     @staticmethod
-    def _check_age(info: EnclaveInstanceInfo, limit: timedelta, now: datetime) -> None:
+    def _check_age(info: Attested, limit: timedelta, now: datetime) -> None:
         security = info.security_info
         age = now - security.timestamp
         if age <= limit:
@@ -246,7 +266,7 @@ class EnclaveConstraint:
         )
 
     @staticmethod
-    def _check_tcb_evaluation(info: EnclaveInstanceInfo, minimum: int) -> None:
+    def _check_tcb_evaluation(info: Attested, minimum: int) -> None:
         collateral = info.security_info.collateral
         if collateral is None:
             raise InvalidEnclaveError(

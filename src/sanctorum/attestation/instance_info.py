@@ -34,6 +34,22 @@ def key_binding(signing_key: Ed25519PublicKey, encryption_key: Curve25519PublicK
     return hashlib.sha512(signing_key.encoded + encryption_key.encoded).digest()
 
 
+def with_collateral(
+    evidence_type: str, evidence: bytes, collateral: str | dict[str, str] | CollateralFetcher | None
+) -> bytes:
+    """DCAP ``evidence`` with ``collateral`` in place of what the host shipped (other evidence,
+    or no collateral given: as it is)."""
+    if collateral is None or evidence_type != DCAP_EVIDENCE_TYPE:
+        return evidence
+    quote, _ = decode_dcap_evidence(evidence)
+    if isinstance(collateral, CollateralFetcher):
+        try:
+            collateral = collateral.collateral_for(quote)
+        except SanctorumError as error:
+            raise InvalidEnclaveError(f"cannot get fresh collateral: {error}") from None
+    return encode_dcap_evidence(quote, collateral)
+
+
 class EnclaveInstanceInfo:
     """A verified description of one running enclave instance.
 
@@ -186,14 +202,7 @@ class EnclaveInstanceInfo:
         evidence_type = reader.text16("evidence type", 64)
         evidence = reader.bytes32("evidence", MAX_EVIDENCE_SIZE)
         reader.expect_end()
-        if collateral is not None and evidence_type == DCAP_EVIDENCE_TYPE:
-            quote, _ = decode_dcap_evidence(evidence)
-            if isinstance(collateral, CollateralFetcher):
-                try:
-                    collateral = collateral.collateral_for(quote)
-                except SanctorumError as error:
-                    raise InvalidEnclaveError(f"cannot get fresh collateral: {error}") from None
-            evidence = encode_dcap_evidence(quote, collateral)
+        evidence = with_collateral(evidence_type, evidence, collateral)
         try:
             signing_key = Ed25519PublicKey(signing_raw)
             encryption_key = Curve25519PublicKey(encryption_raw)

@@ -95,6 +95,13 @@ class Enclave:
         constraint of the ``[kds]`` table), or None if it took no key from a KDS yet."""
         return self.runtime.kds_instance_info
 
+    def create_attestation_quote(self, report_data: bytes) -> bytes:
+        """Evidence from the platform that this enclave vouches for ``report_data`` (exactly 64
+        bytes of its choosing: a hash of a result, a key of another protocol). A third party
+        verifies it with ``AttestationQuote.deserialize`` and checks it against a constraint
+        like an attestation (docs/concepts.md). ValueError if not 64 bytes."""
+        return self.runtime.create_attestation_quote(report_data)
+
     def call_untrusted_host(self, data: bytes) -> bytes | None:
         """Call the host's callback for the current ``call_enclave``; returns its answer."""
         return self.runtime.call_untrusted_host(data)

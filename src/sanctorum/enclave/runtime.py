@@ -311,6 +311,15 @@ class EnclaveRuntime:
         """The KDS that gave this instance its last key (verified against ``[kds]``)."""
         return self._kds_info
 
+    def create_attestation_quote(self, report_data: bytes) -> bytes:
+        """A serialized :class:`~sanctorum.attestation.quote.AttestationQuote` over 64 bytes
+        the enclave chose."""
+        from sanctorum.attestation.quote import encode_quote, quote_report_data  # when used
+
+        report_data = bytes(report_data)
+        evidence = self._evidence_provider.produce(quote_report_data(report_data))
+        return encode_quote(report_data, self._evidence_provider.evidence_type, evidence)
+
     def update_attestation(self) -> EnclaveInstanceInfo:
         """Fresh evidence for the same keys."""
         self._instance_info = self._attest()
