@@ -9,7 +9,8 @@ import pytest
 
 from sanctorum.build import build, generate_key, generate_sgx_key
 from sanctorum.build.gramine import manifest_template
-from sanctorum.common.bundle import EnclaveConfig
+from sanctorum.common.bundle import EnclaveConfig, parse_config
+from sanctorum.common.errors import BundleError
 from sanctorum.common.mode import EnclaveMode
 from tests.conftest import DATA, write_project
 
@@ -55,6 +56,52 @@ def test_manifest_essentials() -> None:
     # The manifest starts the resolved base interpreter, which alone would not see a virtual
     # environment's packages: they are named on PYTHONPATH.
     assert 'loader.env.PYTHONPATH = "/usr/lib/python3.11:/usr/lib/python3/dist-packages"' in release
+
+
+def test_sizing_settings_are_rendered_into_the_manifest_and_measured() -> None:
+    toml = (
+        '[enclave]\nname = "hello"\nentry = "hello_enclave:ReverseEnclave"\nproduct_id = 1\n'
+        'revocation_level = 2\nsources = ["hello_enclave.py"]\n'
+    )
+    default = parse_config(toml)
+    assert default.canonical() == CONFIG.canonical()  # defaults: code hashes as before
+    sized = parse_config(
+        toml + 'enclave_size = "8G"\nmax_threads = 64\nstack_size = "1M"\nheap_size = 67108864\n'
+    )
+    assert (sized.enclave_size, sized.max_threads) == (8 << 30, 64)
+    assert (sized.stack_size, sized.heap_size) == (1 << 20, 64 << 20)
+    assert sized.canonical() != default.canonical()  # measured
+    text = manifest_template(sized, Path("/b.enclave"), debug=False, python=Path("/p"), paths=[])
+    for line in (
+        'sgx.enclave_size = "8G"',
+        "sgx.max_threads = 64",
+        'sys.stack.size = "1M"',
+        'sys.brk.max_size = "64M"',
+    ):
+        assert line in text
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ('enclave_size = "3G"', "power of two"),
+        ('enclave_size = "128M"', "power of two from 256M"),
+        ('enclave_size = "2T"', "a number with K, M or G"),
+        ("enclave_size = true", "is a size"),
+        ("max_threads = 2", "from 4 to 4096"),
+        ('max_threads = "8"', "whole number"),
+        ('stack_size = "10K"', "multiple of 4K from 64K"),
+        ("stack_size = 70000", "multiple of 4K"),
+        ('heap_size = "1G"\nenclave_size = "1G"', "over half of enclave_size"),
+    ],
+)
+def test_bad_sizing_settings_are_refused_with_what_is_wrong(settings: str, problem: str) -> None:
+    toml = (
+        '[enclave]\nname = "hello"\nentry = "hello_enclave:ReverseEnclave"\nproduct_id = 1\n'
+        f'revocation_level = 2\nsources = ["hello_enclave.py"]\n{settings}\n'
+    )
+    with pytest.raises(BundleError, match=problem):
+        parse_config(toml)
 
 
 def test_release_build_writes_the_manifest_and_says_what_is_missing(

@@ -82,8 +82,10 @@ def manifest_template(
         "",
         f"sgx.debug = {'true' if debug else 'false'}",
         'sgx.remote_attestation = "dcap"',
-        'sgx.enclave_size = "2G"',
-        "sgx.max_threads = 32",
+        f'sgx.enclave_size = "{_gramine_size(config.enclave_size)}"',
+        f"sgx.max_threads = {config.max_threads}",
+        f'sys.stack.size = "{_gramine_size(config.stack_size)}"',
+        f'sys.brk.max_size = "{_gramine_size(config.heap_size)}"',
         f"sgx.isvprodid = {config.product_id}",
         f"sgx.isvsvn = {config.revocation_level}",
         "sgx.trusted_files = [",
@@ -94,6 +96,14 @@ def manifest_template(
         "",
     ]
     return "\n".join(lines)
+
+
+def _gramine_size(size: int) -> str:
+    """``size`` as Gramine writes sizes: the largest unit it is a whole number of."""
+    for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,18 @@ _SIGNATURE_MAGIC = b"SNCS"
 _SIGNATURE_CONTEXT = b"sanctorum-bundle-signature\0"
 _MEASUREMENT_CONTEXT = b"sanctorum-measurement\0"
 
+DEFAULT_ENCLAVE_SIZE = 2 << 30
+DEFAULT_MAX_THREADS = 32
+DEFAULT_STACK_SIZE = 256 << 10
+DEFAULT_HEAP_SIZE = 256 << 10
+_SIZING_DEFAULTS = {
+    "enclave_size": DEFAULT_ENCLAVE_SIZE,
+    "max_threads": DEFAULT_MAX_THREADS,
+    "stack_size": DEFAULT_STACK_SIZE,
+    "heap_size": DEFAULT_HEAP_SIZE,
+}
+_SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
 CONFIG_FILE = "enclave.toml"
 _KNOWN_KEYS = {
     "name",
@@ -57,6 +69,10 @@ _KNOWN_KEYS = {
     "max_persistent_map_size",
     "filesystem_size",
     "memory_filesystem_size",
+    "enclave_size",
+    "max_threads",
+    "stack_size",
+    "heap_size",
 }
 
 
@@ -116,12 +132,23 @@ class EnclaveConfig:
     """Bytes of in-memory filesystem (0: none); with both, it is mounted at /tmp."""
     kds: KdsConfig | None = None
     """The ``[kds]`` table, if the persistent state is sealed with a key from a KDS."""
+    enclave_size: int = DEFAULT_ENCLAVE_SIZE
+    """SGX enclave size in bytes (a power of two): all the memory the enclave can use."""
+    max_threads: int = DEFAULT_MAX_THREADS
+    """SGX thread slots: threads the enclave's process may run at once."""
+    stack_size: int = DEFAULT_STACK_SIZE
+    """Bytes of stack per thread inside the enclave."""
+    heap_size: int = DEFAULT_HEAP_SIZE
+    """Bytes of the program break (brk) heap; Python allocates mostly with mmap."""
 
     def canonical(self) -> bytes:
         """A deterministic encoding, for the code hash."""
         document = asdict(self)
         if document["kds"] is None:  # as before the [kds] table existed: code hashes stay
             del document["kds"]
+        for key, default in _SIZING_DEFAULTS.items():  # likewise, sizes left at the default
+            if document[key] == default:
+                del document[key]
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
     @property
@@ -210,6 +237,7 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
         )
     persistent = bool(persistent_map or sizes["filesystem_size"])
     kds = _parse_kds(document.get("kds"), where, persistent)
+    sizing = _parse_sizing(table, where)
     return EnclaveConfig(
         name=name,
         entry=entry,
@@ -221,7 +249,51 @@ def parse_config(text: str, where: str = CONFIG_FILE) -> EnclaveConfig:
         persistent_map=persistent_map,
         **sizes,
         kds=kds,
+        **sizing,
     )
+
+
+def _parse_size(value: object, where: str, key: str) -> int:
+    """Bytes, as a whole number or text with a K, M or G suffix ("2G")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value[:-1].isdigit() and value[-1:].upper() in _SIZE_UNITS:
+        return int(value[:-1]) * _SIZE_UNITS[value[-1].upper()]
+    raise BundleError(
+        f'{where}: [enclave].{key} is a size: bytes, or a number with K, M or G ("512M"), '
+        f"not {value!r}"
+    )
+
+
+def _parse_sizing(table: dict[str, Any], where: str) -> dict[str, int]:
+    """The SGX sizing settings, checked against what Gramine and Python need."""
+    sizing = {
+        key: _parse_size(table.get(key, default), where, key)
+        for key, default in _SIZING_DEFAULTS.items()
+        if key != "max_threads"
+    }
+    size = sizing["enclave_size"]
+    if size & (size - 1) or not 256 << 20 <= size <= 1 << 40:
+        raise BundleError(
+            f"{where}: [enclave].enclave_size must be a power of two from 256M to 1024G (SGX "
+            f"maps the enclave at an aligned range), not {size} bytes"
+        )
+    for key, low, high in (("stack_size", 64 << 10, 256 << 20), ("heap_size", 64 << 10, 1 << 40)):
+        if sizing[key] % 4096 or not low <= sizing[key] <= high:
+            raise BundleError(
+                f"{where}: [enclave].{key} must be a multiple of 4K from {low >> 10}K to "
+                f"{high >> 20}M, not {sizing[key]} bytes"
+            )
+    if sizing["heap_size"] + sizing["stack_size"] > size // 2:
+        raise BundleError(
+            f"{where}: heap_size and stack_size take over half of enclave_size: the Python "
+            "interpreter and its libraries need the rest; raise enclave_size"
+        )
+    threads = table.get("max_threads", DEFAULT_MAX_THREADS)
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise BundleError(f"{where}: [enclave].max_threads must be a whole number, not {threads!r}")
+    _check_range(where, "max_threads", threads, 4, 4096)
+    return {**sizing, "max_threads": threads}
 
 
 def _parse_kds(table: object, where: str, persistent: bool) -> KdsConfig | None:
