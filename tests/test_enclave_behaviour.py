@@ -162,6 +162,38 @@ def test_an_attestation_quote_vouches_for_the_enclaves_data(host: EnclaveHost) -
         host.call_enclave(b"quote abc")
 
 
+def test_two_enclaves_verify_each_other_and_exchange_mail_through_their_hosts(
+    load: Load,
+) -> None:
+    with load("Peer").start() as alice, load("Peer").start() as bob:
+        assert alice.call_enclave(b"trust " + bob.enclave_instance_info.serialize()) == b"trusted"
+        assert bob.call_enclave(b"trust " + alice.enclave_instance_info.serialize()) == b"trusted"
+        assert alice.mailbox is not None
+        assert bob.mailbox is not None
+        alice.call_enclave(b"send ping 1")
+        ping = alice.mailbox.next_mail("peer")  # the hosts carry the mail between them
+        assert ping is not None
+        bob.deliver_mail(ping[1], "peer")
+        pong = bob.mailbox.next_mail("peer")
+        assert pong is not None
+        alice.deliver_mail(pong[1], "peer")
+        assert json.loads(bob.call_enclave(b"heard") or b"") == ["ping 1"]
+        assert json.loads(alice.call_enclave(b"heard") or b"") == ["pong:ping 1"]
+        # Each checked the other inside itself: an enclave of other code is refused there.
+        with (
+            load("Recorder").start() as stranger,
+            pytest.raises(EnclaveCallError, match="fails the constraint"),
+        ):
+            alice.call_enclave(b"trust " + stranger.enclave_instance_info.serialize())
+        # Mail from anyone else (here a client's key) reaches the handler, which refuses it.
+        forged = bob.enclave_instance_info.create_post_office(
+            Curve25519PrivateKey.generate(), "peers"
+        )
+        with pytest.raises(EnclaveCallError, match="has not verified"):
+            bob.deliver_mail(forged.encrypt_mail(b"ping from a stranger"), "peer")
+        assert json.loads(bob.call_enclave(b"heard") or b"") == ["ping 1"]
+
+
 def test_enclave_exceptions_reach_the_host(host: EnclaveHost) -> None:
     with pytest.raises(EnclaveCallError, match="ValueError: bad input from host") as raised:
         host.call_enclave(b"raise")

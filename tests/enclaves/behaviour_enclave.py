@@ -9,7 +9,7 @@ import os
 import threading
 import time
 
-from sanctorum import Enclave, EnclaveMail
+from sanctorum import Enclave, EnclaveInstanceInfo, EnclaveMail
 from sanctorum.common import Curve25519PrivateKey, Curve25519PublicKey
 
 
@@ -196,3 +196,35 @@ class Files(Enclave):
 def _pattern(size: int) -> bytes:
     block = hashlib.sha256(str(size).encode()).digest() * 2048
     return (block * (size // len(block) + 1))[:size]
+
+
+class Peer(Enclave):
+    """Talks to another enclave of its own code: ``trust ATTESTATION`` checks the other's
+    attestation inside this enclave; ``send TEXT`` mails it; mail from it is recorded, and a
+    ping is answered with a pong."""
+
+    def __init__(self) -> None:
+        self.peer: EnclaveInstanceInfo | None = None
+        self.heard: list[str] = []
+
+    def receive_from_untrusted_host(self, data: bytes) -> bytes | None:
+        command, _, argument = data.partition(b" ")
+        if command == b"trust":
+            own = self.enclave_instance_info
+            constraint = f"C:{own.code_hash} SEC:INSECURE"  # only enclaves of this very code
+            self.peer = self.verify_enclave(argument, constraint)
+            return b"trusted"
+        if command == b"send":
+            if self.peer is None:
+                raise RuntimeError("no peer trusted yet")
+            self.post_mail(self.post_office(self.peer, "peers").encrypt_mail(argument), "peer")
+            return b"sent"
+        return json.dumps(self.heard).encode()
+
+    def receive_mail(self, mail: EnclaveMail, routing_hint: str | None) -> None:
+        if self.peer is None or mail.authenticated_sender != self.peer.encryption_key:
+            raise PermissionError("mail from an enclave this one has not verified")
+        self.heard.append(mail.body.decode())
+        if mail.body.startswith(b"ping"):
+            pong = self.post_office(mail).encrypt_mail(b"pong:" + mail.body)
+            self.post_mail(pong, routing_hint)

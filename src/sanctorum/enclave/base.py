@@ -13,6 +13,7 @@ from sanctorum.mail.policy import MinSizePolicy
 from sanctorum.mail.post_office import PostOffice
 
 if TYPE_CHECKING:
+    from sanctorum.attestation.constraint import EnclaveConstraint
     from sanctorum.attestation.instance_info import EnclaveInstanceInfo
     from sanctorum.enclave.filesystem import EnclaveFileSystem
     from sanctorum.enclave.runtime import EnclaveRuntime
@@ -106,21 +107,42 @@ class Enclave:
         """Call the host's callback for the current ``call_enclave``; returns its answer."""
         return self.runtime.call_untrusted_host(data)
 
+    def verify_enclave(
+        self, attestation: bytes, constraint: EnclaveConstraint | str
+    ) -> EnclaveInstanceInfo:
+        """Another enclave's attestation (as its host serves it), verified inside this enclave
+        and checked against ``constraint``: :class:`InvalidEnclaveError` if it fails. Mail to
+        it goes through ``post_office(info, topic)``; mail from it has
+        ``authenticated_sender == info.encryption_key``."""
+        # Imported when used: most enclaves never verify another, and the enclave process
+        # starts faster without the verifiers.
+        from sanctorum.attestation.constraint import EnclaveConstraint
+        from sanctorum.attestation.instance_info import EnclaveInstanceInfo
+
+        info = EnclaveInstanceInfo.deserialize(attestation)
+        if isinstance(constraint, str):
+            constraint = EnclaveConstraint.parse(constraint)
+        constraint.check(info)
+        return info
+
     def post_office(
         self,
-        destination: Curve25519PublicKey | EnclaveMail,
+        destination: Curve25519PublicKey | EnclaveMail | EnclaveInstanceInfo,
         topic: str | None = None,
         min_size_policy: MinSizePolicy | None = None,
     ) -> PostOffice:
         """The post office for replying to ``destination`` on ``topic``.
 
         Given a received mail, it replies to the mail's authenticated sender on the mail's topic.
-        The same post office is returned for the same destination and topic, so sequence
-        numbers continue.
+        Given another enclave's attestation (from :meth:`verify_enclave`), it mails that
+        enclave instance. The same post office is returned for the same destination and topic,
+        so sequence numbers continue.
         """
         if isinstance(destination, EnclaveMail):
             topic = topic or destination.topic
             destination = destination.authenticated_sender
+        elif not isinstance(destination, Curve25519PublicKey):  # an EnclaveInstanceInfo
+            destination = destination.encryption_key
         return self.runtime.post_office(destination, topic or "default", min_size_policy)
 
     def post_mail(self, encrypted_mail: bytes, routing_hint: str | None) -> None:
