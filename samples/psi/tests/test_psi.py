@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from psi_enclave import COMMAND_TOPIC, RESULT_TOPIC
 
 from sanctorum import EnclaveClient
 from sanctorum.build import BuildResult
 from sanctorum.enclave.sealing import SIMULATION_SECRET_ENV
+from sanctorum.testing.web_host import WebHostProcess
 
 SAMPLE = Path(__file__).resolve().parents[1]
 
@@ -57,57 +55,16 @@ def test_each_party_learns_the_shared_items_and_nothing_else(
     assert eve.poll_mail() is None
 
 
-class WebHost:
-    """``sanctorum host`` serving the sample's bundle, in a process of its own."""
-
-    def __init__(self, bundle: Path, mode: str, state_dir: Path, env: dict[str, str]) -> None:
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.env = env
-        command = [sys.executable, "-m", "sanctorum", "host", str(bundle), "--mode", mode]
-        self.process = subprocess.Popen(
-            [*command, "--state-dir", str(state_dir), "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.process.poll() is None, "the web host exited during start-up"
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the web host did not come up"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=30)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-def web_host(enclave_bundle: BuildResult, enclave_mode: str, tmp_path: Path) -> Iterator[WebHost]:
+def web_host(
+    enclave_bundle: BuildResult, enclave_mode: str, tmp_path: Path
+) -> Iterator[WebHostProcess]:
     env = {**os.environ, SIMULATION_SECRET_ENV: str(tmp_path / "platform-secret")}
-    host = WebHost(enclave_bundle.path, enclave_mode, tmp_path / "state", env)
-    try:
+    with WebHostProcess(enclave_bundle.path, enclave_mode, tmp_path / "state", env) as host:
         yield host
-    finally:
-        host.stop()
 
 
-def _party(host: WebHost, identity: Path, *args: str) -> subprocess.Popen[str]:
+def _party(host: WebHostProcess, identity: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(SAMPLE / "party.py"), host.url, str(identity), *args],
         stdout=subprocess.PIPE,
@@ -124,7 +81,7 @@ def _output(process: subprocess.Popen[str], status: int = 0) -> str:
 
 
 def test_two_parties_as_processes_over_the_web_host(
-    web_host: WebHost, enclave_bundle: BuildResult, tmp_path: Path
+    web_host: WebHostProcess, enclave_bundle: BuildResult, tmp_path: Path
 ) -> None:
     constraint = ("--constraint", enclave_bundle.constraints["code"])
     alice, bob, eve = (tmp_path / name for name in ("alice", "bob", "eve"))
