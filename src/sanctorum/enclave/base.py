@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, ClassVar
 
-from sanctorum.common.errors import EnclaveStateError
+from sanctorum.common.errors import EnclaveStateError, InvalidConstraintError
 from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.enclave.sealing import SealingPolicy, SecurityVersions
 from sanctorum.mail.format import EnclaveMail
@@ -119,9 +119,13 @@ class Enclave:
         from sanctorum.attestation.constraint import EnclaveConstraint
         from sanctorum.attestation.instance_info import EnclaveInstanceInfo
 
-        info = EnclaveInstanceInfo.deserialize(attestation)
         if isinstance(constraint, str):
             constraint = EnclaveConstraint.parse(constraint)
+        elif not isinstance(constraint, EnclaveConstraint):
+            raise InvalidConstraintError(
+                f"a constraint is an EnclaveConstraint or a str, not {type(constraint).__name__}"
+            )
+        info = EnclaveInstanceInfo.deserialize(attestation)
         constraint.check(info)
         return info
 
@@ -141,7 +145,14 @@ class Enclave:
         if isinstance(destination, EnclaveMail):
             topic = topic or destination.topic
             destination = destination.authenticated_sender
-        elif not isinstance(destination, Curve25519PublicKey):  # an EnclaveInstanceInfo
+        elif not isinstance(destination, Curve25519PublicKey):
+            from sanctorum.attestation.instance_info import EnclaveInstanceInfo  # when used
+
+            if not isinstance(destination, EnclaveInstanceInfo):
+                raise TypeError(
+                    "a post office's destination is a Curve25519PublicKey, an EnclaveMail or an "
+                    f"EnclaveInstanceInfo (from verify_enclave), not {type(destination).__name__}"
+                )
             destination = destination.encryption_key
         return self.runtime.post_office(destination, topic or "default", min_size_policy)
 

@@ -316,6 +316,8 @@ class EnclaveRuntime:
         the enclave chose."""
         from sanctorum.attestation.quote import encode_quote, quote_report_data  # when used
 
+        if not isinstance(report_data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"report data is 64 bytes, not {type(report_data).__name__}")
         report_data = bytes(report_data)
         evidence = self._evidence_provider.produce(quote_report_data(report_data))
         return encode_quote(report_data, self._evidence_provider.evidence_type, evidence)

@@ -350,6 +350,12 @@ class SimulationPlatform:
                 call_id,
                 encode_error(EnclaveCallError(f"{type(error).__name__}: {error}")),
             )
+        except BaseException as error:  # Ctrl-C, SystemExit: the enclave is told, then it goes on
+            interrupted = EnclaveCallError(
+                f"the host callback was interrupted ({type(error).__name__})"
+            )
+            self._send(Frame(FrameType.ERROR, call_id, encode_error(interrupted)))
+            raise
         finally:
             stack.pop()
         self._send(reply)
