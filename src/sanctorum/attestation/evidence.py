@@ -33,6 +33,51 @@ class EvidenceClaims:
     """64 bytes the enclave chose: Sanctorum binds its keys there."""
 
 
+class Attested:
+    """The properties verified evidence backs, for the classes that hold it (an attestation,
+    a quote): they set ``_claims``, ``_evidence_type`` and ``_evidence`` once verified."""
+
+    __slots__ = ()
+    _claims: EvidenceClaims
+    _evidence_type: str
+    _evidence: bytes
+
+    @property
+    def code_hash(self) -> SHA256Hash:
+        """The measurement of the enclave's code (like SGX MRENCLAVE)."""
+        return self._claims.code_hash
+
+    @property
+    def signer_hash(self) -> SHA256Hash:
+        """SHA-256 of the enclave signer's public key (like SGX MRSIGNER)."""
+        return self._claims.signer_hash
+
+    @property
+    def product_id(self) -> int:
+        return self._claims.product_id
+
+    @property
+    def revocation_level(self) -> int:
+        return self._claims.revocation_level
+
+    @property
+    def enclave_mode(self) -> EnclaveMode:
+        return self._claims.mode
+
+    @property
+    def security_info(self) -> EnclaveSecurityInfo:
+        return self._claims.security
+
+    @property
+    def evidence_type(self) -> str:
+        return self._evidence_type
+
+    @property
+    def evidence(self) -> bytes:
+        """The raw evidence these properties were derived from."""
+        return self._evidence
+
+
 class EvidenceProvider(Protocol):
     """The enclave platform's side: produces evidence over report data."""
 

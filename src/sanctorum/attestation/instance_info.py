@@ -14,12 +14,10 @@ from sanctorum.attestation.dcap import (
     decode_dcap_evidence,
     encode_dcap_evidence,
 )
-from sanctorum.attestation.evidence import EvidenceClaims, verify_evidence
+from sanctorum.attestation.evidence import Attested, EvidenceClaims, verify_evidence
 from sanctorum.common.codec import Reader, Writer
 from sanctorum.common.errors import InvalidEnclaveError, SanctorumError
-from sanctorum.common.hashes import SHA256Hash
 from sanctorum.common.keys import Curve25519PrivateKey, Curve25519PublicKey, Ed25519PublicKey
-from sanctorum.common.mode import EnclaveMode, EnclaveSecurityInfo
 from sanctorum.mail.policy import MinSizePolicy
 from sanctorum.mail.post_office import PostOffice
 
@@ -50,7 +48,7 @@ def with_collateral(
     return encode_dcap_evidence(quote, collateral)
 
 
-class EnclaveInstanceInfo:
+class EnclaveInstanceInfo(Attested):
     """A verified description of one running enclave instance.
 
     Every property is derived from attestation evidence that was verified when this object was
@@ -102,41 +100,6 @@ class EnclaveInstanceInfo:
     def encryption_key(self) -> Curve25519PublicKey:
         """The enclave's X25519 Mail key; new at every enclave start."""
         return self._encryption_key
-
-    @property
-    def code_hash(self) -> SHA256Hash:
-        """The measurement of the enclave's code (like SGX MRENCLAVE)."""
-        return self._claims.code_hash
-
-    @property
-    def signer_hash(self) -> SHA256Hash:
-        """SHA-256 of the enclave signer's public key (like SGX MRSIGNER)."""
-        return self._claims.signer_hash
-
-    @property
-    def product_id(self) -> int:
-        return self._claims.product_id
-
-    @property
-    def revocation_level(self) -> int:
-        return self._claims.revocation_level
-
-    @property
-    def enclave_mode(self) -> EnclaveMode:
-        return self._claims.mode
-
-    @property
-    def security_info(self) -> EnclaveSecurityInfo:
-        return self._claims.security
-
-    @property
-    def evidence_type(self) -> str:
-        return self._evidence_type
-
-    @property
-    def evidence(self) -> bytes:
-        """The raw evidence these properties were derived from."""
-        return self._evidence
 
     def verifier(self) -> Ed25519PublicKey:
         """The key to check data the enclave signed: ``verifier().verify(signature, data)``."""

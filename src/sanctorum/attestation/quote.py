@@ -16,12 +16,10 @@ import hashlib
 from datetime import datetime
 
 from sanctorum.attestation.collateral import CollateralFetcher
-from sanctorum.attestation.evidence import REPORT_DATA_SIZE, verify_evidence
+from sanctorum.attestation.evidence import REPORT_DATA_SIZE, Attested, verify_evidence
 from sanctorum.attestation.instance_info import MAX_EVIDENCE_SIZE, with_collateral
 from sanctorum.common.codec import Reader, Writer
 from sanctorum.common.errors import InvalidEnclaveError
-from sanctorum.common.hashes import SHA256Hash
-from sanctorum.common.mode import EnclaveMode, EnclaveSecurityInfo
 
 _MAGIC = b"SNCQ"
 _VERSION = 1
@@ -48,7 +46,7 @@ def encode_quote(report_data: bytes, evidence_type: str, evidence: bytes) -> byt
     )
 
 
-class AttestationQuote:
+class AttestationQuote(Attested):
     """Verified evidence that an enclave vouched for :attr:`report_data`.
 
     Its properties are those of :class:`EnclaveInstanceInfo` that come from the evidence, so
@@ -86,38 +84,6 @@ class AttestationQuote:
     def report_data(self) -> bytes:
         """The 64 bytes the enclave vouched for."""
         return self._report_data
-
-    @property
-    def code_hash(self) -> SHA256Hash:
-        return self._claims.code_hash
-
-    @property
-    def signer_hash(self) -> SHA256Hash:
-        return self._claims.signer_hash
-
-    @property
-    def product_id(self) -> int:
-        return self._claims.product_id
-
-    @property
-    def revocation_level(self) -> int:
-        return self._claims.revocation_level
-
-    @property
-    def enclave_mode(self) -> EnclaveMode:
-        return self._claims.mode
-
-    @property
-    def security_info(self) -> EnclaveSecurityInfo:
-        return self._claims.security
-
-    @property
-    def evidence_type(self) -> str:
-        return self._evidence_type
-
-    @property
-    def evidence(self) -> bytes:
-        return self._evidence
 
     def serialize(self) -> bytes:
         """Canonical, versioned bytes; :meth:`deserialize` verifies them again."""
