@@ -25,14 +25,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from sanctorum.common.errors import InvalidConstraintError, InvalidEnclaveError, InvalidKeyError
 from sanctorum.common.hashes import SHA256Hash
 from sanctorum.common.mode import SecuritySummary
 
 if TYPE_CHECKING:
-    from sanctorum.common.mode import EnclaveMode, EnclaveSecurityInfo
+    from sanctorum.attestation.evidence import Attested
 
 MAX_CONSTRAINT_LENGTH = 64 * 1024
 
@@ -75,25 +75,6 @@ def format_duration(duration: timedelta) -> str:
         f"{value}{unit}" for value, unit in ((hours, "H"), (minutes, "M"), (seconds, "S")) if value
     )
     return text + ("T" + time_part if time_part else "")
-
-
-class Attested(Protocol):
-    """What a constraint checks: an :class:`EnclaveInstanceInfo` or an ``AttestationQuote``."""
-
-    @property
-    def code_hash(self) -> SHA256Hash: ...
-    @property
-    def signer_hash(self) -> SHA256Hash: ...
-    @property
-    def product_id(self) -> int: ...
-    @property
-    def revocation_level(self) -> int: ...
-    @property
-    def enclave_mode(self) -> EnclaveMode: ...
-    @property
-    def security_info(self) -> EnclaveSecurityInfo: ...
-    @property
-    def evidence_type(self) -> str: ...
 
 
 @dataclass(frozen=True)
