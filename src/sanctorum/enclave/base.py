@@ -100,11 +100,12 @@ class Enclave:
         """Evidence from the platform that this enclave vouches for ``report_data`` (exactly 64
         bytes of its choosing: a hash of a result, a key of another protocol). A third party
         verifies it with ``AttestationQuote.deserialize`` and checks it against a constraint
-        like an attestation (docs/concepts.md). ValueError if not 64 bytes."""
+        like an attestation (docs/concepts.md). TypeError if not bytes, ValueError if not 64."""
         return self.runtime.create_attestation_quote(report_data)
 
     def call_untrusted_host(self, data: bytes) -> bytes | None:
-        """Call the host's callback for the current ``call_enclave``; returns its answer."""
+        """Call the host's callback for the current ``call_enclave`` or ``deliver_mail``;
+        returns its answer (the host's word: trust it no more than the host)."""
         return self.runtime.call_untrusted_host(data)
 
     def verify_enclave(
