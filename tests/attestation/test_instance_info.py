@@ -89,6 +89,12 @@ def test_mock_configuration_ranges(field: str, value: int) -> None:
         MockConfiguration(**{field: value})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("field", ["code_hash", "signer_hash"])
+def test_a_mock_hash_written_in_hex_says_to_parse_it(field: str) -> None:
+    with pytest.raises(ValueError, match=r"SHA256Hash.parse"):
+        MockConfiguration(**{field: "AB" * 32})  # type: ignore[arg-type]
+
+
 def test_mock_configuration_edges_are_accepted() -> None:
     MockConfiguration(product_id=65535, revocation_level=65534, tcb_level=65535)
     MockConfiguration(product_id=1, revocation_level=0, tcb_level=1)

@@ -93,6 +93,8 @@ def test_sizing_settings_are_rendered_into_the_manifest_and_measured() -> None:
         ('stack_size = "10K"', "multiple of 4K from 64K"),
         ("stack_size = 70000", "multiple of 4K"),
         ('heap_size = "1G"\nenclave_size = "1G"', "over half of enclave_size"),
+        ('enclave_size = "256M"\nmax_threads = 64\nstack_size = "4M"', "for each of max_threads"),
+        ('heap_size = "1024G"', "from 64K to 512G"),
     ],
 )
 def test_bad_sizing_settings_are_refused_with_what_is_wrong(settings: str, problem: str) -> None:

@@ -43,6 +43,13 @@ class MockConfiguration:
     tcb_level: int = 1
 
     def __post_init__(self) -> None:
+        for name in ("code_hash", "signer_hash"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, SHA256Hash):
+                raise ValueError(
+                    f"MockConfiguration.{name} is a SHA256Hash, not {type(value).__name__}: "
+                    f'use SHA256Hash.parse("...") for a hash written in hex'
+                )
         if self.product_id is not None:
             _check_range("product_id", self.product_id, 1, 65535)
         if self.revocation_level is not None:

@@ -265,6 +265,10 @@ def _parse_size(value: object, where: str, key: str) -> int:
     )
 
 
+def _shown(size: int) -> str:
+    return f"{size >> 30}G" if size >= 1 << 30 else f"{size >> 20}M"
+
+
 def _parse_sizing(table: dict[str, Any], where: str) -> dict[str, int]:
     """The SGX sizing settings, checked against what Gramine and Python need."""
     sizing = {
@@ -278,21 +282,22 @@ def _parse_sizing(table: dict[str, Any], where: str) -> dict[str, int]:
             f"{where}: [enclave].enclave_size must be a power of two from 256M to 1024G (SGX "
             f"maps the enclave at an aligned range), not {size} bytes"
         )
-    for key, low, high in (("stack_size", 64 << 10, 256 << 20), ("heap_size", 64 << 10, 1 << 40)):
+    for key, low, high in (("stack_size", 64 << 10, 256 << 20), ("heap_size", 64 << 10, 512 << 30)):
         if sizing[key] % 4096 or not low <= sizing[key] <= high:
             raise BundleError(
                 f"{where}: [enclave].{key} must be a multiple of 4K from {low >> 10}K to "
-                f"{high >> 20}M, not {sizing[key]} bytes"
+                f"{_shown(high)}, not {sizing[key]} bytes"
             )
-    if sizing["heap_size"] + sizing["stack_size"] > size // 2:
-        raise BundleError(
-            f"{where}: heap_size and stack_size take over half of enclave_size: the Python "
-            "interpreter and its libraries need the rest; raise enclave_size"
-        )
     threads = table.get("max_threads", DEFAULT_MAX_THREADS)
     if isinstance(threads, bool) or not isinstance(threads, int):
         raise BundleError(f"{where}: [enclave].max_threads must be a whole number, not {threads!r}")
     _check_range(where, "max_threads", threads, 4, 4096)
+    if sizing["heap_size"] + threads * sizing["stack_size"] > size // 2:
+        raise BundleError(
+            f"{where}: heap_size and a stack_size for each of max_threads take over half of "
+            "enclave_size: the Python interpreter and its libraries need the rest; raise "
+            "enclave_size"
+        )
     return {**sizing, "max_threads": threads}
 
 

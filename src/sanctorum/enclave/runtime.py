@@ -498,7 +498,8 @@ class EnclaveRuntime:
         if context is None or context.host_callback is None:
             raise EnclaveStateError(
                 "call_untrusted_host needs a host callback: the host must pass callback= to "
-                "call_enclave or deliver_mail for the call that is running"
+                "call_enclave or deliver_mail for the call that is running (a web host: "
+                "EnclaveService(host_callback=...); the sanctorum host command has none)"
             )
         answer = context.host_callback(bytes(data))
         if answer is not None and not isinstance(answer, (bytes, bytearray)):

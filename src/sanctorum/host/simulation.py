@@ -332,7 +332,8 @@ class SimulationPlatform:
             if callback is None:
                 raise EnclaveCallError(
                     "call_untrusted_host needs a host callback: pass callback= to call_enclave or "
-                    "deliver_mail"
+                    "deliver_mail (a web host: EnclaveService(host_callback=...); the sanctorum "
+                    "host command has none)"
                 )
             answer = callback(event.payload)
             if answer is not None and not isinstance(answer, (bytes, bytearray)):
