@@ -93,7 +93,7 @@ def test_files_outside_sources_are_not_bundled(tmp_path: Path) -> None:
         ({"sources": '["../x.py"]'}, r"outside the project"),
         ({"thread_safe": '"yes"'}, r"thread_safe must be true or false"),
         ({"colour": '"blue"'}, r"unknown setting\(s\) colour"),
-        ({"persistant_map": "true"}, r"did you mean 'persistant_map' → 'persistent_map'\?"),
+        ({"persistant_map": "true"}, r"did you mean 'persistent_map' for 'persistant_map'\?"),
         ({"persistent_map": "true"}, r"persistent_map = true needs max_persistent_map_size"),
         ({"filesystem_size": "65536"}, r"filesystem_size must be 0 or at least 393216"),
     ],

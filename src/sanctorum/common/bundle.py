@@ -531,5 +531,5 @@ def read_bundle(data: bytes, where: str = "the bundle") -> Bundle:
 
 
 def _did_you_mean(unknown: list[str], known: Iterable[str] = _KNOWN_KEYS) -> str:
-    guesses = [f"{name!r} → {guess!r}" for name in unknown if (guess := closest(name, known))]
+    guesses = [f"{guess!r} for {name!r}" for name in unknown if (guess := closest(name, known))]
     return f" (did you mean {', '.join(guesses)}?)" if guesses else ""
