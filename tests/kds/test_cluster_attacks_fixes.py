@@ -514,15 +514,9 @@ def test_the_retired_table_survives_save_and_restore_in_order(
 # -- remote answers of a KDS or host ----------------------------------------------------------
 
 
-def _bomb() -> bytes:
-    return gzip.compress(bytes(16 << 20), compresslevel=9)  # ~16 KiB for 16 MiB
-
-
-def test_a_compressed_oversized_kds_answer_is_a_kds_error(
-    notify: Members, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """fetch_cluster_key counts decoded bytes: a gzip-encoded answer over 4 MiB is refused."""
-    bomb = _bomb()
+def _every_answer_a_bomb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every httpx.stream request answered with ~16 KiB of gzip that decodes to 16 MiB."""
+    bomb = gzip.compress(bytes(16 << 20), compresslevel=9)
 
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=bomb, headers={"Content-Encoding": "gzip"})
@@ -532,6 +526,13 @@ def test_a_compressed_oversized_kds_answer_is_a_kds_error(
         return client.stream(method, url, **kwargs)
 
     monkeypatch.setattr(httpx, "stream", stream)
+
+
+def test_a_compressed_oversized_kds_answer_is_a_kds_error(
+    notify: Members, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fetch_cluster_key counts decoded bytes: a gzip-encoded answer over 4 MiB is refused."""
+    _every_answer_a_bomb(monkeypatch)
     with pytest.raises(KdsError, match="answered over"):
         fetch_cluster_key("http://kds.invalid", notify.spec, "C:" + "ab" * 32 + " SEC:INSECURE")
 
@@ -542,16 +543,7 @@ def test_the_hosts_kds_fetcher_bounds_the_answer_it_reads_too(
     """The host's fetcher, which carries an instance's /private requests to the KDS, reads at
     most 4 MiB of an answer (decoded), as a client does: a hostile KDS, or anyone on the path
     to a plain-HTTP KDS URL, cannot make an honest host hold an unbounded answer."""
-    bomb = _bomb()
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=bomb, headers={"Content-Encoding": "gzip"})
-
-    def stream(method: str, url: str, **kwargs: Any) -> Any:
-        client = httpx.Client(transport=httpx.MockTransport(answer))
-        return client.stream(method, url, **kwargs)
-
-    monkeypatch.setattr(httpx, "stream", stream)
+    _every_answer_a_bomb(monkeypatch)
     fetch = kds_fetcher(KdsConfiguration("http://kds.invalid", timeout=1))
     with pytest.raises(KdsError, match="answered over"):
         fetch(b"{}")

@@ -5,9 +5,6 @@ both hosts' instances open them."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +16,8 @@ from sanctorum.build import build
 from sanctorum.common.keys import Ed25519PublicKey
 from sanctorum.kds import KeySpec, MasterKeyType
 from sanctorum.kds.client import fetch_cluster_key
+from sanctorum.testing.servers import WebHostProcess
 from tests.kds.test_cluster_mail import MEMBER
-from tests.web.conftest import free_port
 
 
 def _member_bundle(directory: Path, kds_code: str, cluster_key: str) -> Path:
@@ -36,43 +33,17 @@ def _member_bundle(directory: Path, kds_code: str, cluster_key: str) -> Path:
     return build(directory, directory / "build").path
 
 
-class WebHost:
-    """`sanctorum host` in its own process."""
-
-    def __init__(self, bundle: Path, state_dir: Path, kds_url: str) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        command = [sys.executable, "-m", "sanctorum", "host", str(bundle), "--mode"]
-        command += ["simulation", "--state-dir", str(state_dir), "--kds-url", kds_url]
-        self.log = state_dir.with_suffix(".log")
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "--port", self.url.rsplit(":", 1)[1]],
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert self.process.poll() is None, f"the web host ended: {self.log.read_text()}"
-            assert time.monotonic() < deadline, "the web host did not come up"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
+def _member_host(bundle: Path, state_dir: Path, kds_url: str) -> WebHostProcess:
+    return WebHostProcess(bundle, "simulation", state_dir, None, "--kds-url", kds_url)
 
 
 @pytest.fixture
 def cluster(
     kds_process: tuple[str, str, str], tmp_path: Path
-) -> Iterator[tuple[list[WebHost], Path]]:
+) -> Iterator[tuple[list[WebHostProcess], Path]]:
     url, kds_code, cluster_key = kds_process
     bundle = _member_bundle(tmp_path / "member", kds_code, cluster_key)
-    hosts = [WebHost(bundle, tmp_path / f"host-{n}", url) for n in range(2)]
+    hosts = [_member_host(bundle, tmp_path / f"host-{n}", url) for n in range(2)]
     try:
         yield hosts, bundle
     finally:
@@ -81,7 +52,7 @@ def cluster(
 
 
 def test_two_web_hosts_open_one_clients_cluster_mail(
-    kds_process: tuple[str, str, str], cluster: tuple[list[WebHost], Path], tmp_path: Path
+    kds_process: tuple[str, str, str], cluster: tuple[list[WebHostProcess], Path], tmp_path: Path
 ) -> None:
     kds_url, kds_code, cluster_key = kds_process
     hosts, bundle = cluster
@@ -128,7 +99,7 @@ def test_two_web_hosts_open_one_clients_cluster_mail(
     # A host restarts (a new instance, a new key): the client's requests need no new key, and
     # the new instance's replies are accepted once its attestation checks out.
     hosts[0].stop()
-    hosts[0] = WebHost(bundle, tmp_path / "host-0", kds_url)
+    hosts[0] = _member_host(bundle, tmp_path / "host-0", kds_url)
     transports[0] = WebTransport(hosts[0].url)
     client.start(transports[0])
     answer = client.send_mail(b"after the restart")

@@ -17,7 +17,7 @@ from psi_enclave import COMMAND_TOPIC, RESULT_TOPIC
 from sanctorum import EnclaveClient
 from sanctorum.build import BuildResult
 from sanctorum.enclave.sealing import SIMULATION_SECRET_ENV
-from sanctorum.testing.web_host import WebHostProcess
+from sanctorum.testing.servers import WebHostProcess
 
 SAMPLE = Path(__file__).resolve().parents[1]
 

@@ -460,41 +460,10 @@ def enclave_kds_url(
     if configured:
         yield str(configured)
         return
-    import socket
-    import subprocess
-    import time
+    from sanctorum.testing.servers import KdsProcess
 
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    state = tmp_path_factory.mktemp("sanctorum-kds")
-    command = ["kds", "serve", "--state-dir", str(state / "kds"), "--port", str(port)]
-    log = (state / "kds.log").open("wb")
-    process = subprocess.Popen(  # noqa: S603  (our own command)
-        [sys.executable, "-m", "sanctorum", *command], stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "the plugin's KDS (sanctorum kds serve) did not start: "
-                    + (state / "kds.log").read_text()[-2000:]
-                )
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
+    with KdsProcess(tmp_path_factory.mktemp("sanctorum-kds") / "kds") as kds:
+        yield kds.url
 
 
 @pytest.fixture
