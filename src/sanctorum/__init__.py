@@ -69,6 +69,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         ClientStateError as ClientStateError,
     )
     from sanctorum.common.errors import (
+        DependencyMismatchError as DependencyMismatchError,
+    )
+    from sanctorum.common.errors import (
         EnclaveCallError as EnclaveCallError,
     )
     from sanctorum.common.errors import (
@@ -229,6 +232,7 @@ _EXPORTS = {
             "UnattestedSenderError",
             "StateDirInUseError",
             "BundleError",
+            "DependencyMismatchError",
             "EnclaveRollbackError",
             "PersistentMapFullError",
             "ProjectInitError",

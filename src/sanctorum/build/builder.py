@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sanctorum.build.entry import check_entry
 from sanctorum.build.gramine import SgxBuild, write_and_sign
 from sanctorum.build.keyfiles import write_secret_file
+from sanctorum.build.native import installed_root, record_distribution
 from sanctorum.build.sgx_signing import SgxKeyFile
 from sanctorum.common.bundle import (
     CODE_DIR,
@@ -28,17 +29,18 @@ from sanctorum.common.bundle import (
     encode_signature,
     load_config,
     measure,
+    native_dependencies,
     read_bundle,
 )
 from sanctorum.common.errors import BundleError
 from sanctorum.common.hashes import SHA256Hash
 from sanctorum.common.keys import Ed25519PrivateKey
 from sanctorum.common.mode import EnclaveMode
+from sanctorum.common.native import NATIVE_SUFFIXES, is_native_file, record_entry
 from sanctorum.common.progress import ProgressCallback, no_progress
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _SKIPPED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache"}
-_NATIVE_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
 
 
 CONSTRAINT_KINDS = ("code", "signer")
@@ -123,15 +125,19 @@ def _source_files(project: Path, config: EnclaveConfig) -> dict[str, bytes]:
         else:
             raise BundleError(f"[enclave].sources entry {source!r} does not exist in {project}")
         for candidate in candidates:
-            if candidate.suffix in _NATIVE_SUFFIXES:
+            if candidate.suffix in NATIVE_SUFFIXES:
                 raise BundleError(
-                    f"{candidate} is native code; enclave bundles hold pure Python only"
+                    f"{candidate} is native code: an enclave's sources are pure Python. Build "
+                    "native code as a distribution (a wheel), install it and name it in "
+                    "[enclave].dependencies, where it is measured by its files' hashes"
                 )
             files[CODE_DIR + candidate.relative_to(root).as_posix()] = candidate.read_bytes()
     return files
 
 
 def _dependency_files(config: EnclaveConfig) -> dict[str, bytes]:
+    """Each pure-Python dependency's ``.py`` files under ``deps/``; the record of each one with
+    native code under ``native/`` (its files stay installed, checked against the record)."""
     files: dict[str, bytes] = {}
     for name in config.dependencies:
         try:
@@ -141,13 +147,18 @@ def _dependency_files(config: EnclaveConfig) -> dict[str, bytes]:
                 f"[enclave].dependencies names {name!r}, which is not installed here; "
                 "install it in the build environment"
             ) from None
-        for entry in distribution.files or ():
+        entries = distribution.files
+        if not entries:
+            raise BundleError(
+                f"dependency {name!r} has no RECORD of its installed files, so what to bundle "
+                "or measure is unknown: install it with pip (pip install --force-reinstall "
+                f"{name})"
+            )
+        if any(is_native_file(entry.as_posix()) for entry in entries):
+            files[record_entry(name)] = record_distribution(distribution).encode()
+            continue
+        for entry in entries:
             posix = entry.as_posix()
-            if posix.endswith(_NATIVE_SUFFIXES):
-                raise BundleError(
-                    f"dependency {name!r} has native code ({posix}); only pure "
-                    "Python dependencies can be bundled"
-                )
             if posix.endswith(".py") and ".dist-info/" not in posix and not posix.startswith(".."):
                 files[DEPS_DIR + posix] = Path(str(entry.locate())).read_bytes()
     return files
@@ -160,6 +171,7 @@ def collect(project: Path) -> tuple[EnclaveConfig, dict[str, bytes]]:
     files.update(_source_files(project, config))
     files.update(_dependency_files(config))
     check_import_paths(files, str(project))
+    native_dependencies(config, files, str(project))
     check_entry(config, files, str(project / CONFIG_FILE))
     return config, files
 
@@ -268,8 +280,17 @@ def build(
     if sgx:
         # Until the new signature is checked, no constraint of this mode is known.
         write_constraints(output_dir, config.name, mode, {})
+        native = [
+            (installed_root(importlib.metadata.distribution(record.name)), record)
+            for record in bundle.native
+        ]
         sgx_build = write_and_sign(
-            config, path, debug=mode is EnclaveMode.DEBUG, sgx_key=sgx_key_file, progress=report
+            config,
+            path,
+            debug=mode is EnclaveMode.DEBUG,
+            sgx_key=sgx_key_file,
+            progress=report,
+            native=native,
         )
         constraints = mode_constraints(
             mode, sgx_build.mrenclave, sgx_build.mrsigner, config.product_id

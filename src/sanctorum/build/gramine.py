@@ -2,7 +2,8 @@
 
 The manifest runs the Python interpreter as the enclave's entry point with the Sanctorum
 runtime; the interpreter, its standard library, the installed packages and the bundle are
-trusted files (measured into MRENCLAVE); ``/tmp`` is a tmpfs; the persistent filesystem's file is
+trusted files (measured into MRENCLAVE), the files of native dependencies with the hashes their
+records give; ``/tmp`` is a tmpfs; the persistent filesystem's file is
 reached through an allowed mount (it is encrypted by the enclave itself); remote attestation is
 DCAP. It is written as
 a ``gramine-manifest`` template (``{{ gramine.libos }}`` and ``{{ gramine.runtimedir() }}`` are
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from sanctorum.build.sgx_signing import SgxKeyFile, Sigstruct, generate_sgx_key,
 from sanctorum.common.bundle import BUNDLE_MOUNT, FILES_MOUNT, EnclaveConfig
 from sanctorum.common.errors import BundleError
 from sanctorum.common.hashes import SHA256Hash
+from sanctorum.common.native import NativeDistribution
 from sanctorum.common.progress import ProgressCallback, no_progress
 
 
@@ -42,10 +45,27 @@ def manifest_template(
     debug: bool,
     python: Path | None = None,
     paths: list[Path] | None = None,
+    native: Sequence[tuple[Path, NativeDistribution]] = (),
 ) -> str:
-    """The ``gramine-manifest`` template for ``bundle`` (deterministic for given inputs)."""
+    """The ``gramine-manifest`` template for ``bundle`` (deterministic for given inputs).
+
+    ``native`` is each native dependency's record with the directory it is installed in: its
+    files become trusted files with the recorded hashes, so MRENCLAVE measures the record and
+    Gramine refuses any other bytes under those names.
+    """
     python = python or Path(sys.executable).resolve()
     paths = python_paths() if paths is None else paths
+    recorded = []
+    for root, record in native:
+        if not any(root.is_relative_to(path) for path in paths):
+            raise BundleError(
+                f"the native dependency {record.name} is installed in {root}, outside the "
+                "directories the SGX enclave mounts (this interpreter's standard library and "
+                "site-packages): install it into the environment that runs the build"
+            )
+        recorded += [
+            f'  {{ uri = "file:{root / f.path}", sha256 = "{f.sha256}" }},' for f in record.files
+        ]
     mounts = [
         '  { path = "/lib", uri = "file:{{ gramine.runtimedir() }}" },',
         f'  {{ path = "{python}", uri = "file:{python}" }},',
@@ -55,6 +75,7 @@ def manifest_template(
         f'  {{ path = "{FILES_MOUNT}", uri = "file:files" }},',
     ]
     trusted = [
+        *recorded,
         '  "file:{{ gramine.libos }}",',
         '  "file:{{ gramine.runtimedir() }}/",',
         f'  "file:{python}",',
@@ -204,6 +225,7 @@ def write_and_sign(
     debug: bool,
     sgx_key: SgxKeyFile | None,
     progress: ProgressCallback | None = None,
+    native: Sequence[tuple[Path, NativeDistribution]] = (),
 ) -> SgxBuild:
     """Write ``NAME.manifest.template`` beside the bundle; render it and sign it with
     ``gramine-sgx-sign --key`` if Gramine is installed, and say plainly what is missing if not.
@@ -226,7 +248,7 @@ def write_and_sign(
     for suffix in _SGX_OUTPUTS:
         (directory / f"{config.name}{suffix}").unlink(missing_ok=True)
     report("writing the Gramine manifest template")
-    template.write_text(manifest_template(config, bundle.resolve(), debug=debug))
+    template.write_text(manifest_template(config, bundle.resolve(), debug=debug, native=native))
     missing = [tool for tool in ("gramine-manifest", "gramine-sgx-sign") if not shutil.which(tool)]
     if missing:
         key_argument = str(sgx_key.path) if sgx_key else "YOUR-SGX-KEY.pem"

@@ -6,6 +6,7 @@ Imports nothing else of Sanctorum, so every other package may depend on it.
 from sanctorum.common.errors import (
     BundleError,
     ClientStateError,
+    DependencyMismatchError,
     EnclaveCallError,
     EnclaveCrashedError,
     EnclaveError,
@@ -51,6 +52,7 @@ __all__ = [
     "ClientStateError",
     "Curve25519PrivateKey",
     "Curve25519PublicKey",
+    "DependencyMismatchError",
     "Ed25519PrivateKey",
     "Ed25519PublicKey",
     "EnclaveCallError",

@@ -1,7 +1,8 @@
 """The enclave bundle format: its configuration, its measurement and its signature.
 
 A bundle (``NAME.enclave``) is a zip holding ``enclave.toml``, the enclave's Python files under
-``code/`` (and bundled dependencies under ``deps/``), and ``SIGNATURE``. The **code hash** is
+``code/`` (and bundled dependencies under ``deps/``), the records of its native dependencies
+under ``native/`` (:mod:`sanctorum.common.native`), and ``SIGNATURE``. The **code hash** is
 SHA-256 over the runtime format version, the canonical configuration and the sorted list of
 (path, SHA-256 of content) of every other entry; the **signer hash** is SHA-256 of the Ed25519
 key that signed the code hash. Both the builder and the enclave runtime use this module, so the
@@ -24,6 +25,13 @@ from typing import Any
 from sanctorum.common.errors import BundleError, InvalidKeyError, InvalidSignatureError
 from sanctorum.common.hashes import SHA256Hash
 from sanctorum.common.keys import Ed25519PrivateKey, Ed25519PublicKey
+from sanctorum.common.native import (
+    NATIVE_DIR,
+    NativeDistribution,
+    normalize_name,
+    record_entry,
+    safe_relative_path,
+)
 from sanctorum.common.suggest import closest
 
 RUNTIME_FORMAT_VERSION = 1
@@ -123,7 +131,8 @@ class EnclaveConfig:
     """Files and directories (relative to the project) whose Python files form the enclave."""
     thread_safe: bool = False
     dependencies: tuple[str, ...] = field(default=())
-    """Installed pure-Python distributions to bundle with the enclave."""
+    """Installed distributions the enclave imports: pure-Python ones are bundled, those with
+    native code recorded (:mod:`sanctorum.common.native`)."""
     persistent_map: bool = False
     max_persistent_map_size: int = 0
     filesystem_size: int = 0
@@ -402,6 +411,38 @@ def check_import_paths(files: Iterable[str], where: str) -> None:
             )
 
 
+def native_dependencies(
+    config: EnclaveConfig, files: dict[str, bytes], where: str
+) -> tuple[NativeDistribution, ...]:
+    """The records of the bundle's native dependencies, each checked, and none importable under
+    a name that bundled code (or another of them) also has."""
+    named = {normalize_name(name) for name in config.dependencies}
+    bundled = {
+        path.split("/")[1].partition(".")[0]
+        for path in files
+        if path.startswith((CODE_DIR, DEPS_DIR)) and path.endswith(".py")
+    }
+    records: list[NativeDistribution] = []
+    owners: dict[str, str] = {}
+    for path in sorted(p for p in files if p.startswith(NATIVE_DIR)):
+        record = NativeDistribution.decode(files[path], f"{where}: {path}")
+        if record_entry(record.name) != path or normalize_name(record.name) not in named:
+            raise BundleError(
+                f"{where}: {path} records the distribution {record.name!r}, which is not one "
+                "[enclave].dependencies names under that entry"
+            )
+        for name in sorted(record.top_level_names()):
+            other = owners.setdefault(name, record.name)
+            if other != record.name or name in bundled:
+                raise BundleError(
+                    f"{where}: the module {name!r} is in the native dependency {record.name!r} "
+                    f"and also in {other if other != record.name else 'the bundled code'}; "
+                    "rename your module so that one name means one set of files"
+                )
+        records.append(record)
+    return tuple(records)
+
+
 def measure(config: EnclaveConfig, files: dict[str, bytes]) -> SHA256Hash:
     """The code hash of a bundle with ``config`` and ``files`` (every entry but SIGNATURE)."""
     digest = hashlib.sha256(_MEASUREMENT_CONTEXT)
@@ -459,6 +500,8 @@ class Bundle:
     files: dict[str, bytes]
     code_hash: SHA256Hash
     signer: Ed25519PublicKey
+    native: tuple[NativeDistribution, ...] = ()
+    """The records of the native dependencies, whose installed files the enclave checks."""
 
     @property
     def signer_hash(self) -> SHA256Hash:
@@ -472,16 +515,6 @@ class Bundle:
                 if path.startswith(root):
                     result[path[len(root) :]] = content
         return result
-
-
-def _safe_name(name: str) -> bool:
-    parts = name.split("/")
-    return (
-        bool(name)
-        and not name.startswith("/")
-        and "\\" not in name
-        and all(part not in ("", ".", "..") for part in parts)
-    )
 
 
 def read_bundle(data: bytes, where: str = "the bundle") -> Bundle:
@@ -501,7 +534,7 @@ def read_bundle(data: bytes, where: str = "the bundle") -> Bundle:
                 raise BundleError(f"{where} unpacks to more than {MAX_UNPACKED_SIZE} bytes")
             entries = {}
             for info in infos:
-                if info.is_dir() or not _safe_name(info.filename):
+                if info.is_dir() or not safe_relative_path(info.filename):
                     raise BundleError(f"{where} has an unsafe entry name {info.filename!r}")
                 entries[info.filename] = archive.read(info)
     except BundleError:
@@ -522,12 +555,13 @@ def read_bundle(data: bytes, where: str = "the bundle") -> Bundle:
         raise BundleError(f"{where}: {CONFIG_FILE} is not UTF-8") from None
     config = parse_config(config_text, f"{where}: {CONFIG_FILE}")
     for name in entries:
-        if name != CONFIG_FILE and not name.startswith((CODE_DIR, DEPS_DIR)):
+        if name != CONFIG_FILE and not name.startswith((CODE_DIR, DEPS_DIR, NATIVE_DIR)):
             raise BundleError(f"{where} has an unexpected entry {name!r}")
     check_import_paths(entries, where)
     code_hash = measure(config, entries)
     signer = _check_signature(signature, code_hash, where)
-    return Bundle(config, entries, code_hash, signer)
+    native = native_dependencies(config, entries, where)
+    return Bundle(config, entries, code_hash, signer, native)
 
 
 def _did_you_mean(unknown: list[str], known: Iterable[str] = _KNOWN_KEYS) -> str:

@@ -79,6 +79,11 @@ class EnclaveLoadError(EnclaveError):
     """An enclave could not be loaded: bad class, bad configuration or unsupported mode."""
 
 
+class DependencyMismatchError(EnclaveLoadError):
+    """A native dependency installed where the enclave runs is not the one it was built with:
+    a recorded file is missing, or its size or hash differ."""
+
+
 class FrameError(EnclaveError):
     """A frame crossing the host↔enclave boundary is malformed, oversized or out of order."""
 

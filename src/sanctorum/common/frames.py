@@ -23,6 +23,7 @@ from sanctorum.common.codec import Reader, Writer
 from sanctorum.common.commands import MailCommand, PostMail, StoreSealedState
 from sanctorum.common.errors import (
     BundleError,
+    DependencyMismatchError,
     EnclaveCallError,
     EnclaveCrashedError,
     EnclaveLoadError,
@@ -418,6 +419,7 @@ _ERROR_CODES: list[tuple[int, type[SanctorumError]]] = [
     (7, FrameError),
     (8, EnclaveStateError),
     (9, BundleError),
+    (20, DependencyMismatchError),
     (10, EnclaveLoadError),
     (11, EnclaveCrashedError),
     (12, PersistentMapFullError),

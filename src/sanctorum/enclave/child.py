@@ -238,6 +238,10 @@ class EnclaveServer:
             bundle = read_bundle(self._platform.bundle_bytes(request.bundle))
             BundleFinder(bundle.python_files()).install()
             MeasuredOnlyFinder().install()
+            if bundle.native:
+                from sanctorum.enclave.native import NativeFinder, check_installed
+
+                NativeFinder(check_installed(bundle.native)).install()
             enclave_class = _import_entry(bundle.config.entry_module, bundle.config.entry_class)
             provider, platform_secret = self._platform.attestation(
                 bundle, lambda data: self._call_host_inline(frame.call_id, data)
