@@ -14,6 +14,7 @@ import conversation_bench
 import dcap_bench
 import kds_bench
 import mail_bench
+import native_bench
 import persistence_bench
 import web_bench
 import web_map_bench
@@ -50,6 +51,8 @@ def main() -> int:
     results.append(_recorded(dcap_bench.report()))
     print()
     results.append(_recorded(kds_bench.report()))
+    print()
+    results.append(_recorded(native_bench.report()))
     print()
     results.append(conversation_bench.report())
     print()
