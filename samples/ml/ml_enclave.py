@@ -5,12 +5,12 @@ host, sees another party's rows or the model's weights.
 Parties send JSON commands as mail (the clients here use ``COMMAND_TOPIC``):
 
 ``{"train": {"rows": [[X, ...], ...], "labels": [0 or 1, ...]}, "parties": N}``
-    A party's training rows (finite numbers, each row as long as the first party's, at most
-    ``MAX_ROWS``) and their labels, once. The first submission fixes N, how many parties take
-    part (``MIN_PARTIES`` to ``MAX_PARTIES``), and the number of features. Until N have
-    submitted the answer is ``{"waiting": K}``; the N-th submission trains the model and is
-    answered ``{"trained": SUMMARY}``, and every other party is mailed the same on
-    ``TRAINED_TOPIC``. No rows are taken after that.
+    A party's training rows (numbers of magnitude at most ``MAX_MAGNITUDE``, each row as long
+    as the first party's, at most ``MAX_ROWS``) and their labels, once. The first submission
+    fixes N, how many parties take part (``MIN_PARTIES`` to ``MAX_PARTIES``), and the number of
+    features. Until N have submitted the answer is ``{"waiting": K}``; the N-th submission
+    trains the model and is answered ``{"trained": SUMMARY}``, and every other party is mailed
+    the same on ``TRAINED_TOPIC``. No rows are taken after that.
 ``{"predict": [[X, ...], ...]}``
     Probabilities that each row's label is 1: ``{"probabilities": [P, ...]}``. Only parties that
     contributed rows may ask, for at most ``MAX_PREDICTIONS`` rows in all (every answer tells a
@@ -25,7 +25,6 @@ share of all training rows the model labels right; nothing per party.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import numpy as np
@@ -40,6 +39,7 @@ MAX_PARTIES = 10
 MAX_ROWS = 2_000
 MAX_FEATURES = 32
 MAX_PREDICTIONS = 10_000
+MAX_MAGNITUDE = 1e9  # far beyond any feature, and far from overflowing float64 sums of squares
 PENALTY = 1e-3  # L2 regularisation: keeps the weights finite on separable data
 _PARTY = "party:"
 _SPENT = "spent:"
@@ -90,7 +90,10 @@ class PooledModelEnclave(Enclave):
         rows, labels = _rows(data["rows"], width, MAX_ROWS), data["labels"]
         if rows is None:
             features = width or f"1 to {MAX_FEATURES}"
-            return {"refused": f"rows: 1 to {MAX_ROWS} rows of {features} finite numbers"}
+            return {
+                "refused": f"rows: 1 to {MAX_ROWS} rows of {features} numbers, each of "
+                f"magnitude at most {MAX_MAGNITUDE:g}"
+            }
         if (
             not isinstance(labels, list)
             or len(labels) != len(rows)
@@ -158,7 +161,8 @@ class PooledModelEnclave(Enclave):
         spent = int(self.persistent_map.get(_SPENT + me, b"0"))
         rows = _rows(data, width, MAX_PREDICTIONS)
         if rows is None:
-            return {"refused": f"predict: rows of {width} finite numbers"}
+            most = f"{MAX_MAGNITUDE:g}"
+            return {"refused": f"predict: rows of {width} numbers of magnitude at most {most}"}
         if spent + len(rows) > MAX_PREDICTIONS:
             return {"refused": f"over the budget of {MAX_PREDICTIONS} predictions ({spent} spent)"}
         self.persistent_map[_SPENT + me] = str(spent + len(rows)).encode()
@@ -186,7 +190,8 @@ class PooledModelEnclave(Enclave):
 
 
 def _rows(data: object, width: int | None, limit: int) -> list[list[float]] | None:
-    """``data`` as rows of ``width`` (or 1 to MAX_FEATURES) finite numbers, or None."""
+    """``data`` as rows of ``width`` (or 1 to MAX_FEATURES) numbers within MAX_MAGNITUDE, or
+    None."""
     if not isinstance(data, list) or not 0 < len(data) <= limit:
         return None
     width = width or (len(data[0]) if isinstance(data[0], list) else 0)
@@ -202,7 +207,7 @@ def _rows(data: object, width: int | None, limit: int) -> list[list[float]] | No
             converted = [float(value) for value in row]
         except OverflowError:  # an int too large for a float
             return None
-        if not all(math.isfinite(value) for value in converted):
+        if not all(abs(value) <= MAX_MAGNITUDE for value in converted):  # NaN fails too
             return None
         rows.append(converted)
     return rows

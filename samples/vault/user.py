@@ -1,9 +1,10 @@
 """Someone who has the worker sign a text with the vault's secret, never seeing the secret.
 
-    python user.py WORKER_URL IDENTITY_FILE sign TEXT [--constraint C]
+    python user.py WORKER_URL IDENTITY_FILE sign TEXT [--owner KEY] [--constraint C]
 
-Prints the HMAC-SHA256 (hex); exits with status 4 while the worker has no secret yet.
-(``--constraint``, the worker's, is needed on first use.)
+Prints the HMAC-SHA256 (hex) and the key of the owner whose secret signed it; with ``--owner``,
+a signature under anyone else's secret is refused (status 3). Exits with status 4 while the
+worker has no secret yet. (``--constraint``, the worker's, is needed on first use.)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from sanctorum import ClientStateError, EnclaveClient, SanctorumError, WebTransport
 
 SIGN_TOPIC = "sign"
+OTHER_OWNER = 3
 NO_SECRET = 4
 
 
@@ -25,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("identity", type=Path, help="the file this user's client is kept in")
     parser.add_argument("--constraint", help="what the worker must be (needed on first use)")
     actions = parser.add_subparsers(dest="action", required=True)
-    actions.add_parser("sign", help="HMAC-SHA256 of TEXT under the vault's secret").add_argument(
-        "text"
-    )
+    sign = actions.add_parser("sign", help="HMAC-SHA256 of TEXT under the vault's secret")
+    sign.add_argument("text")
+    sign.add_argument("--owner", help="the owner's key (hex), as the vault gave it at deposit")
     arguments = parser.parse_args(argv)
     try:
         client = EnclaveClient.open(arguments.identity, arguments.constraint)
@@ -43,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     answer = json.loads(reply.body) if reply is not None else {"error": "no answer"}
     if "hmac" in answer:
-        print(answer["hmac"])
+        if arguments.owner is not None and answer["owner"] != arguments.owner.lower():
+            print(f"refused: signed with the secret of another owner, {answer['owner']}")
+            return OTHER_OWNER
+        print(f"{answer['hmac']} owner {answer['owner']}")
         return 0
     print(f"{'waiting' if 'waiting' in answer else 'error'}: {next(iter(answer.values()))}")
     return NO_SECRET if "waiting" in answer else 1

@@ -163,6 +163,12 @@ def build_command(
                 "MRSIGNER:         not known: no --sgx-key was given (name one to know your "
                 "S: constraint now)"
             )
+    for record in result.native:
+        typer.echo(
+            f"native:      {record.name} {record.version}, {len(record.files)} files recorded "
+            f"with their hashes: the host must have this very wheel installed "
+            f"(pip install {record.name}=={record.version})"
+        )
     lines = [line for line in (code, signer) if line]
     if lines:
         typer.echo(f"constraint:  {lines[0]}")

@@ -253,3 +253,17 @@ def test_a_debug_build_writes_the_recorded_files_into_its_manifest(tmp_path: Pat
         f for f in _record(result.path).files if f.path.startswith("numpy/_core/_multiarray_umath")
     )
     assert f'sha256 = "{multiarray.sha256}"' in text
+
+
+def test_the_build_command_names_each_native_dependency_and_its_version(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sanctorum.cli import app
+
+    result = CliRunner().invoke(app, ["build", str(write_numpy_project(tmp_path))])
+    assert result.exit_code == 0, result.output
+    count = len(_record(tmp_path / "build" / "numpy-enclave.enclave").files)
+    assert (
+        f"native:      numpy {NUMPY.version}, {count} files recorded with their hashes: the host "
+        f"must have this very wheel installed (pip install numpy=={NUMPY.version})"
+    ) in result.output

@@ -5,11 +5,14 @@ The owner sends JSON commands as mail on ``OWNER_TOPIC``:
 
 ``{"deposit": SECRET}``
     The first sender to deposit becomes the owner; the secret is kept in the persistent map.
+    The answer, ``{"deposited": true, "owner": KEY}``, gives the owner's key (hex) as the
+    worker will name it.
 ``{"release_to": ATTESTATION}``
     ATTESTATION is a worker enclave's attestation (base64 of the bytes its host serves at
-    ``GET /attestation``). If it verifies against ``S:<this vault's signer> PROD:8``, the
-    secret is mailed to that instance alone on ``RELEASE_TOPIC``, with this vault's own
-    attestation, routed ``WORKER_ROUTE`` (a courier carries it to the worker's host), and the
+    ``GET /attestation``). If it verifies against ``S:<this vault's signer> PROD:8
+    SEC:<this vault's own level>``, the secret is mailed to that instance alone on
+    ``RELEASE_TOPIC``, with the owner's key and this vault's own attestation, routed
+    ``WORKER_ROUTE`` (a courier carries it to the worker's host), and the
     answer is ``{"released_to": KEY}``, the worker instance's encryption key.
 ``{"audit": true}``
     ``{"released_to": [KEY, ...]}``: every worker instance that was sent the secret.
@@ -20,11 +23,10 @@ Only the owner is answered anything but a refusal; the host sees none of it.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Any
 
-from sanctorum import Enclave, EnclaveMail, InvalidEnclaveError, SecuritySummary
+from sanctorum import Enclave, EnclaveMail, InvalidEnclaveError
 
 OWNER_TOPIC = "vault"
 RELEASE_TOPIC = "vault-release"
@@ -58,7 +60,7 @@ class VaultEnclave(Enclave):
             self.persistent_map[_OWNER] = me.encode()
             self.persistent_map[_SECRET] = secret.encode()
             self.persistent_map[_RELEASED] = b"[]"
-            return {"deposited": True}
+            return {"deposited": True, "owner": me}
         if owner.decode() != me:
             return {"refused": "only the vault's owner may use it"}
         released: list[str] = json.loads(self.persistent_map[_RELEASED])
@@ -69,12 +71,13 @@ class VaultEnclave(Enclave):
         try:
             attestation = base64.b64decode(command["release_to"], validate=True)
             worker = self.verify_enclave(attestation, self._worker_constraint())
-        except (TypeError, binascii.Error):
+        except (TypeError, ValueError):  # binascii.Error is a ValueError
             return {"error": "release_to is a worker's attestation, in base64"}
         except InvalidEnclaveError as error:
             return {"refused": f"not a worker this vault trusts: {error}"}
         own = base64.b64encode(self.enclave_instance_info.serialize()).decode()
-        body = json.dumps({"secret": self.persistent_map[_SECRET].decode(), "vault": own})
+        secret = self.persistent_map[_SECRET].decode()
+        body = json.dumps({"secret": secret, "owner": owner.decode(), "vault": own})
         office = self.post_office(worker, RELEASE_TOPIC)
         self.post_mail(office.encrypt_mail(body.encode()), WORKER_ROUTE)
         key = worker.encryption_key.encoded.hex()
@@ -83,8 +86,9 @@ class VaultEnclave(Enclave):
         return {"released_to": key}
 
     def _worker_constraint(self) -> str:
-        """The worker's code signed by this vault's own signer; as secure as this vault."""
+        """The worker's code signed by this vault's own signer, at least as secure as this
+        vault: SECURE or STALE (a pending TCB update) asks as much of the worker; INSECURE
+        (mock and simulation) accepts insecure workers only."""
         own = self.enclave_instance_info
-        secure = own.security_info.summary is SecuritySummary.SECURE
-        level = "SECURE" if secure else "INSECURE"
+        level = own.security_info.summary.name
         return f"S:{own.signer_hash} PROD:{WORKER_PRODUCT_ID} SEC:{level}"

@@ -36,7 +36,12 @@ from sanctorum.common.errors import BundleError
 from sanctorum.common.hashes import SHA256Hash
 from sanctorum.common.keys import Ed25519PrivateKey
 from sanctorum.common.mode import EnclaveMode
-from sanctorum.common.native import NATIVE_SUFFIXES, is_native_file, record_entry
+from sanctorum.common.native import (
+    NATIVE_SUFFIXES,
+    NativeDistribution,
+    is_native_file,
+    record_entry,
+)
 from sanctorum.common.progress import ProgressCallback, no_progress
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -65,6 +70,8 @@ class BuildResult:
     constraint_files: Mapping[str, Path] = field(default_factory=dict)
     """Where each constraint was written (``NAME.MODE.KIND.constraint``)."""
     note: str | None = None
+    native: tuple[NativeDistribution, ...] = ()
+    """The records of the native dependencies: the host must have these very wheels."""
 
 
 def mode_constraints(
@@ -309,6 +316,7 @@ def build(
         mode,
         constraints,
         files_written,
+        native=bundle.native,
     )
 
 

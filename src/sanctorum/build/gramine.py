@@ -27,7 +27,7 @@ from sanctorum.build.sgx_signing import SgxKeyFile, Sigstruct, generate_sgx_key,
 from sanctorum.common.bundle import BUNDLE_MOUNT, FILES_MOUNT, EnclaveConfig
 from sanctorum.common.errors import BundleError
 from sanctorum.common.hashes import SHA256Hash
-from sanctorum.common.native import NativeDistribution
+from sanctorum.common.native import PLAIN_TEXT, NativeDistribution
 from sanctorum.common.progress import ProgressCallback, no_progress
 
 
@@ -57,6 +57,12 @@ def manifest_template(
     paths = python_paths() if paths is None else paths
     recorded = []
     for root, record in native:
+        if not PLAIN_TEXT.fullmatch(str(root)):
+            raise BundleError(
+                f"the native dependency {record.name} is installed in {str(root)!r}, a path "
+                "with characters a Gramine manifest cannot hold (quotes, backslashes, braces, "
+                "%, # or control characters): install it under a plainer path"
+            )
         if not any(root.is_relative_to(path) for path in paths):
             raise BundleError(
                 f"the native dependency {record.name} is installed in {root}, outside the "

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import struct
+import sys
 import tomllib
 import zipfile
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ from sanctorum.common.hashes import SHA256Hash
 from sanctorum.common.keys import Ed25519PrivateKey, Ed25519PublicKey
 from sanctorum.common.native import (
     NATIVE_DIR,
+    RUNTIME_PACKAGES,
     NativeDistribution,
     normalize_name,
     record_entry,
@@ -432,6 +434,13 @@ def native_dependencies(
                 "[enclave].dependencies names under that entry"
             )
         for name in sorted(record.top_level_names()):
+            if name in RUNTIME_PACKAGES or name in sys.stdlib_module_names:
+                part = "Sanctorum's runtime" if name in RUNTIME_PACKAGES else "the standard library"
+                raise BundleError(
+                    f"{where}: the native dependency {record.name!r} brings a module {name!r}, "
+                    f"which is part of {part}: the enclave imports that from the runtime; leave "
+                    f"{record.name!r} out of [enclave].dependencies"
+                )
             other = owners.setdefault(name, record.name)
             if other != record.name or name in bundled:
                 raise BundleError(

@@ -21,10 +21,20 @@ from dataclasses import dataclass
 from sanctorum.common.errors import BundleError
 
 NATIVE_DIR = "native/"
+RUNTIME_PACKAGES = frozenset(
+    {"sanctorum", "cryptography", "cffi", "_cffi_backend", "fsspec", "dcap_qvl"}
+)
+"""What an enclave may import besides its bundle and the standard library: Sanctorum's own
+runtime and what it needs (fsspec for ``filesystem.fsspec()``, dcap_qvl under SGX). No
+dependency may bring modules of these names, nor of the standard library's."""
 RECORD_FORMAT = 1
 NATIVE_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
 _VERSIONED_LIBRARY = re.compile(r"\.so(\.\d+)+$")  # libgfortran.so.5.0.0
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_FILE_SIZE = 1 << 40
+# Recorded paths are written into the Gramine manifest, a TOML file that gramine-manifest
+# renders as a Jinja template: none of TOML's or Jinja's special characters may appear.
+PLAIN_TEXT = re.compile(r'[^\x00-\x1f\x7f"\\{}%#]*')
 
 
 def is_native_file(path: str) -> bool:
@@ -107,9 +117,9 @@ class NativeDistribution:
             ):
                 raise bad(f"a file entry must be [path, sha256, size], not {entry!r}")
             path, digest, size = entry
-            if not safe_relative_path(path):
+            if not safe_relative_path(path) or not PLAIN_TEXT.fullmatch(path):
                 raise bad(f"unsafe file path {path!r}")
-            if not _HEX64.fullmatch(digest) or size < 0:
+            if not _HEX64.fullmatch(digest) or not 0 <= size <= MAX_FILE_SIZE:
                 raise bad(f"bad hash or size for {path!r}")
             files.append(RecordedFile(path, digest, size))
         paths = [f.path for f in files]

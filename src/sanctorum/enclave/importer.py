@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from sanctorum.common.native import RUNTIME_PACKAGES
+
 ORIGIN_PREFIX = "<enclave bundle>/"
 
 
@@ -59,13 +61,6 @@ class BundleFinder(importlib.abc.MetaPathFinder):
     def install(self) -> None:
         """Put this finder first, so bundled modules win over installed ones of the same name."""
         sys.meta_path.insert(0, self)
-
-
-RUNTIME_PACKAGES = frozenset(
-    {"sanctorum", "cryptography", "cffi", "_cffi_backend", "fsspec", "dcap_qvl"}
-)
-"""What an enclave may import besides its bundle and the standard library: Sanctorum's own
-runtime and what it needs (fsspec for ``filesystem.fsspec()``, dcap_qvl under SGX)."""
 
 
 class MeasuredOnlyFinder(importlib.abc.MetaPathFinder):

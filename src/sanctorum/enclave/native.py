@@ -48,61 +48,98 @@ def check_installed(
     records: Sequence[NativeDistribution], search_path: Sequence[str] | None = None
 ) -> list[InstalledDistribution]:
     """Find each recorded distribution on ``search_path`` (``sys.path``) and check every file
-    it recorded; :class:`DependencyMismatchError` names the first difference."""
+    it recorded; :class:`DependencyMismatchError` names the first difference, and the version
+    installed if it is another one."""
     found = []
     for record in records:
         path = list(sys.path if search_path is None else search_path)
         matches = importlib.metadata.distributions(name=record.name, path=path)
-        distribution = next(iter(matches), None)
-        built = f"{record.name} {record.version}"
+        distribution = next(iter(matches), None)  # found by its directory's name, nothing read
         if distribution is None:
             raise DependencyMismatchError(
-                f"the enclave was built with the native dependency {built}, which is not "
-                f"installed for this Python ({sys.executable}): install the same wheel "
-                f"(pip install {record.name}=={record.version}) where the host runs"
-            )
-        if distribution.version != record.version:
-            raise DependencyMismatchError(
-                f"the enclave was built with {built}, but this machine has "
-                f"{record.name} {distribution.version}: its files are part of the code hash, so "
-                f"install the same wheel (pip install {record.name}=={record.version})"
+                f"the enclave was built with the native dependency {record.name} "
+                f"{record.version}, which is not installed for this Python ({sys.executable}): "
+                f"install the same wheel (pip install {record.name}=={record.version}) where "
+                "the host runs"
             )
         installed = InstalledDistribution(record, Path(str(distribution.locate_file(""))))
-        for recorded in record.files:
-            read_checked(installed, recorded)
+        try:
+            for recorded in record.files:
+                read_checked(installed, recorded)
+        except DependencyMismatchError as error:
+            other = _installed_version(installed)
+            if other is not None and other != record.version:
+                raise DependencyMismatchError(
+                    f"the enclave was built with {record.name} {record.version}, but the "
+                    f"Python that runs it ({sys.executable}) has {record.name} {other}: its "
+                    "files are part of the code hash, so install the same wheel there "
+                    f"(pip install {record.name}=={record.version})"
+                ) from error
+            raise
         found.append(installed)
     return found
 
 
-def read_checked(installed: InstalledDistribution, recorded: RecordedFile) -> bytes:
-    """The file's bytes, if they are the recorded ones; :class:`DependencyMismatchError` if not.
+def _installed_version(installed: InstalledDistribution) -> str | None:
+    """The version in the installed METADATA the record names, read with the care of any
+    recorded file (it may be a FIFO, huge or not UTF-8): None if it cannot be read."""
+    for recorded in installed.record.files:
+        if recorded.path.endswith(".dist-info/METADATA"):
+            try:
+                data = _read_regular(installed.path_of(recorded), 1 << 20)
+            except OSError:
+                return None
+            for line in data.decode("utf-8", "replace").splitlines():
+                name, colon, value = line.partition(":")
+                if colon and name.strip().lower() == "version":
+                    return value.strip()[:100]
+    return None
 
-    Opened without following the host into a blocking read: a FIFO or device in place of a
-    file is refused, not waited on."""
-    path = installed.path_of(recorded)
-    name = f"{installed.record.name} {installed.record.version}"
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file at ``path``, if it holds at most ``limit``; OSError if it
+    is anything else. Opened non-blocking: a FIFO in its place is refused, not waited on."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if status.st_size > limit:
+            raise OSError(f"{path} holds {status.st_size} bytes, over {limit}")
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(descriptor, min(limit + 1 - size, 1 << 20))):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(descriptor)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise OSError(f"{path} grew past {limit} bytes while it was read")
+    return data
+
+
+def read_checked(installed: InstalledDistribution, recorded: RecordedFile) -> bytes:
+    """The file's bytes, if they are the recorded ones; :class:`DependencyMismatchError` if not
+    (missing, not a regular file, another size or another hash)."""
+    path = installed.path_of(recorded)
+    name, version = installed.record.name, installed.record.version
+    reinstall = f"install the same wheel (pip install --force-reinstall {name}=={version})"
+    try:
+        data = _read_regular(path, recorded.size)
+    except FileNotFoundError:
+        raise DependencyMismatchError(
+            f"{name} {version}: the recorded file {path} is missing: {reinstall}"
+        ) from None
     except OSError as error:
         raise DependencyMismatchError(
-            f"{name}: the recorded file {recorded.path} cannot be read here "
-            f"({error.strerror or error}): install the same wheel the enclave was built with"
+            f"{name} {version}: {path} is not the regular file of {recorded.size} bytes the "
+            f"enclave was built with ({error.strerror or error}): {reinstall}"
         ) from None
-    with open(descriptor, "rb") as file:
-        status = os.fstat(file.fileno())
-        if not stat.S_ISREG(status.st_mode) or status.st_size != recorded.size:
-            raise DependencyMismatchError(
-                f"{name}: {path} is not the file the enclave was built with (it should be a "
-                f"regular file of {recorded.size} bytes): install the same wheel (pip install "
-                f"--force-reinstall {installed.record.name}=={installed.record.version})"
-            )
-        data = file.read(recorded.size + 1)
     if len(data) != recorded.size or hashlib.sha256(data).hexdigest() != recorded.sha256:
         raise DependencyMismatchError(
-            f"{name}: {path} differs from the file the enclave was built with (its SHA-256 is "
-            "not the recorded one): the host's copy was changed, or comes from another build; "
-            f"install the same wheel (pip install --force-reinstall "
-            f"{installed.record.name}=={installed.record.version})"
+            f"{name} {version}: {path} differs from the file the enclave was built with (its "
+            f"SHA-256 is not the recorded one): the host's copy was changed, or comes from "
+            f"another build; {reinstall}"
         )
     return data
 
