@@ -273,3 +273,36 @@ def test_every_enclave_toml_setting_has_a_section() -> None:
         default = getattr(config, key)
         shown = "`false`" if default is False else "`[]`" if default == () else f"`{default}`"
         assert stated.startswith(shown), f"enclave-toml.md: the default of {key} is {shown}"
+
+
+# -- the tests the docs name ----------------------------------------------------------------
+
+_NAMED_TEST = re.compile(r"`((?:[\w.-]+/)*test_\w+\.py)::(test_\w+)(?:\[[^\]]*\])?`")
+
+
+def _pages_that_name_tests() -> list[Path]:
+    return [ROOT / "README.md", *sorted(DOCS.glob("*.md")), *sorted(ROOT.glob("samples/*/*.md"))]
+
+
+def _named_tests() -> list[tuple[Path, str, str]]:
+    return [
+        (page, path, name)
+        for page in _pages_that_name_tests()
+        for path, name in _NAMED_TEST.findall(page.read_text(encoding="utf-8"))
+    ]
+
+
+def test_every_test_a_page_names_exists() -> None:
+    """A guarantee names the test that attacks it: the name must stay true when tests move.
+    A path is relative to the repository, or to a sample's directory in its README."""
+    named = _named_tests()
+    assert len(named) > 100  # the security page alone names many
+    missing = []
+    for page, path, name in named:
+        candidates = [ROOT / path, page.parent / path]
+        found = [file for file in candidates if file.is_file()]
+        source = found[0].read_text(encoding="utf-8") if found else ""
+        # A function, or a Hypothesis state machine's TestCase bound to a test name.
+        if not re.search(rf"^(?:(?:async )?def {name}\(|{name} = )", source, flags=re.MULTILINE):
+            missing.append(f"{page.relative_to(ROOT)}: {path}::{name}")
+    assert not missing, "named tests that do not exist:\n" + "\n".join(missing)
