@@ -20,7 +20,9 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+# The tests start a real PostgreSQL server; .ci/ensure-postgresql installs one if it is missing.
 test: lint
+	.ci/ensure-postgresql
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed

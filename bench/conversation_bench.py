@@ -177,7 +177,7 @@ def round_trip_report() -> bool:
 
 def store_report() -> None:
     """What the host's SQLite mailbox costs per delivery, with and without acknowledgements."""
-    from sanctorum.web.store import MailboxStore
+    from sanctorum.web.store import MailboxStore, SqliteMailboxStore
 
     reply = bytes(len(WEB_BODY) + 200)
 
@@ -204,7 +204,7 @@ def store_report() -> None:
     }
     times: dict[str, list[float]] = {name: [] for name in ways}
     with tempfile.TemporaryDirectory() as work:
-        store = MailboxStore(Path(work) / "mailbox.sqlite3")
+        store = SqliteMailboxStore(Path(work) / "mailbox.sqlite3")
         try:
             names = list(ways)
             for number in range(7):  # the first round warms up

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ from sanctorum.build import build
 from sanctorum.common import Curve25519PrivateKey, Ed25519PrivateKey
 from sanctorum.enclave.sealing import SIMULATION_SECRET_ENV
 from sanctorum.host import EnclaveHost
+from sanctorum.web.store import MailboxStore, SqliteMailboxStore
+from tests.postgres import PostgresServer
 
 DATA = Path(__file__).parent / "data"
 SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
@@ -151,3 +154,49 @@ def pccs() -> Iterator[str]:
     url, server = serve_pccs()
     yield url
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on loopback for the session (started when a test needs it)."""
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+STORE_ENGINES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=STORE_ENGINES)
+def store_engine(request: pytest.FixtureRequest) -> str:
+    engine: str = request.param
+    return engine
+
+
+@pytest.fixture
+def open_store(
+    store_engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[], MailboxStore]]:
+    """Opens the store of this test (the same one each time: to reopen it after a close), in
+    each engine: a SQLite file, or a fresh PostgreSQL database."""
+    opened: list[MailboxStore] = []
+    if store_engine == "sqlite":
+        path = tmp_path / "mailbox.sqlite3"
+
+        def open_one() -> MailboxStore:
+            opened.append(SqliteMailboxStore(path))
+            return opened[-1]
+    else:
+        from sanctorum.web.postgres_store import PostgresMailboxStore
+
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.new_database()
+
+        def open_one() -> MailboxStore:
+            opened.append(PostgresMailboxStore(url))
+            return opened[-1]
+
+    yield open_one
+    for store in opened:
+        with contextlib.suppress(Exception):
+            store.close()

@@ -45,7 +45,7 @@ from sanctorum.common.errors import FileSystemRollbackError
 from sanctorum.common.frames import decode_load, encode_load
 from sanctorum.enclave import runtime as runtime_module
 from sanctorum.host import MailCommand, StoreSealedState
-from sanctorum.web.store import MailboxStore
+from sanctorum.web.store import SqliteMailboxStore
 from tests.test_journal import HeldCall, Keeper
 
 # -- enclaves ---------------------------------------------------------------------------------
@@ -411,7 +411,7 @@ def test_a_store_that_fails_once_leaves_a_journal_the_enclave_can_start_from(
     database locked): the call raises, but the enclave has committed it in memory. The next
     call (which the host may refuse) must not store commit 3 after the hole: after the host
     process restarts, the store's journal must still start the enclave."""
-    store = MailboxStore(tmp_path / "mailbox.sqlite3")
+    store = SqliteMailboxStore(tmp_path / "mailbox.sqlite3")
     failing = [False]
 
     def keep(commands: list[MailCommand]) -> None:
@@ -567,7 +567,7 @@ def test_a_commit_passed_on_while_the_enclave_restarts_is_one_the_new_instance_h
 def _store_journal(directory: Path) -> tuple[Path, dict[str, str]]:
     """A store holding a snapshot and four records (commits 1 to 5)."""
     path = directory / "mailbox.sqlite3"
-    store = MailboxStore(path)
+    store = SqliteMailboxStore(path)
     host = EnclaveHost.load(Ledger).start(on_mail_commands=store.apply)
     for key in "abcde":
         host.call_enclave(f"set {key} {key.upper()}".encode())
@@ -607,11 +607,11 @@ def test_a_journal_the_host_altered_in_sqlite_is_refused(tmp_path: Path, how: st
         for statement in _TAMPERING[how]:
             connection.execute(statement)
     connection.close()
-    store = MailboxStore(path)
+    store = SqliteMailboxStore(path)
     with pytest.raises(SealedStateJournalError):
         EnclaveHost.load(Ledger).start(sealed_state=store.sealed_state())
     store.close()
-    store = MailboxStore(honest)
+    store = SqliteMailboxStore(honest)
     assert _dump(EnclaveHost.load(Ledger).start(sealed_state=store.sealed_state())) == content
     store.close()
 
@@ -624,7 +624,7 @@ def test_a_cleared_snapshot_flag_is_losing_the_state(tmp_path: Path) -> None:
     with sqlite3.connect(path) as connection:
         connection.execute("UPDATE sealed_journal SET snapshot = 0")
     connection.close()
-    store = MailboxStore(path)
+    store = SqliteMailboxStore(path)
     assert store.sealed_state() is None
     store.close()
 

@@ -319,6 +319,13 @@ def host(
         float,
         typer.Option(help="Seconds to keep asking an unreachable KDS (with backoff)."),
     ] = 30.0,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the mailbox and sealed state in this PostgreSQL database "
+            "(postgresql://USER@HOST/DB) instead of the state dir's SQLite file."
+        ),
+    ] = None,
 ) -> None:
     """Serve an enclave over HTTP: attestation, mail delivery and polling (see docs/web.md).
 
@@ -345,7 +352,9 @@ def host(
 
         enclave, enclave_mode = choose_enclave(bundle, mock, mode)
         kds = None if kds_url is None else KdsConfiguration(kds_url, kds_timeout)
-        service = EnclaveService(enclave, enclave_mode, state_dir, pccs_url=pccs_url, kds=kds)
+        service = EnclaveService(
+            enclave, enclave_mode, state_dir, pccs_url=pccs_url, kds=kds, database=database
+        )
     except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None
     try:

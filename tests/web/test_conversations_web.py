@@ -315,15 +315,15 @@ def test_a_hostile_error_body_cannot_crash_the_client() -> None:
 
 def test_a_store_restored_from_an_older_copy_hands_out_new_ids(tmp_path: Path) -> None:
     from sanctorum.common.commands import PostMail
-    from sanctorum.web.store import MailboxStore
+    from sanctorum.web.store import SqliteMailboxStore
 
-    store = MailboxStore(tmp_path / "live" / "mailbox.sqlite3")
+    store = SqliteMailboxStore(tmp_path / "live" / "mailbox.sqlite3")
     store.apply([PostMail(b"one", "c")])
     store.close()
     shutil.copytree(tmp_path / "live", tmp_path / "copy")
     seen = []
     for directory in ("live", "copy"):  # the newer timeline, then a restored older copy
-        again = MailboxStore(tmp_path / directory / "mailbox.sqlite3")
+        again = SqliteMailboxStore(tmp_path / directory / "mailbox.sqlite3")
         again.apply([PostMail(b"two", "c")])
         first = again.next_mail("c", None)
         assert first is not None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from sanctorum import (
     EnclaveClient,
@@ -62,7 +63,9 @@ def test_twenty_concurrent_clients_get_every_reply_once_in_order(web_host: Start
         assert results[number] == [f"CLIENT {number} MAIL {i}".encode() for i in range(100)]
 
 
-def _start_host(bundle: Path, state: Path, port: int) -> subprocess.Popen[bytes]:
+def _start_host(
+    bundle: Path, state: Path, port: int, database: str | None = None
+) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [
             sys.executable,
@@ -74,6 +77,7 @@ def _start_host(bundle: Path, state: Path, port: int) -> subprocess.Popen[bytes]
             str(state),
             "--port",
             str(port),
+            *(["--database", database] if database else []),
         ],
         stdout=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the kill takes the enclave too
@@ -90,11 +94,18 @@ def _start_host(bundle: Path, state: Path, port: int) -> subprocess.Popen[bytes]
 
 
 def test_sigkilled_host_loses_no_acknowledged_reply_and_duplicates_none(
-    bundle_for: Callable[[str], Path], tmp_path: Path
+    bundle_for: Callable[[str], Path],
+    tmp_path: Path,
+    store_engine: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    """In both engines: the state dir's SQLite file, or a real PostgreSQL database."""
     bundle, state, port = bundle_for("Recorder"), tmp_path / "state", free_port()
+    database = None
+    if store_engine == "postgres":
+        database = request.getfixturevalue("postgres_server").new_database()
     url = f"http://127.0.0.1:{port}"
-    host = _start_host(bundle, state, port)
+    host = _start_host(bundle, state, port, database)
     delivered: dict[int, set[str]] = {}  # mails whose delivery got a 200
     received: dict[int, list[str]] = {}
     failures: list[BaseException] = []
@@ -126,7 +137,7 @@ def test_sigkilled_host_loses_no_acknowledged_reply_and_duplicates_none(
         sent.acquire(timeout=30)
     os.killpg(host.pid, signal.SIGKILL)
     host.wait()
-    host = _start_host(bundle, state, port)
+    host = _start_host(bundle, state, port, database)
     try:
         for thread in threads:
             thread.join(timeout=300)

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from sanctorum import Enclave, EnclaveHost
-from sanctorum.web.store import MailboxStore
+from sanctorum.web.postgres_store import PostgresMailboxStore
+from sanctorum.web.store import MailboxStore, SqliteMailboxStore
 
 COMMITS = 12
 _CHILD = textwrap.dedent(
@@ -29,24 +30,36 @@ _CHILD = textwrap.dedent(
     from pathlib import Path
     from sanctorum.enclave import runtime
     from sanctorum.host import EnclaveHost
-    from sanctorum.web.store import MailboxStore
+    from sanctorum.web.postgres_store import PostgresMailboxStore
+    from sanctorum.web.store import SqliteMailboxStore
     from tests.web.test_store_crashes import Tally
 
     runtime._MIN_JOURNAL_BYTES = 3000  # a snapshot every three or four commits
-    store = MailboxStore(Path(sys.argv[1]))
+    engine, location = sys.argv[1], sys.argv[2]
+    kill_at, commits = int(sys.argv[3]), int(sys.argv[4])
     statements = itertools.count(1)
-    kill_at = int(sys.argv[2])
 
-    def trace(statement: str) -> None:
+    def trace(*_: object) -> None:
         if next(statements) == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    store._connection.set_trace_callback(trace)
+    if engine == "sqlite":
+        store = SqliteMailboxStore(Path(location))
+        store._connection.set_trace_callback(trace)
+    else:
+        store = PostgresMailboxStore(location)
+        execute = store.execute
+
+        def traced(cursor, statement, parameters=()):
+            trace()
+            execute(cursor, statement, parameters)
+
+        store.execute = traced
     host = EnclaveHost.load(Tally).start(
         sealed_state=store.sealed_state(),
         on_mail_commands=lambda commands: store.apply(commands, (b"key", b"attestation")),
     )
-    for index in range(int(sys.argv[3])):
+    for index in range(commits):
         host.call_enclave(str(index).encode())
         print(index, flush=True)  # this commit's call returned: the store has it
     """
@@ -71,10 +84,10 @@ def _model(commits: int) -> dict[str, str]:
     return {f"k{index % 3}": str(index) for index in range(commits)}
 
 
-def _run(path: Path, kill_at: int, commits: int) -> tuple[int, int]:
+def _run(engine: str, location: str, kill_at: int, commits: int) -> tuple[int, int]:
     """Run the child until it is killed; (calls that returned, its exit status)."""
     child = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), str(kill_at), str(commits)],
+        [sys.executable, "-c", _CHILD, engine, location, str(kill_at), str(commits)],
         capture_output=True,
         text=True,
         cwd=Path(__file__).parents[2],
@@ -85,17 +98,29 @@ def _run(path: Path, kill_at: int, commits: int) -> tuple[int, int]:
     return len(child.stdout.split()), child.returncode
 
 
-def test_every_kill_point_leaves_the_last_accepted_commit(tmp_path: Path) -> None:
+def test_every_kill_point_leaves_the_last_accepted_commit(
+    store_engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     killed = 0
-    for kill_at in range(1, 200):
-        path = tmp_path / f"kill-{kill_at}.sqlite3"
-        returned, status = _run(path, kill_at, COMMITS)
+    for kill_at in range(1, 300):
+        if store_engine == "sqlite":
+            location = str(tmp_path / f"kill-{kill_at}.sqlite3")
+
+            def reopen(location: str = location) -> MailboxStore:
+                return SqliteMailboxStore(Path(location))
+        else:
+            location = request.getfixturevalue("postgres_server").new_database()
+
+            def reopen(location: str = location) -> MailboxStore:
+                return PostgresMailboxStore(location)
+
+        returned, status = _run(store_engine, location, kill_at, COMMITS)
         if status == 0:  # every statement ran: the kill points are exhausted
             assert returned == COMMITS
             break
         assert status == -signal.SIGKILL
         killed += 1
-        store = MailboxStore(path)
+        store = reopen()
         host = EnclaveHost.load(Tally).start(
             sealed_state=store.sealed_state(), on_mail_commands=store.apply
         )

@@ -28,7 +28,7 @@ from sanctorum.host.importing import EnclaveClass, import_enclave_class
 from sanctorum.host.kds import KdsConfiguration
 from sanctorum.host.mock_settings import mock_settings
 from sanctorum.web.logs import log_event
-from sanctorum.web.store import MailboxStore
+from sanctorum.web.store import MailboxStore, SqliteMailboxStore
 
 _T = TypeVar("_T")
 _REMIND_EVERY = 300.0  # seconds: how often a restart that keeps failing the same way is logged
@@ -42,7 +42,10 @@ class EnclaveService:
     ``enclave`` is a ``.enclave`` bundle, or an :class:`Enclave` subclass (mock mode). The
     enclave's lifecycle is logged to the ``sanctorum.web`` logger (:mod:`sanctorum.web.logs`).
     ``host_callback`` answers the enclave's ``call_untrusted_host`` while it handles mail (it
-    runs on a delivery thread, for each delivery that calls it).
+    runs on a delivery thread, for each delivery that calls it). ``database`` (a
+    ``postgresql://`` URL) keeps the mailbox and the sealed state in PostgreSQL instead of the
+    state dir's SQLite file (:mod:`sanctorum.web.postgres_store`); the state dir still holds the
+    host's lock and the enclave's filesystem file.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class EnclaveService:
         pccs_url: str | None = None,
         kds: KdsConfiguration | None = None,
         host_callback: HostCallback | None = None,
+        database: str | None = None,
     ) -> None:
         self.mode = mode
         self._host_callback = host_callback
@@ -68,7 +72,13 @@ class EnclaveService:
         self._state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = lock_state_dir(state_dir)
-        self.store = MailboxStore(state_dir / "mailbox.sqlite3")
+        self.store: MailboxStore
+        if database is None:
+            self.store = SqliteMailboxStore(state_dir / "mailbox.sqlite3")
+        else:
+            from sanctorum.web.postgres_store import PostgresMailboxStore
+
+            self.store = PostgresMailboxStore(database)
         self._filesystem_file = state_dir / "filesystem.bin" if filesystem_size else None
         self._host = EnclaveHost.load(
             enclave, mode=mode, pccs_url=pccs_url, progress=self._progress

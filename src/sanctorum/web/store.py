@@ -1,9 +1,14 @@
-"""The web host's durable mailbox: replies and sealed state in SQLite, one transaction per call.
+"""The web host's durable mailbox: replies and sealed state, one transaction per call.
 
 Replies stay until the client acknowledges them (by the id of the last mail it opened), so a
 reply is neither lost when the host or the client dies, nor delivered twice. The sealed state
 is a table of the latest snapshot and the journal records after it, one row per commit: a
 commit appends a row (a snapshot deletes the rows before it), never rewrites the whole state.
+
+Two engines keep that contract: :class:`SqliteMailboxStore`, embedded in the state dir (the
+default), and :class:`~sanctorum.web.postgres_store.PostgresMailboxStore`, a PostgreSQL
+database. What a call's commands do to the tables is decided once, in :func:`apply_commands`;
+each engine only says how its SQL does it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from sanctorum.common.commands import MailCommand, PostMail, StoreSealedState
 from sanctorum.common.errors import EnclaveStateError
@@ -36,8 +42,127 @@ CREATE TABLE IF NOT EXISTS sealed_journal (
 """
 
 
-class MailboxStore:
-    """Thread-safe; every method is one SQLite transaction."""
+class MailboxStore(Protocol):
+    """What the web host keeps durably. Thread-safe; every method is one transaction."""
+
+    high_water: int
+    """The largest mail id handed out so far."""
+
+    def apply(
+        self, commands: Iterable[MailCommand], instance: tuple[bytes, bytes] | None = None
+    ) -> None:
+        """Store one call's mail commands atomically (the ``on_mail_commands`` callback), with
+        ``instance`` = (encryption key, serialized attestation) of the instance that made them,
+        so clients can still verify its mail after it was replaced."""
+        ...
+
+    def attestation_of(self, encryption_key: bytes) -> bytes | None:
+        """The attestation of an instance whose mail was stored here, by its encryption key."""
+        ...
+
+    def next_mail(
+        self, routing_hint: str, acknowledged: int | None, bound: int | None = None
+    ) -> tuple[int, bytes] | None:
+        """Drop the mail of ``routing_hint`` up to ``acknowledged``, the last one its reader
+        opened; the oldest mail left. The acknowledgement is honoured only while that mail is
+        still here (a store restored from an older copy hands out lower ids again, and they
+        must not drop mail the reader has not seen), and only if it is at most ``bound``: the
+        high-water mark before the delivery it came with, so it never names that delivery's
+        mail."""
+        ...
+
+    def sealed_state(self) -> tuple[bytes, ...] | None:
+        """The latest snapshot and the journal records after it, for ``EnclaveHost.start``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Transaction(Protocol):
+    """One engine's SQL for the steps of :func:`apply_commands`, inside one transaction."""
+
+    def record_instance(self, encryption_key: bytes, attestation: bytes) -> None: ...
+
+    def insert_mail(self, routing_hint: str | None, mail: bytes) -> int:
+        """The new mail's id."""
+        ...
+
+    def drop_journal(self, from_commit: int, everything: bool) -> None:
+        """Delete the journal rows from ``from_commit`` on, or all of them."""
+        ...
+
+    def last_commit(self) -> int | None: ...
+
+    def insert_commit(self, commit_number: int, snapshot: bool, blob: bytes) -> None: ...
+
+
+def apply_commands(
+    transaction: Transaction,
+    commands: Iterable[MailCommand],
+    instance: tuple[bytes, bytes] | None,
+    recorded_instance: bytes | None,
+    high_water: int,
+) -> int:
+    """Apply one call's commands in ``transaction``; the new high-water mark. Raises
+    :class:`EnclaveStateError` (and the caller rolls back) for a journal record that does not
+    follow the last commit stored."""
+    if instance is not None and instance[0] != recorded_instance:
+        transaction.record_instance(*instance)
+    for command in commands:
+        if isinstance(command, PostMail):
+            high_water = transaction.insert_mail(command.routing_hint, command.mail)
+        elif isinstance(command, StoreSealedState):
+            # EnclaveHost passes commits on in order. A snapshot replaces every row; rows from
+            # this commit on belong to a chain the enclave left (it resumed from an older
+            # commit) and go too.
+            transaction.drop_journal(command.commit_number, command.snapshot)
+            if not command.snapshot:
+                last = transaction.last_commit()
+                if last != command.commit_number - 1:
+                    raise EnclaveStateError(
+                        f"journal record {command.commit_number} does not follow the last "
+                        f"commit stored ({last}): a commit was not stored, and the enclave "
+                        "would refuse this journal; restart the enclave from what is stored"
+                    )
+            transaction.insert_commit(command.commit_number, command.snapshot, command.blob)
+    return high_water
+
+
+class _SqliteTransaction:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def record_instance(self, encryption_key: bytes, attestation: bytes) -> None:
+        self._cursor.execute(
+            "INSERT OR REPLACE INTO instances (encryption_key, attestation) VALUES (?, ?)",
+            (encryption_key, attestation),
+        )
+
+    def insert_mail(self, routing_hint: str | None, mail: bytes) -> int:
+        self._cursor.execute(
+            "INSERT INTO mailbox (routing_hint, mail) VALUES (?, ?)", (routing_hint, mail)
+        )
+        return int(self._cursor.lastrowid or 0)
+
+    def drop_journal(self, from_commit: int, everything: bool) -> None:
+        self._cursor.execute(
+            "DELETE FROM sealed_journal WHERE commit_number >= ? OR ?", (from_commit, everything)
+        )
+
+    def last_commit(self) -> int | None:
+        (last,) = self._cursor.execute("SELECT max(commit_number) FROM sealed_journal").fetchone()
+        return None if last is None else int(last)
+
+    def insert_commit(self, commit_number: int, snapshot: bool, blob: bytes) -> None:
+        self._cursor.execute(
+            "INSERT INTO sealed_journal (commit_number, snapshot, blob) VALUES (?, ?, ?)",
+            (commit_number, snapshot, blob),
+        )
+
+
+class SqliteMailboxStore:
+    """The embedded engine: a SQLite file in the state dir. Thread-safe; every method is one
+    SQLite transaction."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,51 +216,18 @@ class MailboxStore:
     def apply(
         self, commands: Iterable[MailCommand], instance: tuple[bytes, bytes] | None = None
     ) -> None:
-        """Store one call's mail commands atomically (the ``on_mail_commands`` callback), with
-        ``instance`` = (encryption key, serialized attestation) of the instance that made them,
-        so clients can still verify its mail after it was replaced."""
+        """See :meth:`MailboxStore.apply`."""
         with self._lock:
             cursor = self._connection.cursor()
             cursor.execute("BEGIN IMMEDIATE")
-            high_water = self.high_water
             try:
-                if instance is not None and instance[0] != self._recorded_instance:
-                    cursor.execute(
-                        "INSERT OR REPLACE INTO instances (encryption_key, attestation) "
-                        "VALUES (?, ?)",
-                        instance,
-                    )
-                for command in commands:
-                    if isinstance(command, PostMail):
-                        cursor.execute(
-                            "INSERT INTO mailbox (routing_hint, mail) VALUES (?, ?)",
-                            (command.routing_hint, command.mail),
-                        )
-                        high_water = cursor.lastrowid or high_water
-                    elif isinstance(command, StoreSealedState):
-                        # EnclaveHost passes commits on in order. A snapshot replaces every
-                        # row; rows from this commit on belong to a chain the enclave left
-                        # (it resumed from an older commit) and go too.
-                        cursor.execute(
-                            "DELETE FROM sealed_journal WHERE commit_number >= ? OR ?",
-                            (command.commit_number, command.snapshot),
-                        )
-                        if not command.snapshot:
-                            (last,) = cursor.execute(
-                                "SELECT max(commit_number) FROM sealed_journal"
-                            ).fetchone()
-                            if last != command.commit_number - 1:
-                                raise EnclaveStateError(
-                                    f"journal record {command.commit_number} does not follow "
-                                    f"the last commit stored ({last}): a commit was not stored, "
-                                    "and the enclave would refuse this journal; restart the "
-                                    "enclave from what is stored"
-                                )
-                        cursor.execute(
-                            "INSERT INTO sealed_journal (commit_number, snapshot, blob) "
-                            "VALUES (?, ?, ?)",
-                            (command.commit_number, command.snapshot, command.blob),
-                        )
+                high_water = apply_commands(
+                    _SqliteTransaction(cursor),
+                    commands,
+                    instance,
+                    self._recorded_instance,
+                    self.high_water,
+                )
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
@@ -145,7 +237,7 @@ class MailboxStore:
                 self._recorded_instance = instance[0]
 
     def attestation_of(self, encryption_key: bytes) -> bytes | None:
-        """The attestation of an instance whose mail was stored here, by its encryption key."""
+        """See :meth:`MailboxStore.attestation_of`."""
         with self._lock:
             row = self._connection.execute(
                 "SELECT attestation FROM instances WHERE encryption_key = ?", (encryption_key,)
@@ -155,12 +247,7 @@ class MailboxStore:
     def next_mail(
         self, routing_hint: str, acknowledged: int | None, bound: int | None = None
     ) -> tuple[int, bytes] | None:
-        """Drop the mail of ``routing_hint`` up to ``acknowledged``, the last one its reader
-        opened; the oldest mail left. The acknowledgement is honoured only while that mail is
-        still here (a store restored from an older copy hands out lower ids again, and they
-        must not drop mail the reader has not seen), and only if it is at most ``bound``: the
-        high-water mark before the delivery it came with, so it never names that delivery's
-        mail."""
+        """See :meth:`MailboxStore.next_mail`."""
         with self._lock:
             cursor = self._connection.cursor()
             cursor.execute("BEGIN IMMEDIATE")
@@ -182,7 +269,7 @@ class MailboxStore:
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     def sealed_state(self) -> tuple[bytes, ...] | None:
-        """The latest snapshot and the journal records after it, for ``EnclaveHost.start``."""
+        """See :meth:`MailboxStore.sealed_state`."""
         with self._lock:
             rows = self._connection.execute(
                 "SELECT blob FROM sealed_journal WHERE commit_number >= "
