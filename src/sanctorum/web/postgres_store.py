@@ -51,6 +51,28 @@ _SCHEMA = [
 ]
 
 
+_FETCH = "SELECT id, mail FROM mailbox WHERE routing_hint = %s ORDER BY id LIMIT 1"
+# Drop what the reader acknowledged (only while that very mail is still here), and fetch the
+# oldest mail left. The SELECT sees the table as it was before the DELETE, so it skips what
+# the DELETE dropped: every id up to the acknowledged one.
+_ACKNOWLEDGE_AND_FETCH = """
+WITH reader AS (SELECT %s::text AS hint, %s::bigint AS acknowledged),
+dropped AS (
+    DELETE FROM mailbox USING reader
+    WHERE routing_hint = reader.hint AND id <= reader.acknowledged
+    AND EXISTS (
+        SELECT 1 FROM mailbox kept WHERE kept.routing_hint = reader.hint
+        AND kept.id = reader.acknowledged
+    )
+    RETURNING id
+)
+SELECT id, mail FROM mailbox, reader
+WHERE routing_hint = reader.hint
+AND (NOT EXISTS (SELECT 1 FROM dropped) OR id > reader.acknowledged)
+ORDER BY id LIMIT 1
+"""
+
+
 class _PostgresTransaction:
     def __init__(self, store: PostgresMailboxStore, cursor: Any) -> None:
         self._store = store
@@ -102,6 +124,7 @@ class PostgresMailboxStore:
         import psycopg  # only hosts with --database need the driver
 
         self._lock = threading.Lock()
+        self._reader_lock = threading.Lock()
         try:
             self._connection = psycopg.connect(url, autocommit=True)
         except psycopg.Error as error:
@@ -112,6 +135,13 @@ class PostgresMailboxStore:
             self._take_host_lock(url, wait_for_lock)
             self._migrate()
             self.high_water: int = self._jump_ids()
+            # Polls and attestation lookups go on a connection of their own, so they never
+            # wait behind a commit. Dropping what a reader has opened need not wait for the
+            # disk: lost in a crash of the server, it is handed out again, and the reader's
+            # client already refuses a mail it has opened (SQLite's synchronous=NORMAL gives
+            # no more).
+            self._reader = psycopg.connect(url, autocommit=True)
+            self._reader.execute("SET synchronous_commit TO OFF")
         except BaseException:
             self._connection.close()
             raise
@@ -195,7 +225,9 @@ class PostgresMailboxStore:
     ) -> None:
         """See :meth:`MailboxStore.apply <sanctorum.web.store.MailboxStore.apply>`."""
         with self._lock:
-            with self._transaction() as cursor:
+            # Pipelined: statements go out without waiting for each answer, so a call's
+            # transaction costs a round trip per result it reads, not one per statement.
+            with self._connection.pipeline(), self._transaction() as cursor:
                 high_water = apply_commands(
                     _PostgresTransaction(self, cursor),
                     commands,
@@ -209,7 +241,7 @@ class PostgresMailboxStore:
 
     def attestation_of(self, encryption_key: bytes) -> bytes | None:
         """See :meth:`MailboxStore.attestation_of <sanctorum.web.store.MailboxStore>`."""
-        with self._lock, self._connection.cursor() as cursor:
+        with self._reader_lock, self._reader.cursor() as cursor:
             self.execute(
                 cursor,
                 "SELECT attestation FROM instances WHERE encryption_key = %s",
@@ -221,25 +253,15 @@ class PostgresMailboxStore:
     def next_mail(
         self, routing_hint: str, acknowledged: int | None, bound: int | None = None
     ) -> tuple[int, bytes] | None:
-        """See :meth:`MailboxStore.next_mail <sanctorum.web.store.MailboxStore.next_mail>`."""
-        with self._lock, self._transaction() as cursor:
+        """See :meth:`MailboxStore.next_mail <sanctorum.web.store.MailboxStore.next_mail>`.
+
+        One statement, so one round trip, on the reader's connection (the web host polls on
+        its event loop)."""
+        with self._reader_lock, self._reader.cursor() as cursor:
             if acknowledged is not None and (bound is None or acknowledged <= bound):
-                # Dropping what a reader has opened need not wait for the disk: lost in a
-                # crash of the server, it is handed out again, and the reader's client already
-                # refuses a mail it has opened (SQLite's synchronous=NORMAL gives the same).
-                self.execute(cursor, "SET LOCAL synchronous_commit TO OFF")
-                self.execute(
-                    cursor,
-                    "DELETE FROM mailbox WHERE routing_hint = %(hint)s AND id <= %(ack)s AND "
-                    "EXISTS (SELECT 1 FROM mailbox WHERE routing_hint = %(hint)s "
-                    "AND id = %(ack)s)",
-                    {"hint": routing_hint, "ack": acknowledged},
-                )
-            self.execute(
-                cursor,
-                "SELECT id, mail FROM mailbox WHERE routing_hint = %s ORDER BY id LIMIT 1",
-                (routing_hint,),
-            )
+                self.execute(cursor, _ACKNOWLEDGE_AND_FETCH, (routing_hint, acknowledged))
+            else:
+                self.execute(cursor, _FETCH, (routing_hint,))
             row = cursor.fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
@@ -256,7 +278,8 @@ class PostgresMailboxStore:
         return tuple(bytes(row[0]) for row in rows) or None
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._reader_lock:
+            self._reader.close()
             self._connection.close()  # the server releases the host lock with the session
 
 
