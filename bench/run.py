@@ -15,6 +15,7 @@ import dcap_bench
 import kds_bench
 import mail_bench
 import native_bench
+import postgres_bench
 import persistence_bench
 import web_bench
 import web_map_bench
@@ -47,6 +48,8 @@ def main() -> int:
     results.append(_recorded(web_bench.report()))
     print()
     results.append(_recorded(web_map_bench.report()))
+    print()
+    results.append(_recorded(postgres_bench.report()))
     print()
     results.append(_recorded(dcap_bench.report()))
     print()
