@@ -15,8 +15,8 @@ import dcap_bench
 import kds_bench
 import mail_bench
 import native_bench
-import postgres_bench
 import persistence_bench
+import postgres_bench
 import web_bench
 import web_map_bench
 from results import Figure, Report, summary, write_results
