@@ -225,3 +225,11 @@ def test_an_unreachable_database_is_named_without_its_password() -> None:
         PostgresMailboxStore("postgresql://someone:hunter2@127.0.0.1:1/nowhere?connect_timeout=2")
     assert "hunter2" not in str(caught.value)
     assert "someone:***@127.0.0.1:1" in str(caught.value)
+
+
+def test_without_the_driver_the_database_option_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed
+    with pytest.raises(EnclaveStateError, match=r"\[postgres\] extra .* pip install"):
+        PostgresMailboxStore("postgresql://127.0.0.1:1/x")

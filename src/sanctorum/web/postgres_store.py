@@ -121,7 +121,14 @@ class PostgresMailboxStore:
     of a host that just died goes when the server notices its connection closed."""
 
     def __init__(self, url: str, *, wait_for_lock: float = 5.0) -> None:
-        import psycopg  # only hosts with --database need the driver
+        try:
+            import psycopg  # only hosts with --database need the driver
+        except ImportError:
+            raise EnclaveStateError(
+                "a PostgreSQL database needs Sanctorum's [postgres] extra (the psycopg driver): "
+                "pip install 'sanctorum[postgres]', or leave out --database to keep the "
+                "mailbox in the state dir"
+            ) from None
 
         self._lock = threading.Lock()
         self._reader_lock = threading.Lock()
