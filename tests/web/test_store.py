@@ -224,7 +224,7 @@ def test_an_unreachable_database_is_named_without_its_password() -> None:
     with pytest.raises(EnclaveStateError, match=r"cannot connect to the database") as caught:
         PostgresMailboxStore("postgresql://someone:hunter2@127.0.0.1:1/nowhere?connect_timeout=2")
     assert "hunter2" not in str(caught.value)
-    assert "someone:***@127.0.0.1:1" in str(caught.value)
+    assert "user=someone" in str(caught.value)
 
 
 def test_without_the_driver_the_database_option_says_what_to_install(

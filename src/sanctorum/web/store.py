@@ -110,7 +110,20 @@ def apply_commands(
         transaction.record_instance(*instance)
     for command in commands:
         if isinstance(command, PostMail):
-            high_water = transaction.insert_mail(command.routing_hint, command.mail)
+            if command.routing_hint is not None and "\0" in command.routing_hint:
+                raise EnclaveStateError(
+                    "the enclave posted mail with a routing hint that holds a NUL byte, which "
+                    "no reader can name (nor PostgreSQL store): the call's commands were not "
+                    "stored; fix the enclave's routing hints"
+                )
+            mail_id = transaction.insert_mail(command.routing_hint, command.mail)
+            if mail_id <= high_water:
+                raise EnclaveStateError(
+                    f"the store gave a new mail the id {mail_id}, not above the {high_water} "
+                    "already handed out: its id sequence was set back, and an acknowledgement "
+                    "could drop mail its reader never saw. Restore the store from a backup"
+                )
+            high_water = mail_id
         elif isinstance(command, StoreSealedState):
             # EnclaveHost passes commits on in order. A snapshot replaces every row; rows from
             # this commit on belong to a chain the enclave left (it resumed from an older
