@@ -354,7 +354,7 @@ _HOSTILE_ROWS: dict[str, tuple[list[str], Callable[[MailboxStore], object]]] = {
 
 
 @pytest.mark.parametrize("attack", list(_HOSTILE_ROWS))
-def test_hostile_rows_give_bytes_or_a_clean_error(postgres: _Engine, attack: str) -> None:
+def test_hostile_rows_give_a_clean_error(postgres: _Engine, attack: str) -> None:
     statements, read = _HOSTILE_ROWS[attack]
     store = postgres.open()
     for statement in statements:
@@ -703,7 +703,7 @@ def test_hosts_on_two_databases_of_one_server_do_not_block_each_other(
     PostgresMailboxStore(postgres_server.new_database(), wait_for_lock=0).close()
 
 
-def test_a_host_that_lost_its_lock_stops_serving_the_database(postgres: _Engine) -> None:
+def test_a_host_that_lost_one_connection_keeps_a_second_host_out(postgres: _Engine) -> None:
     """The connection holding host A's advisory lock is killed; the lock goes with it and
     host B starts. A's other (reader) connection is still up: A must not go on handing out
     and dropping the mail of the database B now serves."""
