@@ -1,9 +1,10 @@
 """The web host's HTTP API (FastAPI): attestation, mail delivery, polling, health.
 
 Deliveries wait for the enclave on a few threads of their own (:class:`EnclaveCalls`), so a
-slow enclave never blocks the event loop; polls and attestations touch only the store and run on
-the event loop. Well-formed mail requests skip FastAPI's routing and validation
-(:class:`_MailFastPath`); FastAPI describes the API and answers everything else.
+slow enclave never blocks the event loop; polls touch only the store and run on the event loop,
+or on those threads when the store is a database server (a round trip away). Well-formed mail
+requests skip FastAPI's routing and validation (:class:`_MailFastPath`); FastAPI describes the
+API and answers everything else.
 
 Errors are JSON ``{"error": "MAIL_DECRYPTION" | "MAIL_REPLAY" | "MAIL_GAP" |
 "ENCLAVE_EXCEPTION" | "BAD_REQUEST", "message": ...}`` with status 400 (``message`` is null in
@@ -287,9 +288,17 @@ class _Mailroom:
             return self.failure(problem)
         return _answer(result)
 
-    def poll(self, correlation_id: str, acknowledge: int | None) -> Response:
+    async def read(self, function: Callable[..., _T], *arguments: object) -> _T:
+        """Run a read of the store: on the event loop for SQLite, which answers in
+        microseconds (less than a thread hop), on the call threads for a database server, a
+        round trip away, so that a slow answer never stalls the other requests."""
+        if self.service.store.remote:
+            return await self._calls.run(function, *arguments)
+        return function(*arguments)
+
+    async def poll(self, correlation_id: str, acknowledge: int | None) -> Response:
         try:
-            result = self.service.poll(correlation_id, acknowledge)
+            result = await self.read(self.service.poll, correlation_id, acknowledge)
         except SanctorumError as problem:
             return self.failure(problem)
         return _answer(result)
@@ -325,7 +334,7 @@ class _MailFastPath:
                 if path == _DELIVER:
                     response = await self.mailroom.deliver(Request(scope, receive), *headers)
                 else:
-                    response = self.mailroom.poll(*headers)
+                    response = await self.mailroom.poll(*headers)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -391,7 +400,7 @@ def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SI
         mail it queued before a restart can still be verified."""
         key = bytes.fromhex(instance) if instance is not None else None
         try:
-            data = service.attestation(key)  # no enclave call: short enough for the loop
+            data = await mailroom.read(service.attestation, key)  # no enclave call
         except SanctorumError as problem:
             return mailroom.failure(problem)
         if data is None:
@@ -417,7 +426,7 @@ def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SI
     @app.post(_POLL, response_class=Response, responses=_MAIL_RESPONSES)
     async def poll_mail(correlation_id: CorrelationId, acknowledge: Acknowledge = None) -> Response:
         """The next reply queued for this correlation id, or an empty body."""
-        return mailroom.poll(correlation_id, acknowledge)
+        return await mailroom.poll(correlation_id, acknowledge)
 
     @app.get("/health")
     async def health() -> dict[str, str | int]:

@@ -232,6 +232,7 @@ class PostgresMailboxStore:
         self._writer = _Session(url, _WRITER_LOCK, _WRITER_SETTINGS, "writer")
         self._reader = _Session(url, _READER_LOCK, _READER_SETTINGS, "reader")
         self._recorded_instance: bytes | None = None
+        self.remote = True
         try:
             with self._use(self._writer, wait_for_lock) as connection:
                 self._migrate(connection)

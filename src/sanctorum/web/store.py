@@ -47,6 +47,9 @@ class MailboxStore(Protocol):
 
     high_water: int
     """The largest mail id handed out so far."""
+    remote: bool
+    """Whether a read waits on another machine (a database server): the web host then reads on
+    its worker threads rather than its event loop."""
 
     def apply(
         self, commands: Iterable[MailCommand], instance: tuple[bytes, bytes] | None = None
@@ -190,6 +193,7 @@ class SqliteMailboxStore:
         self._recorded_instance: bytes | None = None
         self.high_water: int = self._jump_ids()
         """The largest mail id handed out so far."""
+        self.remote = False
 
     def _upgrade(self, path: Path) -> None:
         """Move the one sealed blob of a store written before the journal (Sanctorum 0.x's
