@@ -108,7 +108,8 @@ def apply_commands(
 ) -> int:
     """Apply one call's commands in ``transaction``; the new high-water mark. Raises
     :class:`EnclaveStateError` (and the caller rolls back) for a journal record that does not
-    follow the last commit stored."""
+    follow the last commit stored, a routing hint holding NUL, or a new mail id not above the
+    ones handed out."""
     if instance is not None and instance[0] != recorded_instance:
         transaction.record_instance(*instance)
     for command in commands:
