@@ -165,7 +165,7 @@ class _Session:
             connection = psycopg.connect(self._url, **_CONNECT)
         except psycopg.Error as error:
             raise EnclaveStateError(
-                f"cannot connect to the database {redacted(self._url)}: "
+                f"cannot connect to the database {_redacted(self._url)}: "
                 f"{_without_password(str(error), self._url)}".strip()
             ) from None
         try:
@@ -177,7 +177,7 @@ class _Session:
             )[0]:
                 if time.monotonic() >= deadline:
                     raise StateDirInUseError(
-                        f"the database {redacted(self._url)} is in use by another Sanctorum "
+                        f"the database {_redacted(self._url)} is in use by another Sanctorum "
                         "host: two hosts on one database would hand out each other's mail and "
                         "fork the enclave's state. Stop the other host, or give this one its "
                         "own database"
@@ -186,7 +186,7 @@ class _Session:
         except psycopg.Error as error:
             connection.close()
             raise EnclaveStateError(
-                f"the database {redacted(self._url)} refused the host's session: "
+                f"the database {_redacted(self._url)} refused the host's session: "
                 f"{_without_password(str(error), self._url)}"
             ) from None
         except BaseException:
@@ -413,7 +413,7 @@ def _integer(value: object, what: str) -> int:
     return value
 
 
-def redacted(url: str) -> str:
+def _redacted(url: str) -> str:
     """``url`` (a URL or a ``key=value`` string) without its password, for messages."""
     try:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
