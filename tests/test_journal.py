@@ -24,6 +24,7 @@ from sanctorum import (
     SealedStateError,
     SealedStateJournalError,
 )
+from sanctorum.common import Curve25519PrivateKey
 from sanctorum.enclave import runtime as runtime_module
 from sanctorum.host import MailCommand, StoreSealedState
 from tests.test_persistence import _dump
@@ -440,4 +441,35 @@ def test_what_the_host_keeps_stays_within_one_frame(monkeypatch: pytest.MonkeyPa
     assert snapshots >= 2  # without the bound, the records would grow to 64 KiB first
     host.restart()
     assert host.call_enclave(b"get k") == b"99"
+    host.close()
+
+
+def test_mail_of_a_stateless_call_the_host_could_not_store_fails_the_instance() -> None:
+    """Without sealed state too: the instance took the mail whose answers were lost (a resend
+    would be a replay), so later calls say to restart, and restart() gives a fresh instance."""
+    from behaviour_enclave import Recorder
+
+    from sanctorum.host import PostMail
+
+    failing = [OSError(28, "No space left on device")]
+    stored: list[MailCommand] = []
+
+    def store(commands: list[MailCommand]) -> None:
+        if failing:
+            raise failing.pop()
+        stored.extend(commands)
+
+    host = EnclaveHost.load(Recorder).start(on_mail_commands=store)
+    key = Curve25519PrivateKey.generate()
+    office = host.enclave_instance_info.create_post_office(key, "t")
+    first = host.enclave_instance_info.encryption_key
+    with pytest.raises(OSError, match="No space left"):
+        host.deliver_mail(office.encrypt_mail(b"one"), "me")
+    with pytest.raises(EnclaveCrashedError, match=r"answers were lost.*restart\(\)"):
+        host.deliver_mail(office.encrypt_mail(b"two"), "me")
+    host.restart()
+    assert host.enclave_instance_info.encryption_key != first
+    fresh = host.enclave_instance_info.create_post_office(key, "t")
+    host.deliver_mail(fresh.encrypt_mail(b"one again"), "me")
+    assert [type(command) for command in stored] == [PostMail]
     host.close()

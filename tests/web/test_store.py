@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -233,3 +234,65 @@ def test_without_the_driver_the_database_option_says_what_to_install(
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed
     with pytest.raises(EnclaveStateError, match=r"\[postgres\] extra .* pip install"):
         PostgresMailboxStore("postgresql://127.0.0.1:1/x")
+
+
+def test_a_reply_the_store_lost_restarts_the_enclave_and_the_client_goes_on(
+    tmp_path: Path,
+) -> None:
+    """The store fails to keep a stateless enclave's reply (a database that went away): the
+    enclave took the mail, so a resend to the same instance would be a replay. The web host
+    restarts it, and the client reaches the new instance and gets its answer."""
+    from behaviour_enclave import Recorder
+
+    from sanctorum import EnclaveMode
+    from sanctorum.web.service import EnclaveService
+    from tests.web.conftest import serve, web_client
+
+    service = EnclaveService(Recorder, EnclaveMode.MOCK, tmp_path / "state")
+    service.start()
+    host = serve(service)
+    try:
+        client, transport = web_client(host.url)
+        reply = client.send_mail(b"one")
+        assert reply is not None
+        first_instance = service.host.enclave_instance_info.encryption_key
+        apply = service.store.apply
+        failures = [EnclaveStateError("the database went away")]
+
+        def failing_once(*arguments: Any, **keywords: Any) -> None:
+            if failures:
+                raise failures.pop()
+            apply(*arguments, **keywords)
+
+        service.store.apply = failing_once  # type: ignore[method-assign]
+        reply = client.send_mail(b"two")  # 503, the restart, then the new instance
+        assert reply is not None
+        assert reply.body == b"TWO"
+        assert failures == []
+        assert service.host.enclave_instance_info.encryption_key != first_instance
+        transport.close()
+    finally:
+        host.stop()
+
+
+def test_the_host_logs_which_store_it_uses_without_the_password(
+    postgres_server: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from behaviour_enclave import Recorder
+
+    from sanctorum import EnclaveMode
+    from sanctorum.web.service import EnclaveService
+
+    url = postgres_server.new_database().replace("postgres@", "postgres:hunter2@")
+    with caplog.at_level("INFO", logger="sanctorum.web"):
+        EnclaveService(Recorder, EnclaveMode.MOCK, tmp_path / "a", database=url).close()
+        EnclaveService(Recorder, EnclaveMode.MOCK, tmp_path / "b").close()
+    opened = [r.getMessage() for r in caplog.records if getattr(r, "event", "") == "store_opened"]
+    assert len(opened) == 2
+    assert "PostgreSQL database" in opened[0]
+    assert f"port={postgres_server.port}" in opened[0]
+    assert "hunter2" not in opened[0]
+    assert (
+        opened[1]
+        == f"mailbox and sealed state in the SQLite file {tmp_path / 'b' / 'mailbox.sqlite3'}"
+    )

@@ -480,7 +480,21 @@ class EnclaveHost:
         stored = next((c for c in commands if isinstance(c, StoreSealedState)), None)
         if stored is None:
             if commands and self._on_mail_commands is not None:
-                self._on_mail_commands(commands)
+                try:
+                    self._on_mail_commands(commands)
+                except BaseException as error:
+                    # The instance took the mail these answer (its sequence numbers moved on),
+                    # but the answers are lost: a resend would be refused as a replay, so the
+                    # instance is done, and a new one makes its senders start afresh.
+                    with self._commit_order:
+                        self._failure = (
+                            "the mail the enclave posted could not be stored (on_mail_commands "
+                            f"raised {type(error).__name__}: {error}), so its answers were "
+                            "lost: call restart() for an instance that its senders can reach "
+                            "again"
+                        )
+                        self._state = _State.FAILED
+                    raise
             return
         with self._commit_order:
             deadline = time.monotonic() + _COMMIT_WAIT

@@ -233,6 +233,8 @@ class PostgresMailboxStore:
         self._reader = _Session(url, _READER_LOCK, _READER_SETTINGS, "reader")
         self._recorded_instance: bytes | None = None
         self.remote = True
+        self._started = False
+        self.description = f"PostgreSQL database {_redacted(url)}"
         try:
             with self._use(self._writer, wait_for_lock) as connection:
                 self._migrate(connection)
@@ -242,6 +244,7 @@ class PostgresMailboxStore:
         except BaseException:
             self.close()
             raise
+        self._started = True
 
     @property
     def _connection(self) -> Any:
@@ -269,10 +272,14 @@ class PostgresMailboxStore:
                 yield connection
             except psycopg.Error as error:
                 session.fail()
+                then = (
+                    "the host tries again at the next request"
+                    if self._started
+                    else ("the host did not start")
+                )
                 raise EnclaveStateError(
                     f"the database failed ({session.what} connection): "
-                    f"{type(error).__name__}: {_without_password(str(error), '')}; the host "
-                    "tries again at the next request"
+                    f"{type(error).__name__}: {_without_password(str(error), '')}; {then}"
                 ) from None
             except BaseException:
                 session.fail()
@@ -420,7 +427,10 @@ def _redacted(url: str) -> str:
 
         parts = conninfo_to_dict(url)
     except Exception:
-        return "(a connection string that does not parse)"
+        return (
+            "(a value that is neither a postgresql://USER@HOST:PORT/DB URL nor a libpq "
+            "key=value string; percent-encode @ : / % in a URL's user name or password)"
+        )
     parts.pop("password", None)
     return make_conninfo("", **{key: value for key, value in parts.items() if value is not None})
 
@@ -431,8 +441,8 @@ def _without_password(message: str, url: str) -> str:
         from psycopg.conninfo import conninfo_to_dict
 
         password = conninfo_to_dict(url).get("password")
-    except Exception:  # unparsable: libpq's message says so without the password
-        return "the connection string does not parse"
+    except Exception:  # unparsable: the message names the value's form, never the value
+        return "it does not parse"
     if password:
         message = message.replace(str(password), "***")
     return message

@@ -19,6 +19,7 @@ from sanctorum.common.errors import (
     EnclaveCrashedError,
     EnclaveLoadError,
     EnclaveStateError,
+    SanctorumError,
     StateDirInUseError,
 )
 from sanctorum.common.keys import Curve25519PublicKey
@@ -79,6 +80,12 @@ class EnclaveService:
             from sanctorum.web.postgres_store import PostgresMailboxStore
 
             self.store = PostgresMailboxStore(database)
+        log_event(
+            logging.INFO,
+            "store_opened",
+            f"mailbox and sealed state in the {self.store.description}",
+            store=self.store.description,
+        )
         self._filesystem_file = state_dir / "filesystem.bin" if filesystem_size else None
         self._host = EnclaveHost.load(
             enclave, mode=mode, pccs_url=pccs_url, progress=self._progress
@@ -132,7 +139,14 @@ class EnclaveService:
         info = self._host.enclave_instance_info
         if info is not self._serialized[0]:
             self._serialized = (info, (info.encryption_key.encoded, info.serialize()))
-        self.store.apply(commands, self._serialized[1])
+        try:
+            self.store.apply(commands, self._serialized[1])
+        except SanctorumError as error:
+            # The host fails the instance whose commands these are; restart it (503 until
+            # then), so clients reach a fresh instance rather than one that lost their answers.
+            raise EnclaveCrashedError(
+                f"what the enclave made could not be stored ({error}); restarting it"
+            ) from error
 
     def attestation(self, instance: bytes | None = None) -> bytes | None:
         """The current instance's attestation, or that of the instance with encryption key

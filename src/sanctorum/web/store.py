@@ -50,6 +50,8 @@ class MailboxStore(Protocol):
     remote: bool
     """Whether a read waits on another machine (a database server): the web host then reads on
     its worker threads rather than its event loop."""
+    description: str
+    """Which store this is, for the host's log (never a password)."""
 
     def apply(
         self, commands: Iterable[MailCommand], instance: tuple[bytes, bytes] | None = None
@@ -195,6 +197,7 @@ class SqliteMailboxStore:
         self.high_water: int = self._jump_ids()
         """The largest mail id handed out so far."""
         self.remote = False
+        self.description = f"SQLite file {path}"
 
     def _upgrade(self, path: Path) -> None:
         """Move the one sealed blob of a store written before the journal (Sanctorum 0.x's
