@@ -291,8 +291,9 @@ class EnclaveHost:
         is stored. Lists that store sealed state come in commit order, one at a time. If it
         raises, the call raises that error, the commit is forgotten (not in
         :attr:`sealed_state`) and later calls raise :class:`EnclaveCrashedError` until
-        :meth:`restart` resumes from the last commit stored. Without it, posted mail is queued
-        in :attr:`mailbox`.
+        :meth:`restart` resumes from the last commit stored; so too for a call that commits
+        nothing, since the instance took mail whose answers are lost. Without it, posted mail
+        is queued in :attr:`mailbox`.
         ``kds`` is where an enclave whose ``enclave.toml`` has a ``[kds]`` table gets the key
         its persistent state is sealed with (docs/kds.md); :class:`KdsError` if it cannot.
         """
