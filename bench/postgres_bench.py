@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 from results import Figure, Report
-from web_bench import _free_port, _load, _percentile, _wait
+from web_bench import _free_port, _load, _wait, rate_line
 
 from sanctorum import EnclaveInstanceInfo
 from sanctorum.build import build
@@ -103,12 +103,7 @@ def _compare(ports: dict[str, int], work: Path) -> Figure:
         p / s for p, s in zip(rates["pg-async"], rates["sqlite"], strict=True)
     )
     for name in ports:
-        print(
-            f"  {name:8}  mails/s min {min(rates[name]):7.0f} median "
-            f"{statistics.median(rates[name]):7.0f}   p50 "
-            f"{_percentile(latencies[name], 0.5) * 1e3:6.2f} ms   p99 "
-            f"{_percentile(latencies[name], 0.99) * 1e3:6.2f} ms"
-        )
+        print(rate_line(name, rates[name], latencies[name]))
     print(
         f"  postgres / sqlite: median {ratio:.0%} (min {min(ratios):.0%})  "
         f"{'met' if met else 'MISSED'} (≥{GOAL:.0%});  pg-async / sqlite: median "

@@ -136,6 +136,15 @@ def _load(
     return result
 
 
+def rate_line(name: str, rates: list[float], latencies: list[float]) -> str:
+    """A server's rounds as one line: min and median mails/s, p50 and p99 latency."""
+    return (
+        f"  {name:8}  mails/s min {min(rates):7.0f} median {statistics.median(rates):7.0f}   "
+        f"p50 {_percentile(latencies, 0.5) * 1e3:6.2f} ms   "
+        f"p99 {_percentile(latencies, 0.99) * 1e3:6.2f} ms"
+    )
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -226,12 +235,7 @@ def _level(
     met = ratio >= GOAL
     print(f"  {connections:>2} connection(s)")
     for name in targets:
-        print(
-            f"    {name:8}  mails/s min {min(rates[name]):7.0f} median "
-            f"{statistics.median(rates[name]):7.0f}   p50 "
-            f"{_percentile(latencies[name], 0.5) * 1e3:6.2f} ms   p99 "
-            f"{_percentile(latencies[name], 0.99) * 1e3:6.2f} ms"
-        )
+        print("  " + rate_line(name, rates[name], latencies[name]))
     print(
         f"    web host / floor: median {ratio:.0%} (min {min(ratios):.0%})  "
         f"{'met' if met else 'MISSED'} (≥{GOAL:.0%})"

@@ -51,8 +51,8 @@ def check_installed(
     it recorded; :class:`DependencyMismatchError` names the first difference, and the version
     installed if it is another one."""
     found = []
+    path = list(sys.path if search_path is None else search_path)
     for record in records:
-        path = list(sys.path if search_path is None else search_path)
         matches = importlib.metadata.distributions(name=record.name, path=path)
         distribution = next(iter(matches), None)  # found by its directory's name, nothing read
         if distribution is None:
@@ -179,27 +179,30 @@ class _CheckedExtensionLoader(importlib.machinery.ExtensionFileLoader):
 _SUFFIXES = (*importlib.machinery.EXTENSION_SUFFIXES, ".py")
 
 
+@dataclass(frozen=True)
+class _Index:
+    """A checked distribution's recorded files by path, and the directories they make."""
+
+    installed: InstalledDistribution
+    files: dict[str, RecordedFile]
+    directories: frozenset[str]
+
+    @classmethod
+    def of(cls, installed: InstalledDistribution) -> _Index:
+        files = {recorded.path: recorded for recorded in installed.record.files}
+        directories = frozenset(
+            path.rsplit("/", depth)[0] for path in files for depth in range(1, path.count("/") + 1)
+        )
+        return cls(installed, files, directories)
+
+
 class NativeFinder(importlib.abc.MetaPathFinder):
     """Finds the modules of checked native dependencies among their recorded files only."""
 
     def __init__(self, installed: Sequence[InstalledDistribution]) -> None:
+        indexes = [_Index.of(distribution) for distribution in installed]
         self._owners = {
-            name: distribution
-            for distribution in installed
-            for name in distribution.record.top_level_names()
-        }
-        self._files = {
-            id(distribution): {f.path: f for f in distribution.record.files}
-            for distribution in installed
-        }
-        self._directories = {
-            id(distribution): {
-                "/".join(parts[:end])
-                for f in distribution.record.files
-                for parts in [f.path.split("/")]
-                for end in range(1, len(parts))
-            }
-            for distribution in installed
+            name: index for index in indexes for name in index.installed.record.top_level_names()
         }
 
     def find_spec(
@@ -208,10 +211,10 @@ class NativeFinder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
-        installed = self._owners.get(fullname.partition(".")[0])
-        if installed is None:
+        index = self._owners.get(fullname.partition(".")[0])
+        if index is None:
             return None
-        files = self._files[id(installed)]
+        installed, files = index.installed, index.files
         relative = fullname.replace(".", "/")
         # As Python's own finder: a package before a module, an extension before source.
         for base, is_package in ((f"{relative}/__init__", True), (relative, False)):
@@ -233,7 +236,7 @@ class NativeFinder(importlib.abc.MetaPathFinder):
                         [str(installed.root / relative)] if is_package else None
                     ),
                 )
-        if relative in self._directories[id(installed)]:  # a namespace package
+        if relative in index.directories:  # a namespace package
             spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
             spec.submodule_search_locations = [str(installed.root / relative)]
             return spec

@@ -222,7 +222,7 @@ class PostgresMailboxStore:
 
     def __init__(self, url: str, *, wait_for_lock: float = 5.0) -> None:
         try:
-            import psycopg  # noqa: F401  (only hosts with --database need the driver)
+            import psycopg  # only hosts with --database need the driver
         except ImportError:
             raise EnclaveStateError(
                 "a PostgreSQL database needs Sanctorum's [postgres] extra (the psycopg driver): "
@@ -231,6 +231,7 @@ class PostgresMailboxStore:
             ) from None
         self._writer = _Session(url, _WRITER_LOCK, _WRITER_SETTINGS, "writer")
         self._reader = _Session(url, _READER_LOCK, _READER_SETTINGS, "reader")
+        self._driver_error: type[Exception] = psycopg.Error
         self._recorded_instance: bytes | None = None
         self.remote = True
         self._started = False
@@ -239,8 +240,8 @@ class PostgresMailboxStore:
             with self._use(self._writer, wait_for_lock) as connection:
                 self._migrate(connection)
                 self.high_water: int = self._jump_ids(connection)
-            with self._use(self._reader, wait_for_lock):
-                pass
+            with self._reader.lock:
+                self._reader.open(wait_for_lock)
         except BaseException:
             self.close()
             raise
@@ -264,18 +265,16 @@ class PostgresMailboxStore:
     def _use(self, session: _Session, wait_for_lock: float = 0.0) -> Iterator[Any]:
         """The session's connection, under its lock; a database failure in the block becomes
         an :class:`EnclaveStateError` and leaves the session ready for the next use."""
-        import psycopg
-
         with session.lock:
             connection = session.open(wait_for_lock)
             try:
                 yield connection
-            except psycopg.Error as error:
+            except self._driver_error as error:
                 session.fail()
                 then = (
                     "the host tries again at the next request"
                     if self._started
-                    else ("the host did not start")
+                    else "the host did not start"
                 )
                 raise EnclaveStateError(
                     f"the database failed ({session.what} connection): "
