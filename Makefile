@@ -20,9 +20,11 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# The tests start a real PostgreSQL server; .ci/ensure-postgresql installs one if it is missing.
+# The tests start a real PostgreSQL server and a real nginx; .ci/ensure-postgresql and
+# .ci/ensure-nginx install them if they are missing.
 test: lint
 	.ci/ensure-postgresql
+	.ci/ensure-nginx
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed

@@ -117,6 +117,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
         KeySpecError as KeySpecError,
     )
     from sanctorum.common.errors import (
+        LeaseLostError as LeaseLostError,
+    )
+    from sanctorum.common.errors import (
         MailDecryptionError as MailDecryptionError,
     )
     from sanctorum.common.errors import (
@@ -127,6 +130,9 @@ if TYPE_CHECKING:  # the names below are imported lazily by __getattr__
     )
     from sanctorum.common.errors import (
         MailGapError as MailGapError,
+    )
+    from sanctorum.common.errors import (
+        MailPendingError as MailPendingError,
     )
     from sanctorum.common.errors import (
         MailRefusedError as MailRefusedError,
@@ -231,6 +237,8 @@ _EXPORTS = {
             "MailTooLargeError",
             "UnattestedSenderError",
             "StateDirInUseError",
+            "LeaseLostError",
+            "MailPendingError",
             "BundleError",
             "DependencyMismatchError",
             "EnclaveRollbackError",

@@ -323,9 +323,25 @@ def host(
         str | None,
         typer.Option(
             help="Keep the mailbox and sealed state in this PostgreSQL database "
-            "(postgresql://USER@HOST/DB) instead of the state dir's SQLite file."
+            "(postgresql://USER@HOST/DB) instead of the state dir's SQLite file; every host "
+            "given the same database serves the same service (docs/scale-out.md)."
         ),
     ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            help="With --database: how many partitions the service's state is split into, "
+            "each an enclave instance serving its own clients. Fixed when the database is "
+            "made (default: the database's count, or 1)."
+        ),
+    ] = None,
+    lease_time: Annotated[
+        float,
+        typer.Option(
+            help="With --database: seconds a host keeps its partitions without renewing its "
+            "leases (a hung host's partitions move after this; a dead one's at once)."
+        ),
+    ] = 10.0,
 ) -> None:
     """Serve an enclave over HTTP: attestation, mail delivery and polling (see docs/web.md).
 
@@ -337,7 +353,7 @@ def host(
     try:
         from sanctorum.web.logs import configure_logging
         from sanctorum.web.server import run_web_host
-        from sanctorum.web.service import EnclaveService, choose_enclave
+        from sanctorum.web.service import EnclaveService, WebService, choose_enclave
     except ImportError as error:
         raise _fail(
             RuntimeError(
@@ -352,9 +368,26 @@ def host(
 
         enclave, enclave_mode = choose_enclave(bundle, mock, mode)
         kds = None if kds_url is None else KdsConfiguration(kds_url, kds_timeout)
-        service = EnclaveService(
-            enclave, enclave_mode, state_dir, pccs_url=pccs_url, kds=kds, database=database
-        )
+        service: WebService
+        if database is None:
+            if partitions is not None:
+                raise ValueError(
+                    "--partitions splits a service kept in a database: give --database too"
+                )
+            service = EnclaveService(enclave, enclave_mode, state_dir, pccs_url=pccs_url, kds=kds)
+        else:
+            from sanctorum.web.cluster import ClusterService
+
+            service = ClusterService(
+                enclave,
+                enclave_mode,
+                state_dir,
+                database=database,
+                partitions=partitions,
+                lease_time=lease_time,
+                pccs_url=pccs_url,
+                kds=kds,
+            )
     except (SanctorumError, ValueError, OSError) as error:
         raise _fail(error) from None
     try:

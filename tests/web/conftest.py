@@ -20,8 +20,8 @@ from sanctorum.web.service import EnclaveService
 
 @dataclass
 class RunningHost:
-    url: str
     service: EnclaveService
+    url: str
     server: uvicorn.Server
     thread: threading.Thread
 
@@ -47,14 +47,10 @@ def free_port() -> int:
         return port
 
 
-def serve(
-    service: EnclaveService, max_body_size: int = 1 << 20, app: ASGIApp | None = None
-) -> RunningHost:
-    """Serve ``service`` with the web host's app (or ``app``) on a free port, in a thread."""
+def serve_app(app: ASGIApp) -> tuple[str, uvicorn.Server, threading.Thread]:
+    """Serve ``app`` on a free port, in a thread; its URL, server and thread."""
     port = free_port()
-    config = uvicorn.Config(
-        app or create_app(service, max_body_size), host="127.0.0.1", port=port, log_level="error"
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -63,7 +59,14 @@ def serve(
         if time.monotonic() > deadline:
             raise RuntimeError("the web host did not start")
         time.sleep(0.01)
-    return RunningHost(f"http://127.0.0.1:{port}", service, server, thread)
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+def serve(
+    service: EnclaveService, max_body_size: int = 1 << 20, app: ASGIApp | None = None
+) -> RunningHost:
+    """Serve ``service`` with the web host's app (or ``app``) on a free port, in a thread."""
+    return RunningHost(service, *serve_app(app or create_app(service, max_body_size)))
 
 
 @pytest.fixture

@@ -339,7 +339,7 @@ _HOSTILE_ROWS: dict[str, tuple[list[str], Callable[[MailboxStore], object]]] = {
     "NULL sealed blob": (
         [
             "ALTER TABLE sealed_journal ALTER COLUMN blob DROP NOT NULL",
-            "INSERT INTO sealed_journal VALUES (1, TRUE, NULL)",
+            "INSERT INTO sealed_journal (commit_number, snapshot, blob) VALUES (1, TRUE, NULL)",
         ],
         lambda store: store.sealed_state(),
     ),
@@ -431,15 +431,15 @@ _JOURNAL_TAMPERINGS = {
         "WHERE commit_number = 12) WHERE commit_number = 11"
     ),
     "a record duplicated": (
-        "INSERT INTO sealed_journal SELECT 13, snapshot, blob FROM sealed_journal "
-        "WHERE commit_number = 12"
+        "INSERT INTO sealed_journal (commit_number, snapshot, blob) "
+        "SELECT 13, snapshot, blob FROM sealed_journal WHERE commit_number = 12"
     ),
     "a record replaced by garbage": (
         "UPDATE sealed_journal SET blob = '\\xdeadbeef' WHERE commit_number = 12"
     ),
     "an old snapshot added after the last commit (rollback)": (
-        "INSERT INTO sealed_journal SELECT 13, TRUE, blob FROM sealed_journal "
-        "WHERE commit_number = 10"
+        "INSERT INTO sealed_journal (commit_number, snapshot, blob) "
+        "SELECT 13, TRUE, blob FROM sealed_journal WHERE commit_number = 10"
     ),
 }
 
@@ -465,7 +465,9 @@ def test_a_tampered_journal_is_refused_or_is_a_state_the_enclave_had(
             "SELECT commit_number, snapshot FROM sealed_journal ORDER BY 1"
         ).fetchall()
         assert rows == [(10, True), (11, False), (12, False)]  # the layout the attacks assume
-        saved = operator.execute("SELECT * FROM sealed_journal").fetchall()
+        saved = operator.execute(
+            "SELECT commit_number, snapshot, blob FROM sealed_journal"
+        ).fetchall()
         past_states = [_model(commits) for commits in range(1, 13)]
         for attack, statement in _JOURNAL_TAMPERINGS.items():
             operator.execute(statement)
@@ -481,7 +483,11 @@ def test_a_tampered_journal_is_refused_or_is_a_state_the_enclave_had(
             finally:
                 operator.execute("DELETE FROM sealed_journal")
                 for row in saved:
-                    operator.execute("INSERT INTO sealed_journal VALUES (%s, %s, %s)", row)
+                    operator.execute(
+                        "INSERT INTO sealed_journal (commit_number, snapshot, blob) "
+                        "VALUES (%s, %s, %s)",
+                        row,
+                    )
 
 
 # -- a lost, slow or failing database connection -----------------------------------------------
@@ -780,7 +786,9 @@ def test_the_cli_refuses_a_corrupt_database_with_a_clean_error(
     ``error:`` line (as for every state error), no traceback, no password."""
     postgres.open().close()
     postgres.operator("ALTER TABLE sealed_journal ALTER COLUMN blob DROP NOT NULL")
-    postgres.operator("INSERT INTO sealed_journal VALUES (1, TRUE, NULL)")
+    postgres.operator(
+        "INSERT INTO sealed_journal (commit_number, snapshot, blob) VALUES (1, TRUE, NULL)"
+    )
     url = postgres.location.replace("postgres@", "postgres:hunter2@")
     enclaves = str(_REPO / "tests" / "enclaves")
     result = subprocess.run(

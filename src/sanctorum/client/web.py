@@ -88,6 +88,7 @@ class _Exchange:
         self.max_mail_size: int | None = None
         self._max_attestation_size = max_attestation_size
         self._max_response_size = max_response_size
+        self._correlation_id: str | None = None  # of the client that last sent or polled
 
     def read_limit(self, path: str) -> int:
         """The most of an answer to ``path`` a transport reads."""
@@ -95,18 +96,21 @@ class _Exchange:
             return self._max_attestation_size
         return self._max_response_size
 
-    @staticmethod
-    def _headers(correlation_id: str, acknowledge: int | None) -> dict[str, str]:
+    def _headers(self, correlation_id: str, acknowledge: int | None) -> dict[str, str]:
+        self._correlation_id = correlation_id
         headers = {CORRELATION_HEADER: correlation_id}
         if acknowledge is not None:
             headers[ACKNOWLEDGE_HEADER] = str(acknowledge)
         return headers
 
-    @staticmethod
-    def attestation_request(instance: Curve25519PublicKey | None) -> Request:
-        if instance is None:
+    def attestation_request(self, instance: Curve25519PublicKey | None) -> Request:
+        if instance is not None:
+            return "GET", "/attestation", {"params": {"instance": instance.encoded.hex()}}
+        # A service of several partitions has an instance per client: name the client it
+        # last carried mail for, if any.
+        if self._correlation_id is None:
             return "GET", "/attestation", {}
-        return "GET", "/attestation", {"params": {"instance": instance.encoded.hex()}}
+        return "GET", "/attestation", {"headers": {CORRELATION_HEADER: self._correlation_id}}
 
     def deliver_request(self, mail: bytes, correlation_id: str, acknowledge: int | None) -> Request:
         headers = {

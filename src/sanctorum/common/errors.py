@@ -129,6 +129,16 @@ class StateDirInUseError(EnclaveStateError):
     """Another host process holds the state dir; a second host would lose its mail and state."""
 
 
+class MailPendingError(EnclaveError):
+    """A web host put a mail in the database for the host serving its partition, which did not
+    handle it in time. It may still be handled: the outcome is unknown (HTTP 504)."""
+
+
+class LeaseLostError(EnclaveStateError):
+    """A web host's lease on a partition of the service ran out or was taken over by another
+    host: what its enclave instance made since is not stored, and the instance is stopped."""
+
+
 TRACEBACK_HEADING = "Traceback inside the enclave (most recent call last):"
 
 

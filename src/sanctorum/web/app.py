@@ -37,6 +37,7 @@ from sanctorum.common.errors import (
     KdsError,
     MailDecryptionError,
     MailGapError,
+    MailPendingError,
     MailReplayError,
     SanctorumError,
 )
@@ -48,7 +49,7 @@ from sanctorum.common.headers import (
 )
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.web.logs import AccessLog, ASGIApp, Receive, Scope, Send, log_event
-from sanctorum.web.service import EnclaveService
+from sanctorum.web.service import WebService
 
 _T = TypeVar("_T")
 DEFAULT_MAX_BODY_SIZE = 16 << 20
@@ -74,6 +75,7 @@ _ERROR_SCHEMA = {
                 "MAIL_GAP",
                 "ENCLAVE_EXCEPTION",
                 "BAD_REQUEST",
+                "MAIL_PENDING",
             ],
         },
         "message": {"type": ["string", "null"]},
@@ -92,6 +94,11 @@ _MAIL_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     413: {"description": "Body over the size limit"},
     503: {"description": "The enclave is restarting; retry"},
+    504: {
+        "description": "The mail was stored for the host serving its partition, which did not "
+        "handle it in time: its outcome is unknown (send it again later)",
+        "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+    },
 }
 
 CorrelationId = Annotated[
@@ -102,6 +109,16 @@ CorrelationId = Annotated[
         max_length=256,
         pattern=r"^[\x21-\x7e]+$",
         description="Where replies go: the client's routing hint.",
+    ),
+]
+OptionalCorrelationId = Annotated[
+    str | None,
+    Header(
+        alias=CORRELATION_HEADER,
+        min_length=1,
+        max_length=256,
+        pattern=r"^[\x21-\x7e]+$",
+        description="The client whose enclave instance to attest (its routing hint).",
     ),
 ]
 Acknowledge = Annotated[
@@ -226,7 +243,7 @@ def _settle(future: asyncio.Future[Any], result: object, error: BaseException | 
 class _Mailroom:
     """Serves the mail endpoints, for FastAPI's routes and the fast path alike."""
 
-    def __init__(self, service: EnclaveService, max_body_size: int) -> None:
+    def __init__(self, service: WebService, max_body_size: int) -> None:
         self.service = service
         self.max_body_size = max_body_size
         self._calls = EnclaveCalls()
@@ -238,6 +255,8 @@ class _Mailroom:
         )
 
     def failure(self, problem: SanctorumError) -> JSONResponse:
+        if isinstance(problem, MailPendingError):  # stored for another host: outcome unknown
+            return self.error(504, "MAIL_PENDING", str(problem))
         if isinstance(problem, (EnclaveCrashedError, EnclaveStateError)):
             response = self.error(503, "ENCLAVE_EXCEPTION", f"the enclave is restarting: {problem}")
             response.headers["Retry-After"] = "1"
@@ -292,7 +311,7 @@ class _Mailroom:
         """Run a read of the store: on the event loop for SQLite, which answers in
         microseconds (less than a thread hop), on the call threads for a database server, a
         round trip away, so that a slow answer never stalls the other requests."""
-        if self.service.store.remote:
+        if self.service.remote:
             return await self._calls.run(function, *arguments)
         return function(*arguments)
 
@@ -359,7 +378,7 @@ def _mail_headers(scope: Scope) -> tuple[str, int | None] | None:
     return None if correlation_id is None else (correlation_id, acknowledge)
 
 
-def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> FastAPI:
+def create_app(service: WebService, max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> FastAPI:
     """The ASGI app for ``service`` (already started)."""
     app = FastAPI(
         title="Sanctorum enclave host",
@@ -393,14 +412,17 @@ def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SI
             },
         },
     )
-    async def attestation(instance: Instance = None) -> Response:
+    async def attestation(
+        instance: Instance = None, correlation_id: OptionalCorrelationId = None
+    ) -> Response:
         """The enclave's serialized EnclaveInstanceInfo: verify it, do not trust it. The
         Max-Mail-Size header gives the largest mail this host accepts. With ``instance`` (an
         encryption key, hex), the attestation of that instance, current or replaced, so that
-        mail it queued before a restart can still be verified."""
+        mail it queued before a restart can still be verified. With a Correlation-ID, of the
+        instance that serves that client (a service of several partitions has one each)."""
         key = bytes.fromhex(instance) if instance is not None else None
         try:
-            data = await mailroom.read(service.attestation, key)  # no enclave call
+            data = await mailroom.read(service.attestation, key, correlation_id)
         except SanctorumError as problem:
             return mailroom.failure(problem)
         if data is None:
@@ -429,12 +451,14 @@ def create_app(service: EnclaveService, max_body_size: int = DEFAULT_MAX_BODY_SI
         return await mailroom.poll(correlation_id, acknowledge)
 
     @app.get("/health")
-    async def health() -> dict[str, str | int]:
-        """``ok``, or ``restarting`` while the enclave starts again; the mail size limit."""
+    async def health() -> dict[str, object]:
+        """``ok``, or ``restarting`` while the enclave starts again; the mail size limit; on a
+        host of a service in a database, its partition count and the leases it holds."""
         return {
             "status": "restarting" if service.restarting else "ok",
             "mode": service.mode.value,
             "max_mail_size": max_body_size,
+            **service.health(),
         }
 
     return app

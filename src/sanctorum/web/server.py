@@ -10,11 +10,11 @@ import uvicorn
 
 from sanctorum.web.app import DEFAULT_MAX_BODY_SIZE, create_app
 from sanctorum.web.logs import ASGIApp, log_event
-from sanctorum.web.service import EnclaveService
+from sanctorum.web.service import WebService
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, service: EnclaveService) -> None:
+    def __init__(self, config: uvicorn.Config, service: WebService) -> None:
         super().__init__(config)
         self.service = service
         self.urls: list[str] = []
@@ -57,7 +57,7 @@ def _url(address: tuple[object, ...] | str) -> str:
 
 
 def run_web_host(
-    service: EnclaveService,
+    service: WebService,
     *,
     bind: str = "127.0.0.1",
     port: int = 8080,

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Protocol, TypeVar
 
 from sanctorum.common.bundle import read_bundle
 from sanctorum.common.commands import HostCallback, MailCommand
@@ -35,6 +35,34 @@ _T = TypeVar("_T")
 _REMIND_EVERY = 300.0  # seconds: how often a restart that keeps failing the same way is logged
 
 
+class WebService(Protocol):
+    """What the web app serves: one enclave (:class:`EnclaveService`), or the partitions of a
+    service shared by several hosts (:class:`~sanctorum.web.cluster.ClusterService`)."""
+
+    name: str
+    mode: EnclaveMode
+    restarting: bool
+
+    @property
+    def remote(self) -> bool:
+        """Whether reads wait on a database server (the app makes them on worker threads)."""
+        ...
+
+    def deliver(
+        self, mail: bytes, routing_hint: str, acknowledged: int | None
+    ) -> tuple[int, bytes] | None: ...
+
+    def poll(self, routing_hint: str, acknowledged: int | None) -> tuple[int, bytes] | None: ...
+
+    def attestation(
+        self, instance: bytes | None = None, routing_hint: str | None = None
+    ) -> bytes | None: ...
+
+    def health(self) -> dict[str, object]: ...
+
+    def close(self) -> None: ...
+
+
 class EnclaveService:
     """Thread-safe. The web app delivers mail from threads of its own (a delivery waits for the
     enclave); it polls and reads attestations on its event loop, as those only touch the store
@@ -53,40 +81,43 @@ class EnclaveService:
         self,
         enclave: Path | EnclaveClass,
         mode: EnclaveMode,
-        state_dir: Path,
+        state_dir: Path | None,
         *,
         pccs_url: str | None = None,
         kds: KdsConfiguration | None = None,
         host_callback: HostCallback | None = None,
         database: str | None = None,
+        store: MailboxStore | None = None,
+        on_started: Callable[[], None] | None = None,
     ) -> None:
         self.mode = mode
         self._host_callback = host_callback
-        # The enclave's name, for logs: the bundle's, or the class's.
-        if isinstance(enclave, type):
-            self.name = enclave.__qualname__
-            filesystem_size = mock_settings(enclave).filesystem_size  # enclave.toml's, if any
-        else:
-            config = read_bundle(enclave.read_bytes(), str(enclave)).config
-            self.name = config.name
-            filesystem_size = config.filesystem_size
-        self._state_dir = state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = lock_state_dir(state_dir)
+        self.name, filesystem_size = enclave_settings(enclave)
+        self._on_started = on_started
+        self._lock_file: IO[str] | None = None
         self.store: MailboxStore
-        if database is None:
-            self.store = SqliteMailboxStore(state_dir / "mailbox.sqlite3")
+        if store is not None:  # a partition of a service in a database (web.cluster)
+            self.store = store
         else:
-            from sanctorum.web.postgres_store import PostgresMailboxStore
+            if state_dir is None:
+                raise EnclaveStateError("a web host without a given store needs a state dir")
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_file = lock_state_dir(state_dir)
+            if database is None:
+                self.store = SqliteMailboxStore(state_dir / "mailbox.sqlite3")
+            else:
+                from sanctorum.web.postgres_store import PostgresMailboxStore
 
-            self.store = PostgresMailboxStore(database)
-        log_event(
-            logging.INFO,
-            "store_opened",
-            f"mailbox and sealed state in the {self.store.description}",
-            store=self.store.description,
+                self.store = PostgresMailboxStore(database)
+            log_event(
+                logging.INFO,
+                "store_opened",
+                f"mailbox and sealed state in the {self.store.description}",
+                store=self.store.description,
+            )
+        self._filesystem_file = (
+            state_dir / "filesystem.bin" if filesystem_size and state_dir is not None else None
         )
-        self._filesystem_file = state_dir / "filesystem.bin" if filesystem_size else None
         self._host = EnclaveHost.load(
             enclave, mode=mode, pccs_url=pccs_url, progress=self._progress
         )
@@ -101,6 +132,11 @@ class EnclaveService:
     def host(self) -> EnclaveHost:
         return self._host
 
+    @property
+    def remote(self) -> bool:
+        """Whether the store is a database server (reads go to worker threads)."""
+        return self.store.remote
+
     def _progress(self, step: str) -> None:
         """The host's long steps (fetching DCAP collateral, at start and when it expires)."""
         log_event(logging.INFO, "progress", step, enclave=self.name, step=step)
@@ -114,6 +150,8 @@ class EnclaveService:
             kds=self._kds,
         )
         self._started = True
+        if self._on_started is not None:
+            self._on_started()
         fields = self._instance_fields()
         log_event(
             logging.INFO,
@@ -148,9 +186,12 @@ class EnclaveService:
                 f"what the enclave made could not be stored ({error}); restarting it"
             ) from error
 
-    def attestation(self, instance: bytes | None = None) -> bytes | None:
+    def attestation(
+        self, instance: bytes | None = None, routing_hint: str | None = None
+    ) -> bytes | None:
         """The current instance's attestation, or that of the instance with encryption key
-        ``instance`` (one that ran here and stored mail); None if unknown."""
+        ``instance`` (one that ran here and stored mail); None if unknown. (``routing_hint``
+        matters to a service of several partitions only.)"""
         if instance is None:
             return self._call(lambda: self._host.enclave_instance_info.serialize())
         info = self._host.instance_info_of(Curve25519PublicKey(instance))
@@ -165,8 +206,16 @@ class EnclaveService:
         mail waits). The acknowledgement is bounded by the ids handed out before the delivery,
         so it can never name mail this delivery made."""
         bound = self.store.high_water
-        self._call(lambda: self._host.deliver_mail(mail, routing_hint, self._host_callback))
+        self.process(mail, routing_hint)
         return self.store.next_mail(routing_hint, acknowledged, bound)
+
+    def health(self) -> dict[str, object]:
+        """What /health says beyond the status (nothing, for one enclave)."""
+        return {}
+
+    def process(self, mail: bytes, routing_hint: str) -> None:
+        """Deliver a mail; what the enclave makes is stored before this returns."""
+        self._call(lambda: self._host.deliver_mail(mail, routing_hint, self._host_callback))
 
     def call(self, data: bytes) -> bytes | None:
         """``call_enclave``, restarting the enclave in the background if it crashed."""
@@ -251,6 +300,19 @@ class EnclaveService:
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue
+            if self._on_started is not None:
+                try:
+                    self._on_started()
+                except Exception as error:  # the partition was lost meanwhile: no more tries
+                    log_event(
+                        logging.WARNING,
+                        "enclave_restart_failed",
+                        f"enclave {self.name} restarted, but {error}",
+                        enclave=self.name,
+                        error=str(error),
+                        attempts=attempts,
+                    )
+                    break
             fields = self._instance_fields()
             downtime_ms = round((time.monotonic() - began) * 1000)
             log_event(
@@ -278,11 +340,21 @@ class EnclaveService:
             self._closed = True
         self._host.close()
         self.store.close()
-        self._lock_file.close()  # releases the lock
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
         if self._started:
             log_event(
                 logging.INFO, "enclave_stopped", f"enclave {self.name} stopped", enclave=self.name
             )
+
+
+def enclave_settings(enclave: Path | EnclaveClass) -> tuple[str, int]:
+    """The enclave's name, for logs (the bundle's, or the class's), and the size of its
+    persistent filesystem (0: none)."""
+    if isinstance(enclave, type):
+        return enclave.__qualname__, mock_settings(enclave).filesystem_size  # enclave.toml's
+    config = read_bundle(enclave.read_bytes(), str(enclave)).config
+    return config.name, config.filesystem_size
 
 
 def _pid_text(fields: dict[str, object]) -> str:
