@@ -9,15 +9,27 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
+import psycopg
 import pytest
 import uvicorn
 from counting_enclave import Counter
 
-from sanctorum import EnclaveClient, EnclaveInstanceInfo, EnclaveMode, WebTransport
+from sanctorum import (
+    EnclaveClient,
+    EnclaveInstanceInfo,
+    EnclaveMode,
+    EnclaveStateError,
+    LeaseLostError,
+    WebTransport,
+)
+from sanctorum.common.commands import PostMail, StoreSealedState
 from sanctorum.web.app import create_app
 from sanctorum.web.cluster import ClusterService
 from sanctorum.web.partitions import partition_of
+from sanctorum.web.postgres_store import PostgresDatabase, PostgresMailboxStore
 from tests.postgres import PostgresServer
 from tests.web.conftest import serve_app
 
@@ -97,3 +109,202 @@ def test_two_hosts_share_the_partitions_and_answer_any_clients_mail(
             answer = client.send_mail(b"m")
             assert answer is not None
             assert answer.body == b"m #%d" % round_
+
+
+def test_a_refusal_by_the_holder_reaches_the_client_through_the_other_host(
+    hosts: Callable[..., ClusterHost],
+) -> None:
+    first, second = hosts(partitions=2), hosts(partitions=2)
+    _until(lambda: len(_held(first)) == 1 and len(_held(second)) == 1)
+    hint = next(f"c{n}" for n in range(100) if partition_of(f"c{n}", 2) in _held(first))
+    answers = [
+        httpx.post(
+            f"{host.url}/deliver-mail",
+            content=b"\x00" * 64,
+            headers={"Correlation-ID": hint, "Content-Type": "application/octet-stream"},
+        )
+        for host in (first, second)
+    ]
+    # The same refusal as the holder's own: the enclave's, passed on by the other host.
+    assert answers[1].status_code == answers[0].status_code == 400
+    assert answers[1].json() == answers[0].json()
+    assert answers[1].json()["error"] == "BAD_REQUEST"
+    assert "mail" in answers[1].json()["message"]
+    # The refusal was passed on and dropped: nothing is left in the inbox.
+    with psycopg.connect(first.service._database.url) as operator:
+        assert operator.execute("SELECT count(*) FROM inbox").fetchone() == (0,)
+
+
+def test_a_host_answers_504_when_no_host_handles_the_mail_in_time(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    url = postgres_server.new_database()
+    squatter = PostgresDatabase(url, partitions=1)  # holds the lease, never delivers
+    assert squatter.take(0) is not None
+    service = ClusterService(
+        Counter, EnclaveMode.MOCK, tmp_path / "host", database=url, forward_timeout=1.0
+    )
+    try:
+        service.start()
+        host = ClusterHost(service, *serve_app(create_app(service)))
+        began = time.monotonic()
+        answer = httpx.post(
+            f"{host.url}/deliver-mail",
+            content=b"mail",
+            headers={"Correlation-ID": "alice", "Content-Type": "application/octet-stream"},
+        )
+        assert answer.status_code == 504
+        assert answer.json()["error"] == "MAIL_PENDING"
+        assert 1.0 <= time.monotonic() - began < 5
+        # The mail stays for the holder: a client learns its fate by sending it again.
+        assert squatter.queued(0) == [(squatter.queued(0)[0][0], "alice", b"mail")]
+        host.stop()
+    finally:
+        service.close()
+        squatter.close()
+
+
+# -- leases and fencing --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer) -> str:
+    return postgres_server.new_database()
+
+
+def _operator(url: str, statement: str, parameters: tuple[object, ...] = ()) -> list[Any]:
+    with psycopg.connect(url, autocommit=True) as operator:
+        cursor = operator.execute(statement, parameters)
+        return cursor.fetchall() if cursor.description else []
+
+
+def test_a_host_whose_lease_expired_cannot_commit(database_url: str) -> None:
+    store = PostgresMailboxStore(database_url)
+    store.apply([PostMail(b"before", "alice")])
+    store.database._closed.set()  # its renewals stop, as in a hung host
+    _operator(database_url, "UPDATE leases SET expires_at = clock_timestamp() - interval '1 s'")
+    with pytest.raises(LeaseLostError, match="ran out or was taken over"):
+        store.apply([PostMail(b"after", "alice"), StoreSealedState(b"s", 1)])
+    assert _operator(database_url, "SELECT mail FROM mailbox") == [(b"before",)]
+    assert _operator(database_url, "SELECT count(*) FROM sealed_journal") == [(0,)]
+    with pytest.raises(LeaseLostError):  # and never again: its token is done
+        store.apply([PostMail(b"later", "alice")])
+    store.close()
+
+
+def test_a_host_whose_lease_was_taken_over_cannot_commit(database_url: str) -> None:
+    lost: list[int] = []
+    first = PostgresDatabase(database_url)
+    token = first.take(0, on_lost=lost.append)
+    assert token is not None
+    store = PostgresMailboxStore(first, partition=0, token=token)
+    second = PostgresDatabase(database_url)
+    assert second.take(0) is None  # held, and its host alive
+    _terminate(database_url, first._lease_session.connection.info.backend_pid)
+    _until(lambda: second.take(0) is not None)  # its host lock went with the session
+    with pytest.raises(LeaseLostError):
+        store.apply([PostMail(b"stale", "alice")])
+    assert lost == [0]
+    assert _operator(database_url, "SELECT count(*) FROM mailbox") == [(0,)]
+    first.close()
+    second.close()
+
+
+def test_a_takeover_waits_for_the_commit_in_flight_and_restores_it(database_url: str) -> None:
+    """The commit's transaction locks the lease row: a host taking the partition over waits
+    until the commit is done, then reads the journal with it."""
+    first = PostgresDatabase(database_url)
+    token = first.take(0)
+    assert token is not None
+    second = PostgresDatabase(database_url)
+    taken: list[int | None] = []
+    taker = threading.Thread(target=lambda: taken.append(second.take(0)))
+
+    class Paused(PostgresMailboxStore):
+        def execute(
+            self,
+            cursor: object,
+            statement: str,
+            parameters: tuple[object, ...] | dict[str, object] = (),
+        ) -> None:
+            if statement == "COMMIT":  # the lease was checked; its host dies now
+                _terminate(database_url, first._lease_session.connection.info.backend_pid)
+                taker.start()
+                time.sleep(0.5)
+                assert taker.is_alive(), "the takeover did not wait for the commit"
+            super().execute(cursor, statement, parameters)
+
+    store = Paused(first, partition=0, token=token)
+    store.apply([PostMail(b"in flight", "alice"), StoreSealedState(b"snapshot", 1)])
+    taker.join(timeout=20)
+    assert taken[0] is not None
+    again = PostgresMailboxStore(second, partition=0, token=taken[0])
+    assert again.sealed_state() == (b"snapshot",)
+    first.close()
+    second.close()
+
+
+def test_a_hung_hosts_partition_moves_when_its_lease_runs_out(database_url: str) -> None:
+    first = PostgresDatabase(database_url, lease_time=1.0)
+    assert first.take(0) is not None
+    first._closed.set()  # hung: alive (its session and host lock stay), but no renewals
+    second = PostgresDatabase(database_url, lease_time=1.0)
+    began = time.monotonic()
+    assert second.take(0) is None
+    _until(lambda: second.take(0) is not None, timeout=10)
+    assert 0.5 < time.monotonic() - began < 5
+    first.close()
+    second.close()
+
+
+def test_a_closed_host_gives_its_partitions_up_at_once(database_url: str) -> None:
+    first = PostgresDatabase(database_url, partitions=3)
+    assert [first.take(number) for number in range(3)] == [1, 1, 1]
+    second = PostgresDatabase(database_url)
+    assert second.partitions == 3  # the database's count
+    assert second.survey() == (2, [])
+    first.close()
+    assert second.survey()[1] == [0, 1, 2]
+    assert second.take(1) == 2  # a new token: the old holder's is fenced off
+    second.close()
+
+
+def test_the_partition_count_cannot_change(database_url: str) -> None:
+    PostgresDatabase(database_url, partitions=4).close()
+    with pytest.raises(EnclaveStateError, match=r"service of 4 partitions, not 2.*new database"):
+        PostgresDatabase(database_url, partitions=2)
+    with pytest.raises(EnclaveStateError, match=r"1 to 1024 partitions"):
+        PostgresDatabase(database_url, partitions=0)
+
+
+def test_a_version_1_database_is_upgraded_with_its_state(database_url: str) -> None:
+    _operator(
+        database_url,
+        """
+        CREATE TABLE sanctorum_schema (
+            only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row), version INTEGER NOT NULL
+        );
+        INSERT INTO sanctorum_schema (version) VALUES (1);
+        CREATE TABLE mailbox (id BIGSERIAL PRIMARY KEY, routing_hint TEXT, mail BYTEA NOT NULL);
+        CREATE TABLE instances (encryption_key BYTEA PRIMARY KEY, attestation BYTEA NOT NULL);
+        CREATE TABLE sealed_journal (
+            commit_number BIGINT PRIMARY KEY, snapshot BOOLEAN NOT NULL, blob BYTEA NOT NULL
+        );
+        INSERT INTO mailbox (routing_hint, mail) VALUES ('alice', 'reply');
+        INSERT INTO sealed_journal VALUES (4, TRUE, 'snap'), (5, FALSE, 'next');
+        """,
+    )
+    store = PostgresMailboxStore(database_url)
+    assert store.sealed_state() == (b"snap", b"next")
+    mail = store.next_mail("alice", None)
+    assert mail is not None
+    assert mail[1] == b"reply"
+    store.apply([StoreSealedState(b"after", 6, snapshot=False)])
+    assert store.sealed_state() == (b"snap", b"next", b"after")
+    store.close()
+    assert _operator(database_url, "SELECT version, partitions FROM sanctorum_schema") == [(2, 1)]
+    PostgresMailboxStore(database_url).close()  # idempotent: the upgraded schema opens again
+
+
+def _terminate(url: str, pid: int) -> None:
+    _operator(url, "SELECT pg_terminate_backend(%s)", (pid,))

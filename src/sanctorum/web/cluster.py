@@ -168,13 +168,21 @@ class ClusterService:
 
     def _keep_leases(self) -> None:
         patience = _PATIENCE
+        failing = False
         while not self._closed.wait(_ROUND):
             try:
                 patience = self._balance(patience)
             except EnclaveStateError as error:  # the database is away: looked at next round
-                log_event(
-                    logging.WARNING, "lease_check_failed", f"cannot look at the leases: {error}"
-                )
+                if not failing:  # once an outage, not every round
+                    log_event(
+                        logging.WARNING,
+                        "lease_check_failed",
+                        f"cannot look at the leases: {error}",
+                        error=str(error),
+                    )
+                failing = True
+            else:
+                failing = False
 
     def _balance(self, patience: int) -> int:
         """One round: take free partitions up to this host's share, or give one up after
