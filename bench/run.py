@@ -17,6 +17,7 @@ import mail_bench
 import native_bench
 import persistence_bench
 import postgres_bench
+import scale_out_bench
 import web_bench
 import web_map_bench
 from results import Figure, Report, summary, write_results
@@ -50,6 +51,8 @@ def main() -> int:
     results.append(_recorded(web_map_bench.report()))
     print()
     results.append(_recorded(postgres_bench.report()))
+    print()
+    results.append(_recorded(scale_out_bench.report()))
     print()
     results.append(_recorded(dcap_bench.report()))
     print()

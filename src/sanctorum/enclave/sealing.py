@@ -183,14 +183,22 @@ def simulation_platform_secret(path: Path | None = None) -> bytes:
         secret = path.read_bytes()
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole under another name, then linked into place: a process starting at the
+        # same moment finds either no file or all of it, never an empty one.
+        secret = secrets.token_bytes(32)
+        draft = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            secret = path.read_bytes()
-        else:
-            secret = secrets.token_bytes(32)
             with os.fdopen(descriptor, "wb") as file:
                 file.write(secret)
+                file.flush()
+                os.fsync(file.fileno())
+            try:
+                os.link(draft, path)
+            except FileExistsError:  # another process made it first
+                secret = path.read_bytes()
+        finally:
+            draft.unlink()
     if len(secret) != 32:
         raise SealedStateError(f"the simulated platform secret {path} is damaged (not 32 bytes)")
     return secret

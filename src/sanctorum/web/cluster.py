@@ -247,7 +247,13 @@ class ClusterService:
             )
             self._stop(part, None)
             return
-        part.state = "serving"
+        with self._parts_lock:
+            stopped = self._parts.get(part.number) is not part  # lost while it started
+            if not stopped:
+                part.state = "serving"
+        if stopped:
+            part.service.close()
+            return
         log_event(
             logging.INFO,
             "lease_taken",
@@ -315,13 +321,21 @@ class ClusterService:
 
     def _listen(self) -> None:
         while not self._closed.is_set():
+            try:
+                self._listen_once()
+            except Exception as error:  # never the end of the thread: polls stand in
+                log_event(logging.ERROR, "listener_failed", f"inbox listener: {error!r}")
+                time.sleep(1.0)
+
+    def _listen_once(self) -> None:
+        for _ in range(60):
             notices = self._database.notices(1.0)
             if notices is None:  # (re)connected: what was sent meanwhile is lost
                 self._wake_everything()
                 continue
             for channel, payload in notices:
-                if not payload.isdigit():
-                    continue
+                if not (payload.isascii() and payload.isdigit() and len(payload) <= 18):
+                    continue  # not one of ours: anyone on the database may NOTIFY
                 if channel == "sanctorum_inbox":
                     with self._parts_lock:
                         part = self._parts.get(int(payload))
@@ -350,6 +364,9 @@ class ClusterService:
             for inbox_id, routing_hint, mail in queued:
                 if part.state != "serving" or part.service is None or part.store is None:
                     return
+                if routing_hint is None or mail is None:  # altered in the database
+                    self._refuse(part, inbox_id, "BAD_REQUEST", "the database altered this mail")
+                    continue
                 try:
                     with part.store.consuming(inbox_id):
                         part.service.process(mail, routing_hint)
@@ -397,8 +414,8 @@ class ClusterService:
         finally:
             del self._waiters[inbox_id]
         code, message = outcome
+        self._database.forget(inbox_id)
         if code:
-            self._database.forget(inbox_id)
             raise _REFUSALS.get(code, SanctorumError)(message or f"refused: {code}")
 
     # -- what the web app calls ------------------------------------------------------------------

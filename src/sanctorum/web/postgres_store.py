@@ -31,7 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sanctorum.common.commands import MailCommand
-from sanctorum.common.errors import EnclaveStateError, LeaseLostError, StateDirInUseError
+from sanctorum.common.errors import (
+    EnclaveStateError,
+    LeaseLostError,
+    MailPendingError,
+    StateDirInUseError,
+)
 from sanctorum.web.partitions import MAX_PARTITIONS
 from sanctorum.web.store import apply_commands
 
@@ -124,7 +129,7 @@ _TABLES = [
         mail BYTEA NOT NULL,
         error TEXT,
         message TEXT,
-        failed_at TIMESTAMPTZ
+        handled_at TIMESTAMPTZ
     )""",
     "CREATE INDEX IF NOT EXISTS inbox_by_partition ON inbox (partition, id)",
 ]
@@ -179,7 +184,10 @@ SELECT (
     SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
     AND classid::bigint = {_HOST_LOCK_CLASS}
-), array(SELECT partition FROM leases WHERE {_TAKEABLE} ORDER BY partition)
+), array(
+    SELECT partition FROM leases WHERE partition >= 0 AND partition < %s AND {_TAKEABLE}
+    ORDER BY partition
+)
 """  # noqa: S608 (built from this module's constants only)
 _TAKE = f"""
 UPDATE leases SET holder = %(holder)s, host_lock = %(host_lock)s, token = token + 1,
@@ -233,30 +241,35 @@ queued AS (
 )
 SELECT id, pg_notify('{_INBOX_CHANNEL}', %(partition)s::text) FROM queued
 """  # noqa: S608 (built from this module's constants only)
-_OUTCOME = "SELECT error, message FROM inbox WHERE id = %s"
+_OUTCOME = "SELECT error, message FROM inbox WHERE id = %s"  # error '' once handled
 _FORGET = "DELETE FROM inbox WHERE id = %s"
 _QUEUED = """
 SELECT id, routing_hint, mail FROM inbox WHERE partition = %s AND error IS NULL
 ORDER BY id LIMIT 64
 """
 _CONSUME = f"""
-WITH handled AS (DELETE FROM inbox WHERE id = %(id)s AND {_HOLDING} RETURNING id)
+WITH handled AS (
+    UPDATE inbox SET error = '', handled_at = clock_timestamp()
+    WHERE id = %(id)s AND {_HOLDING} RETURNING id
+)
 SELECT pg_notify('{_OUTCOME_CHANNEL}', id::text) FROM handled
 """  # noqa: S608 (built from this module's constants only)
 # In a call's commit that answers an inbox mail (the lease is checked by then).
 _CONSUME_IN_COMMIT = f"""
-WITH handled AS (DELETE FROM inbox WHERE id = %s RETURNING id)
+WITH handled AS (
+    UPDATE inbox SET error = '', handled_at = clock_timestamp() WHERE id = %s RETURNING id
+)
 SELECT pg_notify('{_OUTCOME_CHANNEL}', id::text) FROM handled
 """  # noqa: S608 (built from this module's constants only)
-# Refused inbox mail waits ten minutes for its receiving host to pass the refusal on.
+# A handled inbox mail waits ten minutes for its receiving host to pass the outcome on.
 _REFUSE = f"""
 WITH refused AS (
-    UPDATE inbox SET error = %(error)s, message = %(message)s, failed_at = clock_timestamp()
+    UPDATE inbox SET error = %(error)s, message = %(message)s, handled_at = clock_timestamp()
     WHERE id = %(id)s AND {_HOLDING} RETURNING id
 )
 SELECT pg_notify('{_OUTCOME_CHANNEL}', id::text) FROM refused
 """  # noqa: S608 (built from this module's constants only)
-_SWEEP = "DELETE FROM inbox WHERE failed_at < clock_timestamp() - interval '10 minutes'"
+_SWEEP = "DELETE FROM inbox WHERE handled_at < clock_timestamp() - interval '10 minutes'"
 
 
 class _Session:
@@ -510,7 +523,7 @@ class PostgresDatabase:
     def survey(self) -> tuple[int, list[int]]:
         """How many hosts serve the database now (this one included), and the partitions a
         host may take."""
-        ((live, takeable),) = self._query(self._lease_session, _SURVEY)
+        ((live, takeable),) = self._query(self._lease_session, _SURVEY, (self.partitions,))
         if not isinstance(takeable, list):
             raise EnclaveStateError("the database answered the lease survey with no list")
         return max(_integer(live, "a count of hosts"), 1), [
@@ -521,6 +534,8 @@ class PostgresDatabase:
         """Take the lease of ``partition`` if it is free; its fencing token, or None. Should
         the lease be lost (renewal finds it taken, or a commit is refused), ``on_lost`` is
         called with the partition, on whichever thread found out."""
+        if not 0 <= partition < self.partitions:
+            return None  # a row the database should not have
         began = time.monotonic()
         rows = self._query(
             self._lease_session,
@@ -717,10 +732,16 @@ class PostgresDatabase:
 
     def outcome(self, inbox_id: int) -> tuple[str, str | None] | None:
         """What became of an inbox mail: None while it waits; ``("", None)`` once it was
-        handled; ``(error code, message)`` if the enclave refused it."""
+        handled; ``(error code, message)`` if the enclave refused it. The row stays until
+        :meth:`forget`; :class:`MailPendingError` if it is gone (someone else deleted it: the
+        outcome is unknown)."""
         rows = self._query(self._sender, _OUTCOME, (inbox_id,))
         if not rows:
-            return "", None
+            raise MailPendingError(
+                "the mail put in the database for the host serving its partition is no longer "
+                "there, and its outcome is unknown (the database lost or dropped it): send it "
+                "again"
+            )
         error, message = rows[0]
         if error is None:
             return None
@@ -730,16 +751,16 @@ class PostgresDatabase:
         """Drop an inbox mail whose refusal was passed on."""
         self._query(self._sender, _FORGET, (inbox_id,))
 
-    def queued(self, partition: int) -> list[tuple[int, str, bytes]]:
-        """The oldest mail waiting in ``partition``'s inbox (up to 64), oldest first."""
-        return [
-            (
-                _integer(row[0], "an inbox id"),
-                _text(row[1], "a routing hint"),
-                _bytes(row[2], "a mail"),
-            )
-            for row in self._query(self._sender, _QUEUED, (partition,))
-        ]
+    def queued(self, partition: int) -> list[tuple[int, str | None, bytes | None]]:
+        """The oldest mail waiting in ``partition``'s inbox (up to 64), oldest first; a row
+        whose routing hint or mail is not what the host stored has None in its place."""
+        queued: list[tuple[int, str | None, bytes | None]] = []
+        for row in self._query(self._sender, _QUEUED, (partition,)):
+            inbox_id = _integer(row[0], "an inbox id")
+            hint = row[1] if isinstance(row[1], str) else None
+            mail = row[2] if isinstance(row[2], bytes) else None
+            queued.append((inbox_id, hint, mail))
+        return queued
 
     def consume(self, inbox_id: int, partition: int, token: int) -> None:
         """An inbox mail the enclave took without making anything to store: drop it and wake
