@@ -100,15 +100,17 @@ def test_two_hosts_share_the_partitions_and_answer_any_clients_mail(
     first, second = hosts(), hosts()
     _until(lambda: len(_held(first)) == 2 and len(_held(second)) == 2)
     assert _held(first) | _held(second) == {0, 1, 2, 3}
-    for number in range(8):
+    for number in range(16):
         hint = f"client-{number}"
-        partition = partition_of(hint, 4)
-        via = second if partition in _held(first) else first  # the host that does NOT hold it
+        holder = first if partition_of(hint, 4) in _held(first) else second
+        # Half the clients through the holder, half through the other host (the inbox).
+        via = holder if number % 2 else (second if holder is first else first)
         client = _client(via.url, hint)
-        for round_ in range(1, 4):
+        for round_ in range(1, 4):  # each with the acknowledgement of the last answer
             answer = client.send_mail(b"m")
             assert answer is not None
             assert answer.body == b"m #%d" % round_
+        assert client.poll_mail() is None  # every answer was acknowledged and dropped
 
 
 def test_a_refusal_by_the_holder_reaches_the_client_through_the_other_host(
@@ -308,3 +310,22 @@ def test_a_version_1_database_is_upgraded_with_its_state(database_url: str) -> N
 
 def _terminate(url: str, pid: int) -> None:
     _operator(url, "SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_hung_hosts_partitions_are_served_by_the_others(
+    hosts: Callable[..., ClusterHost],
+) -> None:
+    """A host that hangs keeps its database session (and host lock) but stops renewing: the
+    others must not count it, and take its partitions once its leases run out."""
+    first, second = hosts(partitions=2, lease_time=1.5), hosts(partitions=2, lease_time=1.5)
+    _until(lambda: len(_held(first)) == 1 and len(_held(second)) == 1)
+    (stranded,) = _held(second)
+    second.service._closed.set()  # hung: no lease rounds, no listening ...
+    second.service._database._closed.set()  # ... no renewals, no heartbeat
+    began = time.monotonic()
+    _until(lambda: _held(first) == {0, 1}, timeout=15)
+    assert time.monotonic() - began < 1.5 + 3  # its lease, then a round or two
+    hint = next(f"c{n}" for n in range(100) if partition_of(f"c{n}", 2) == stranded)
+    answer = _client(first.url, hint).send_mail(b"m")
+    assert answer is not None
+    assert answer.body == b"m #1"

@@ -444,15 +444,23 @@ class ClusterService:
             self._await(inbox_id)
         else:
             assert part.service is not None
-            if acknowledged is not None:
-                self._database.acknowledge(routing_hint, acknowledged)
-            try:
-                part.service.process(mail, routing_hint)
-            except MailGapError:
-                # The sender's previous mail may wait in the inbox (it reached another host):
-                # deliver that first. The enclave refused this one without taking it.
-                self._drain(part)
-                part.service.process(mail, routing_hint)
+            assert part.store is not None
+            acknowledging = (
+                contextlib.nullcontext()
+                if acknowledged is None or not 0 <= acknowledged < 1 << 63
+                else part.store.acknowledging(routing_hint, acknowledged)
+            )
+            with acknowledging:
+                try:
+                    part.service.process(mail, routing_hint)
+                except MailGapError:
+                    # The sender's previous mail may wait in the inbox (it reached another
+                    # host): deliver that first. The enclave refused this one, not taking it.
+                    self._drain(part)
+                    part.service.process(mail, routing_hint)
+                if acknowledged is not None and not part.store.acknowledged():
+                    # Nothing was committed (the call made no mail and no state).
+                    self._database.acknowledge(routing_hint, acknowledged)
         return self._database.next_mail(routing_hint, None)
 
     def poll(self, routing_hint: str, acknowledged: int | None) -> tuple[int, bytes] | None:

@@ -132,6 +132,12 @@ _TABLES = [
         handled_at TIMESTAMPTZ
     )""",
     "CREATE INDEX IF NOT EXISTS inbox_by_partition ON inbox (partition, id)",
+    # Each host's heartbeat, renewed with its leases (even when it holds none).
+    """CREATE TABLE IF NOT EXISTS hosts (
+        host_lock BIGINT PRIMARY KEY,
+        name TEXT NOT NULL,
+        seen_at TIMESTAMPTZ NOT NULL
+    )""",
 ]
 # Version 1 (one host per database) kept one journal: it becomes partition 0's.
 _FROM_VERSION_1 = [
@@ -179,13 +185,22 @@ _TAKEABLE = """(
         AND objid::bigint = leases.host_lock & 4294967295
     )
 )"""
+# The hosts that share the partitions: alive (their host lock is held) and not hung (their
+# heartbeat is younger than a lease). A hung host's leases run out, and it is not counted, so
+# the others' shares grow to take its partitions.
 _SURVEY = f"""
 SELECT (
-    SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
-    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND classid::bigint = {_HOST_LOCK_CLASS}
+    SELECT count(*) FROM hosts
+    WHERE seen_at > clock_timestamp() - %(seconds)s * interval '1 second' AND EXISTS (
+        SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND classid::bigint = {_HOST_LOCK_CLASS}
+        AND classid::bigint = hosts.host_lock >> 32
+        AND objid::bigint = hosts.host_lock & 4294967295
+    )
 ), array(
-    SELECT partition FROM leases WHERE partition >= 0 AND partition < %s AND {_TAKEABLE}
+    SELECT partition FROM leases
+    WHERE partition >= 0 AND partition < %(partitions)s AND {_TAKEABLE}
     ORDER BY partition
 )
 """  # noqa: S608 (built from this module's constants only)
@@ -196,6 +211,10 @@ WHERE partition = %(partition)s AND {_TAKEABLE}
 RETURNING token
 """  # noqa: S608 (built from this module's constants only)
 _HOLDER = "SELECT holder FROM leases WHERE partition = %s"
+_HEARTBEAT = """
+INSERT INTO hosts (host_lock, name, seen_at) VALUES (%s, %s, clock_timestamp())
+ON CONFLICT (host_lock) DO UPDATE SET seen_at = EXCLUDED.seen_at
+"""
 _RENEW = """
 UPDATE leases SET expires_at = clock_timestamp() + %s * interval '1 second'
 FROM unnest(%s::integer[], %s::bigint[]) AS mine(partition, token)
@@ -210,8 +229,15 @@ WHERE partition = %s AND token = %s
 # (FOR SHARE) until the commit, so a host taking the partition over waits for it, then reads
 # the journal with this commit in it.
 _FENCE = """
-SELECT 1 FROM leases WHERE partition = %s AND token = %s AND expires_at > clock_timestamp()
+SELECT 1 FROM leases
+WHERE partition = %(partition)s AND token = %(token)s AND expires_at > clock_timestamp()
 FOR SHARE
+"""
+# The same, and the acknowledgement the delivery came with (one round trip): before the call's
+# new mail is inserted, so it cannot name the delivery's answer.
+_FENCE_AND_ACKNOWLEDGE = f"""
+WITH dropped AS ({_ACKNOWLEDGE})
+{_FENCE}
 """
 _HOLDING = """EXISTS (
     SELECT 1 FROM leases WHERE partition = %(partition)s AND token = %(token)s
@@ -269,7 +295,10 @@ WITH refused AS (
 )
 SELECT pg_notify('{_OUTCOME_CHANNEL}', id::text) FROM refused
 """  # noqa: S608 (built from this module's constants only)
-_SWEEP = "DELETE FROM inbox WHERE handled_at < clock_timestamp() - interval '10 minutes'"
+_SWEEP = """
+WITH hosts_gone AS (DELETE FROM hosts WHERE seen_at < clock_timestamp() - interval '1 day')
+DELETE FROM inbox WHERE handled_at < clock_timestamp() - interval '10 minutes'
+"""
 
 
 class _Session:
@@ -395,6 +424,7 @@ class PostgresDatabase:
             with self.use(self._lease_session) as connection:
                 self.partitions: int = self._migrate(connection, partitions)
                 self.high_water: int = self._jump_ids(connection)
+            self._query(self._lease_session, _HEARTBEAT, (self.host_lock, self.name))
             for session in (self._sender, self._reader):
                 with self.use(session):
                     pass  # connect now: a host that cannot, does not start
@@ -523,7 +553,11 @@ class PostgresDatabase:
     def survey(self) -> tuple[int, list[int]]:
         """How many hosts serve the database now (this one included), and the partitions a
         host may take."""
-        ((live, takeable),) = self._query(self._lease_session, _SURVEY, (self.partitions,))
+        ((live, takeable),) = self._query(
+            self._lease_session,
+            _SURVEY,
+            {"seconds": self.lease_time, "partitions": self.partitions},
+        )
         if not isinstance(takeable, list):
             raise EnclaveStateError("the database answered the lease survey with no list")
         return max(_integer(live, "a count of hosts"), 1), [
@@ -606,7 +640,9 @@ class PostgresDatabase:
         self._query(self._lease_session, _RELEASE, (partition, token))
 
     def renew(self) -> None:
-        """Renew every lease held; those found taken over are :meth:`lost`."""
+        """Renew every lease held, and this host's heartbeat; leases found taken over are
+        :meth:`lost`."""
+        self._query(self._lease_session, _HEARTBEAT, (self.host_lock, self.name))
         held = self.held()
         if not held:
             return
@@ -820,6 +856,7 @@ class _PostgresTransaction:
     def __init__(self, store: PostgresMailboxStore, cursor: Any) -> None:
         self._store = store
         self._cursor = cursor
+        self._last: int | None = None  # the last commit left by drop_journal
 
     def record_instance(self, encryption_key: bytes, attestation: bytes) -> None:
         self._store.execute(
@@ -843,20 +880,21 @@ class _PostgresTransaction:
         return _integer(_one_row(self._cursor)[0], "a new mail's id")
 
     def drop_journal(self, from_commit: int, everything: bool) -> None:
+        # And, in the same round trip, the last commit the DELETE leaves (the statement's
+        # SELECT sees the table as it was before the DELETE: hence the bound).
         self._store.execute(
             self._cursor,
-            "DELETE FROM sealed_journal WHERE partition = %s AND (commit_number >= %s OR %s)",
-            (self._store.partition, from_commit, everything),
-        )
-
-    def last_commit(self) -> int | None:
-        self._store.execute(
-            self._cursor,
-            "SELECT max(commit_number) FROM sealed_journal WHERE partition = %s",
-            (self._store.partition,),
+            "WITH dropped AS (DELETE FROM sealed_journal WHERE partition = %(partition)s "
+            "AND (commit_number >= %(from)s OR %(everything)s)) "
+            "SELECT max(commit_number) FROM sealed_journal WHERE partition = %(partition)s "
+            "AND commit_number < %(from)s AND NOT %(everything)s",
+            {"partition": self._store.partition, "from": from_commit, "everything": everything},
         )
         (last,) = _one_row(self._cursor)
-        return None if last is None else _integer(last, "the last commit number")
+        self._last = None if last is None else _integer(last, "the last commit number")
+
+    def last_commit(self) -> int | None:
+        return self._last
 
     def insert_commit(self, commit_number: int, snapshot: bool, blob: bytes) -> None:
         self._store.execute(
@@ -943,6 +981,22 @@ class PostgresMailboxStore:
         finally:
             self._consuming.inbox_id = None
 
+    @contextlib.contextmanager
+    def acknowledging(self, routing_hint: str, acknowledged: int) -> Iterator[None]:
+        """While the block runs on this thread, a commit also drops the mail of
+        ``routing_hint`` up to ``acknowledged`` (as :meth:`PostgresDatabase.acknowledge`),
+        first thing in its transaction; :meth:`acknowledged` says whether one did."""
+        self._consuming.acknowledgement = (routing_hint, acknowledged)
+        self._consuming.acknowledged = False
+        try:
+            yield
+        finally:
+            self._consuming.acknowledgement = None
+
+    def acknowledged(self) -> bool:
+        """Whether a commit of the block of :meth:`acknowledging` dropped what it names."""
+        return bool(getattr(self._consuming, "acknowledged", False))
+
     def consumed(self) -> bool:
         """Whether a commit of the block of :meth:`consuming` dropped its inbox mail."""
         return bool(getattr(self._consuming, "done", False))
@@ -953,11 +1007,17 @@ class PostgresMailboxStore:
         """See :meth:`MailboxStore.apply <sanctorum.web.store.MailboxStore.apply>`; refused
         with :class:`LeaseLostError` (nothing stored) once the lease is gone."""
         inbox_id = getattr(self._consuming, "inbox_id", None)
+        acknowledgement = getattr(self._consuming, "acknowledgement", None)
+        lease: dict[str, object] = {"partition": self.partition, "token": self.token}
+        if acknowledgement is None:
+            fence = (_FENCE, lease)
+        else:
+            hint, acknowledged = acknowledgement
+            fence = (_FENCE_AND_ACKNOWLEDGE, {**lease, "hint": hint, "acknowledged": acknowledged})
         with (
             self._database.use(self._writer) as connection,
-            _transaction(connection, self.execute) as cursor,
+            _transaction(connection, self.execute, first=fence) as cursor,
         ):
-            self.execute(cursor, _FENCE, (self.partition, self.token))
             if cursor.fetchone() is None:
                 self._database.lost(self.partition, self.token)
                 raise LeaseLostError(
@@ -976,6 +1036,8 @@ class PostgresMailboxStore:
             )
         if inbox_id is not None:
             self._consuming.done = True
+        if acknowledgement is not None:
+            self._consuming.acknowledged = True
         self.high_water = high_water
         if instance is not None:
             self._recorded_instance = instance[0]
@@ -1011,10 +1073,20 @@ class PostgresMailboxStore:
 
 
 @contextlib.contextmanager
-def _transaction(connection: Any, execute: Statement) -> Iterator[Any]:
-    """One transaction, its BEGIN and COMMIT through ``execute`` like the rest."""
+def _transaction(
+    connection: Any,
+    execute: Statement,
+    first: tuple[str, dict[str, object]] | None = None,
+) -> Iterator[Any]:
+    """One transaction, its BEGIN and COMMIT through ``execute`` like the rest; the BEGIN
+    and a ``first`` statement go in one round trip (a pipeline), its rows left to fetch."""
     with connection.cursor() as cursor:
-        execute(cursor, "BEGIN")
+        if first is None:
+            execute(cursor, "BEGIN")
+        else:
+            with connection.pipeline():
+                execute(cursor, "BEGIN")
+                execute(cursor, *first)
         yield cursor
         execute(cursor, "COMMIT")
 
