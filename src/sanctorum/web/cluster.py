@@ -443,25 +443,30 @@ class ClusterService:
             inbox_id = self._database.enqueue(number, routing_hint, mail, acknowledged)
             self._await(inbox_id)
         else:
-            assert part.service is not None
-            assert part.store is not None
-            acknowledging = (
-                contextlib.nullcontext()
-                if acknowledged is None or not 0 <= acknowledged < 1 << 63
-                else part.store.acknowledging(routing_hint, acknowledged)
-            )
-            with acknowledging:
-                try:
-                    part.service.process(mail, routing_hint)
-                except MailGapError:
-                    # The sender's previous mail may wait in the inbox (it reached another
-                    # host): deliver that first. The enclave refused this one, not taking it.
-                    self._drain(part)
-                    part.service.process(mail, routing_hint)
-                if acknowledged is not None and not part.store.acknowledged():
-                    # Nothing was committed (the call made no mail and no state).
-                    self._database.acknowledge(routing_hint, acknowledged)
+            try:
+                stored, answer = self._deliver_here(part, mail, routing_hint, acknowledged)
+            except MailGapError:
+                # The sender's previous mail may wait in the inbox (it reached another host):
+                # deliver that first. The enclave refused this one, not taking it.
+                self._drain(part)
+                stored, answer = self._deliver_here(part, mail, routing_hint, acknowledged)
+            if stored:  # the commit read the answer too
+                return answer
+            if acknowledged is not None:  # nothing was committed: no mail, no state
+                self._database.acknowledge(routing_hint, acknowledged)
         return self._database.next_mail(routing_hint, None)
+
+    @staticmethod
+    def _deliver_here(
+        part: _Partition, mail: bytes, routing_hint: str, acknowledged: int | None
+    ) -> tuple[bool, tuple[int, bytes] | None]:
+        """Deliver to this host's instance: whether a commit was stored, and the answer it
+        read (one transaction acknowledges, stores, and reads the answer)."""
+        assert part.service is not None
+        assert part.store is not None
+        with part.store.delivering(routing_hint, acknowledged):
+            part.service.process(mail, routing_hint)
+            return part.store.delivered()
 
     def poll(self, routing_hint: str, acknowledged: int | None) -> tuple[int, bytes] | None:
         return self._database.next_mail(routing_hint, acknowledged)

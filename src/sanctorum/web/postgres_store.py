@@ -982,20 +982,28 @@ class PostgresMailboxStore:
             self._consuming.inbox_id = None
 
     @contextlib.contextmanager
-    def acknowledging(self, routing_hint: str, acknowledged: int) -> Iterator[None]:
-        """While the block runs on this thread, a commit also drops the mail of
-        ``routing_hint`` up to ``acknowledged`` (as :meth:`PostgresDatabase.acknowledge`),
-        first thing in its transaction; :meth:`acknowledged` says whether one did."""
-        self._consuming.acknowledgement = (routing_hint, acknowledged)
-        self._consuming.acknowledged = False
+    def delivering(self, routing_hint: str, acknowledged: int | None) -> Iterator[None]:
+        """While the block (a delivery from ``routing_hint``) runs on this thread, a commit
+        also drops that reader's mail up to ``acknowledged`` first thing in its transaction
+        (as :meth:`PostgresDatabase.acknowledge`, so it cannot name the delivery's answer), and
+        reads the reader's oldest mail last (the answer, unless older mail waits): see
+        :meth:`delivered`."""
+        if acknowledged is not None and not 0 <= acknowledged < 1 << 63:
+            acknowledged = None  # names no mail
+        self._consuming.delivery = (routing_hint, acknowledged)
+        self._consuming.delivered = (False, None)
         try:
             yield
         finally:
-            self._consuming.acknowledgement = None
+            self._consuming.delivery = None
 
-    def acknowledged(self) -> bool:
-        """Whether a commit of the block of :meth:`acknowledging` dropped what it names."""
-        return bool(getattr(self._consuming, "acknowledged", False))
+    def delivered(self) -> tuple[bool, tuple[int, bytes] | None]:
+        """Whether a commit of the block of :meth:`delivering` was stored, and the reader's
+        oldest mail it read."""
+        delivered: tuple[bool, tuple[int, bytes] | None] = getattr(
+            self._consuming, "delivered", (False, None)
+        )
+        return delivered
 
     def consumed(self) -> bool:
         """Whether a commit of the block of :meth:`consuming` dropped its inbox mail."""
@@ -1007,24 +1015,25 @@ class PostgresMailboxStore:
         """See :meth:`MailboxStore.apply <sanctorum.web.store.MailboxStore.apply>`; refused
         with :class:`LeaseLostError` (nothing stored) once the lease is gone."""
         inbox_id = getattr(self._consuming, "inbox_id", None)
-        acknowledgement = getattr(self._consuming, "acknowledgement", None)
+        delivery: tuple[str, int | None] | None = getattr(self._consuming, "delivery", None)
         lease: dict[str, object] = {"partition": self.partition, "token": self.token}
-        if acknowledgement is None:
-            fence = (_FENCE, lease)
+        if delivery is None or delivery[1] is None:
+            fence: tuple[str, dict[str, object]] = (_FENCE, lease)
         else:
-            hint, acknowledged = acknowledgement
+            hint, acknowledged = delivery
             fence = (_FENCE_AND_ACKNOWLEDGE, {**lease, "hint": hint, "acknowledged": acknowledged})
+        # A pipeline: statements go out together, and wait for the server only when a result
+        # is read (a new mail's id, the last commit, the lease), so a commit takes two or
+        # three round trips, not one per statement. An error aborts what follows it.
         with (
             self._database.use(self._writer) as connection,
-            _transaction(connection, self.execute, first=fence) as cursor,
+            connection.pipeline(),
+            connection.cursor() as held,
+            connection.cursor() as cursor,
+            connection.cursor() as oldest,
         ):
-            if cursor.fetchone() is None:
-                self._database.lost(self.partition, self.token)
-                raise LeaseLostError(
-                    f"this host's lease of partition {self.partition} ran out or was taken "
-                    "over by another host: the call's commands were not stored, and this "
-                    "instance stops serving the partition"
-                )
+            self.execute(cursor, "BEGIN")
+            self.execute(held, *fence)
             if inbox_id is not None:
                 self.execute(cursor, _CONSUME_IN_COMMIT, (inbox_id,))
             high_water = apply_commands(
@@ -1034,10 +1043,26 @@ class PostgresMailboxStore:
                 self._recorded_instance,
                 self.high_water,
             )
+            if delivery is not None:
+                self.execute(oldest, _FETCH, (delivery[0],))
+            if held.fetchone() is None:  # checked before COMMIT is sent
+                self._database.lost(self.partition, self.token)
+                raise LeaseLostError(
+                    f"this host's lease of partition {self.partition} ran out or was taken "
+                    "over by another host: the call's commands were not stored, and this "
+                    "instance stops serving the partition"
+                )
+            answer = oldest.fetchone() if delivery is not None else None
+            self.execute(cursor, "COMMIT")
         if inbox_id is not None:
             self._consuming.done = True
-        if acknowledgement is not None:
-            self._consuming.acknowledged = True
+        if delivery is not None:
+            self._consuming.delivered = (
+                True,
+                None
+                if answer is None
+                else (_integer(answer[0], "a mail id"), _bytes(answer[1], "a mail")),
+            )
         self.high_water = high_water
         if instance is not None:
             self._recorded_instance = instance[0]
@@ -1073,20 +1098,10 @@ class PostgresMailboxStore:
 
 
 @contextlib.contextmanager
-def _transaction(
-    connection: Any,
-    execute: Statement,
-    first: tuple[str, dict[str, object]] | None = None,
-) -> Iterator[Any]:
-    """One transaction, its BEGIN and COMMIT through ``execute`` like the rest; the BEGIN
-    and a ``first`` statement go in one round trip (a pipeline), its rows left to fetch."""
+def _transaction(connection: Any, execute: Statement) -> Iterator[Any]:
+    """One transaction, its BEGIN and COMMIT through ``execute`` like the rest."""
     with connection.cursor() as cursor:
-        if first is None:
-            execute(cursor, "BEGIN")
-        else:
-            with connection.pipeline():
-                execute(cursor, "BEGIN")
-                execute(cursor, *first)
+        execute(cursor, "BEGIN")
         yield cursor
         execute(cursor, "COMMIT")
 
