@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -14,8 +15,10 @@ import uvicorn
 
 from sanctorum import EnclaveClient, EnclaveInstanceInfo, EnclaveMode, WebTransport
 from sanctorum.web.app import create_app
+from sanctorum.web.cluster import DEFAULT_FORWARD_TIMEOUT, ClusterService
 from sanctorum.web.logs import ASGIApp
 from sanctorum.web.service import EnclaveService
+from tests.postgres import PostgresServer
 
 
 @dataclass
@@ -86,3 +89,55 @@ def web_host(
     yield start
     for host in running:
         host.stop()
+
+
+@dataclass
+class ClusterHost:
+    """A web host of a service kept in PostgreSQL (``web.cluster``), served in a thread."""
+
+    service: ClusterService
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.service.close()
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer) -> str:
+    """A fresh database of the test session's PostgreSQL server."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture
+def cluster(database_url: str, tmp_path: Path) -> Iterator[Callable[..., ClusterHost]]:
+    """Starts hosts of one service (the mock ``Counter`` enclave) on ``database_url``."""
+    from counting_enclave import Counter
+
+    running: list[ClusterHost] = []
+
+    def start(
+        partitions: int | None = 4,
+        lease_time: float = 10.0,
+        forward_timeout: float = DEFAULT_FORWARD_TIMEOUT,
+    ) -> ClusterHost:
+        service = ClusterService(
+            Counter,
+            EnclaveMode.MOCK,
+            tmp_path / f"host-{len(running)}",
+            database=database_url,
+            partitions=partitions,
+            lease_time=lease_time,
+            forward_timeout=forward_timeout,
+        )
+        service.start()
+        running.append(ClusterHost(service, *serve_app(create_app(service))))
+        return running[-1]
+
+    yield start
+    for host in running:
+        with contextlib.suppress(Exception):
+            host.stop()

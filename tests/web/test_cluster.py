@@ -3,18 +3,15 @@ this process: partitions shared out, mail through any host, leases, fencing and 
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from counting_enclave import Counter
 
 from sanctorum import (
@@ -31,20 +28,7 @@ from sanctorum.web.cluster import ClusterService
 from sanctorum.web.partitions import partition_of
 from sanctorum.web.postgres_store import PostgresDatabase, PostgresMailboxStore
 from tests.postgres import PostgresServer
-from tests.web.conftest import serve_app
-
-
-@dataclass
-class ClusterHost:
-    service: ClusterService
-    url: str
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.service.close()
+from tests.web.conftest import ClusterHost, serve_app
 
 
 def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -52,31 +36,6 @@ def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
-
-
-@pytest.fixture
-def hosts(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Callable[..., ClusterHost]]:
-    url = postgres_server.new_database()
-    running: list[ClusterHost] = []
-
-    def start(partitions: int | None = 4, lease_time: float = 10.0) -> ClusterHost:
-        service = ClusterService(
-            Counter,
-            EnclaveMode.MOCK,
-            tmp_path / f"host-{len(running)}",
-            database=url,
-            partitions=partitions,
-            lease_time=lease_time,
-        )
-        service.start()
-        running.append(ClusterHost(service, *serve_app(create_app(service))))
-        return running[-1]
-
-    start.url = url  # type: ignore[attr-defined]
-    yield start
-    for host in running:
-        with contextlib.suppress(Exception):
-            host.stop()
 
 
 def _held(host: ClusterHost) -> set[int]:
@@ -95,9 +54,9 @@ def _client(url: str, hint: str) -> EnclaveClient:
 
 
 def test_two_hosts_share_the_partitions_and_answer_any_clients_mail(
-    hosts: Callable[..., ClusterHost],
+    cluster: Callable[..., ClusterHost],
 ) -> None:
-    first, second = hosts(), hosts()
+    first, second = cluster(), cluster()
     _until(lambda: len(_held(first)) == 2 and len(_held(second)) == 2)
     assert _held(first) | _held(second) == {0, 1, 2, 3}
     for number in range(16):
@@ -114,9 +73,9 @@ def test_two_hosts_share_the_partitions_and_answer_any_clients_mail(
 
 
 def test_a_refusal_by_the_holder_reaches_the_client_through_the_other_host(
-    hosts: Callable[..., ClusterHost],
+    cluster: Callable[..., ClusterHost],
 ) -> None:
-    first, second = hosts(partitions=2), hosts(partitions=2)
+    first, second = cluster(partitions=2), cluster(partitions=2)
     _until(lambda: len(_held(first)) == 1 and len(_held(second)) == 1)
     hint = next(f"c{n}" for n in range(100) if partition_of(f"c{n}", 2) in _held(first))
     answers = [
@@ -167,11 +126,6 @@ def test_a_host_answers_504_when_no_host_handles_the_mail_in_time(
 
 
 # -- leases and fencing --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def database_url(postgres_server: PostgresServer) -> str:
-    return postgres_server.new_database()
 
 
 def _operator(url: str, statement: str, parameters: tuple[object, ...] = ()) -> list[Any]:
@@ -313,11 +267,11 @@ def _terminate(url: str, pid: int) -> None:
 
 
 def test_a_hung_hosts_partitions_are_served_by_the_others(
-    hosts: Callable[..., ClusterHost],
+    cluster: Callable[..., ClusterHost],
 ) -> None:
     """A host that hangs keeps its database session (and host lock) but stops renewing: the
     others must not count it, and take its partitions once its leases run out."""
-    first, second = hosts(partitions=2, lease_time=1.5), hosts(partitions=2, lease_time=1.5)
+    first, second = cluster(partitions=2, lease_time=1.5), cluster(partitions=2, lease_time=1.5)
     _until(lambda: len(_held(first)) == 1 and len(_held(second)) == 1)
     (stranded,) = _held(second)
     second.service._closed.set()  # hung: no lease rounds, no listening ...

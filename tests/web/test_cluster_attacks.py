@@ -6,10 +6,9 @@ lost its lease commit."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,44 +22,11 @@ from sanctorum.web.app import create_app
 from sanctorum.web.cluster import ClusterService
 from sanctorum.web.partitions import partition_of
 from sanctorum.web.postgres_store import PostgresDatabase
-from tests.postgres import PostgresServer
-from tests.web.conftest import serve_app
-from tests.web.test_cluster import ClusterHost, _client, _held, _operator, _until
+from tests.web.conftest import ClusterHost, serve_app
+from tests.web.test_cluster import _client, _held, _operator, _until
 
 _BOUND = 15.0  # seconds within which every request must be answered
 _OCTETS = {"Content-Type": "application/octet-stream"}
-
-
-@pytest.fixture
-def url(postgres_server: PostgresServer) -> str:
-    return postgres_server.new_database()
-
-
-@pytest.fixture
-def cluster(url: str, tmp_path: Path) -> Iterator[Callable[..., ClusterHost]]:
-    """Hosts of one service on the database at ``url``; a short forward timeout."""
-    running: list[ClusterHost] = []
-
-    def start(
-        partitions: int | None = 4, lease_time: float = 10.0, forward_timeout: float = 3.0
-    ) -> ClusterHost:
-        service = ClusterService(
-            Counter,
-            EnclaveMode.MOCK,
-            tmp_path / f"host-{len(running)}",
-            database=url,
-            partitions=partitions,
-            lease_time=lease_time,
-            forward_timeout=forward_timeout,
-        )
-        service.start()
-        running.append(ClusterHost(service, *serve_app(create_app(service))))
-        return running[-1]
-
-    yield start
-    for host in running:
-        with contextlib.suppress(Exception):
-            host.stop()
 
 
 def _assert_alive(service: ClusterService) -> None:
@@ -112,7 +78,7 @@ def _hint_in(partitions: set[int], count: int, avoid: str = "") -> str:
 )
 @pytest.mark.parametrize("channel", ["sanctorum_inbox", "sanctorum_outcome"])
 def test_a_hostile_notify_payload_does_not_kill_the_listener(
-    cluster: Callable[..., ClusterHost], url: str, channel: str, payload: str
+    cluster: Callable[..., ClusterHost], database_url: str, channel: str, payload: str
 ) -> None:
     # Found: for "9" * 5000, "0" * 7999 and "\u00b2" on both channels: ClusterService._listen
     # guards with str.isdigit() then calls int(payload), which raises ValueError (over the
@@ -120,7 +86,7 @@ def test_a_hostile_notify_payload_does_not_kill_the_listener(
     # for good (wake-ups then come only from the 1 s polls).
     host = cluster()
     _until(lambda: len(_held(host)) == 4)
-    _operator(url, "SELECT pg_notify(%s, %s)", (channel, payload))
+    _operator(database_url, "SELECT pg_notify(%s, %s)", (channel, payload))
     time.sleep(1.5)
     _assert_alive(host.service)
     # and the host still serves a client, through the same path
@@ -134,15 +100,15 @@ def test_a_hostile_notify_payload_does_not_kill_the_listener(
 
 
 def test_an_inbox_row_deleted_while_its_host_waits_is_not_answered_as_delivered(
-    url: str, tmp_path: Path
+    database_url: str, tmp_path: Path
 ) -> None:
     # Found: PostgresDatabase.outcome() read a missing row as "handled", so the host answered
     # 200 (empty: no reply yet) for a mail no enclave ever saw: the client believes it was
     # delivered and waits for a reply that never comes.
-    squatter = PostgresDatabase(url, partitions=1)  # holds the lease, never delivers
+    squatter = PostgresDatabase(database_url, partitions=1)  # holds the lease, never delivers
     assert squatter.take(0) is not None
     service = ClusterService(
-        Counter, EnclaveMode.MOCK, tmp_path / "host", database=url, forward_timeout=6.0
+        Counter, EnclaveMode.MOCK, tmp_path / "host", database=database_url, forward_timeout=6.0
     )
     host: ClusterHost | None = None
     try:
@@ -152,8 +118,8 @@ def test_an_inbox_row_deleted_while_its_host_waits_is_not_answered_as_delivered(
 
         sender = threading.Thread(target=lambda: answers.append(_post(host, "alice", b"mail")))
         sender.start()
-        _until(lambda: bool(_operator(url, "SELECT id FROM inbox")), timeout=5)
-        _operator(url, "DELETE FROM inbox")  # a second operator drops it
+        _until(lambda: bool(_operator(database_url, "SELECT id FROM inbox")), timeout=5)
+        _operator(database_url, "DELETE FROM inbox")  # a second operator drops it
         sender.join(timeout=_BOUND + 5)
         assert answers, "the request hung"
         assert answers[0].status_code != 200, (
@@ -168,7 +134,7 @@ def test_an_inbox_row_deleted_while_its_host_waits_is_not_answered_as_delivered(
 
 
 def test_a_replayed_inbox_row_is_refused_and_never_applied_twice(
-    cluster: Callable[..., ClusterHost], url: str
+    cluster: Callable[..., ClusterHost], database_url: str
 ) -> None:
     first, second = cluster(partitions=2), cluster(partitions=2)
     _until(lambda: len(_held(first)) == 1 and len(_held(second)) == 1)
@@ -176,7 +142,7 @@ def test_a_replayed_inbox_row_is_refused_and_never_applied_twice(
     hint = _hint_in({holder_partition}, 2)
     # The operator keeps a copy of every mail put in the inbox.
     _operator(
-        url,
+        database_url,
         """
         CREATE TABLE spy (n BIGSERIAL, partition INTEGER, routing_hint TEXT, mail BYTEA);
         CREATE FUNCTION spy_on_inbox() RETURNS trigger AS $$
@@ -194,17 +160,17 @@ def test_a_replayed_inbox_row_is_refused_and_never_applied_twice(
     assert answer.body == b"m #1"
     # The last mail the client sent (its start may have sent others before).
     ((partition, routing_hint, mail),) = _operator(
-        url, "SELECT partition, routing_hint, mail FROM spy ORDER BY n DESC LIMIT 1"
+        database_url, "SELECT partition, routing_hint, mail FROM spy ORDER BY n DESC LIMIT 1"
     )
     # The operator puts the handled mail back in the inbox, and wakes the holder.
     _operator(
-        url,
+        database_url,
         "INSERT INTO inbox (partition, routing_hint, mail) VALUES (%s, %s, %s)",
         (partition, routing_hint, mail),
     )
-    _operator(url, "SELECT pg_notify('sanctorum_inbox', %s::text)", (str(partition),))
-    _until(lambda: _operator(url, "SELECT error FROM inbox") != [(None,)], timeout=10)
-    assert _operator(url, "SELECT error FROM inbox") == [("MAIL_REPLAY",)]
+    _operator(database_url, "SELECT pg_notify('sanctorum_inbox', %s::text)", (str(partition),))
+    _until(lambda: _operator(database_url, "SELECT error FROM inbox") != [(None,)], timeout=10)
+    assert _operator(database_url, "SELECT error FROM inbox") == [("MAIL_REPLAY",)]
     # A hostile client replays it too, through both hosts: refused as a replay each time.
     for via in (first, second):
         replayed = _post(via, hint, bytes(mail))
@@ -219,7 +185,7 @@ def test_a_replayed_inbox_row_is_refused_and_never_applied_twice(
 
 
 def test_a_poison_inbox_row_does_not_block_the_partitions_other_mail(
-    cluster: Callable[..., ClusterHost], url: str
+    cluster: Callable[..., ClusterHost], database_url: str
 ) -> None:
     # Found: PostgresDatabase.queued() converted all 64 rows at once and raised
     # EnclaveStateError on the first bad one; ClusterService._drain returns on it, so a single
@@ -227,8 +193,10 @@ def test_a_poison_inbox_row_does_not_block_the_partitions_other_mail(
     first = cluster(partitions=1)
     second = cluster(partitions=1)  # holds nothing: its mail goes through the inbox
     _until(lambda: _held(first) == {0})
-    _operator(url, "ALTER TABLE inbox ALTER COLUMN mail DROP NOT NULL")
-    _operator(url, "INSERT INTO inbox (partition, routing_hint, mail) VALUES (0, 'x', NULL)")
+    _operator(database_url, "ALTER TABLE inbox ALTER COLUMN mail DROP NOT NULL")
+    _operator(
+        database_url, "INSERT INTO inbox (partition, routing_hint, mail) VALUES (0, 'x', NULL)"
+    )
     client = _client(second.url, "alice")
     answer = client.send_mail(b"m")
     assert answer is not None
@@ -248,16 +216,19 @@ def test_a_poison_inbox_row_does_not_block_the_partitions_other_mail(
     ],
 )
 def test_hostile_inbox_rows_are_refused_without_killing_the_drain(
-    cluster: Callable[..., ClusterHost], url: str, hint: str, mail: str
+    cluster: Callable[..., ClusterHost], database_url: str, hint: str, mail: str
 ) -> None:
     host = cluster(partitions=1)
     _until(lambda: _held(host) == {0})
     _operator(
-        url,
+        database_url,
         f"INSERT INTO inbox (partition, routing_hint, mail) VALUES (0, {hint}, {mail})",
     )
-    _operator(url, "SELECT pg_notify('sanctorum_inbox', '0')")
-    _until(lambda: _operator(url, "SELECT error IS NOT NULL FROM inbox") == [(True,)], timeout=10)
+    _operator(database_url, "SELECT pg_notify('sanctorum_inbox', '0')")
+    _until(
+        lambda: _operator(database_url, "SELECT error IS NOT NULL FROM inbox") == [(True,)],
+        timeout=10,
+    )
     _assert_alive(host.service)
     client = _client(host.url, "bob")
     answer = client.send_mail(b"m")
@@ -266,12 +237,12 @@ def test_hostile_inbox_rows_are_refused_without_killing_the_drain(
 
 
 def test_an_unknown_or_huge_refusal_from_the_database_is_an_answer_not_a_crash(
-    url: str, tmp_path: Path
+    database_url: str, tmp_path: Path
 ) -> None:
-    squatter = PostgresDatabase(url, partitions=1)
+    squatter = PostgresDatabase(database_url, partitions=1)
     assert squatter.take(0) is not None
     service = ClusterService(
-        Counter, EnclaveMode.MOCK, tmp_path / "host", database=url, forward_timeout=8.0
+        Counter, EnclaveMode.MOCK, tmp_path / "host", database=database_url, forward_timeout=8.0
     )
     host: ClusterHost | None = None
     try:
@@ -281,9 +252,9 @@ def test_an_unknown_or_huge_refusal_from_the_database_is_an_answer_not_a_crash(
         answers: list[httpx.Response] = []
         sender = threading.Thread(target=lambda: answers.append(_post(host, "alice", b"mail")))
         sender.start()
-        _until(lambda: bool(_operator(url, "SELECT id FROM inbox")), timeout=5)
+        _until(lambda: bool(_operator(database_url, "SELECT id FROM inbox")), timeout=5)
         _operator(
-            url,
+            database_url,
             "UPDATE inbox SET error = 'NOT_A_CODE', message = repeat('A', 1000000), "
             "handled_at = clock_timestamp(); SELECT pg_notify('sanctorum_outcome', id::text) "
             "FROM inbox",
@@ -304,7 +275,7 @@ def test_an_unknown_or_huge_refusal_from_the_database_is_an_answer_not_a_crash(
 
 
 def test_a_host_whose_lease_was_stolen_stops_serving_and_cannot_commit(
-    cluster: Callable[..., ClusterHost], url: str
+    cluster: Callable[..., ClusterHost], database_url: str
 ) -> None:
     host = cluster(partitions=1, lease_time=2.0)
     _until(lambda: _held(host) == {0})
@@ -315,12 +286,12 @@ def test_a_host_whose_lease_was_stolen_stops_serving_and_cannot_commit(
     part = host.service._parts[0]
     store = part.store
     assert store is not None
-    journal = _operator(url, "SELECT count(*) FROM sealed_journal")
-    _operator(url, "UPDATE leases SET token = token + 1")  # the operator steals the lease
+    journal = _operator(database_url, "SELECT count(*) FROM sealed_journal")
+    _operator(database_url, "UPDATE leases SET token = token + 1")  # the operator steals the lease
     with pytest.raises(LeaseLostError):
         store.apply([PostMail(b"stale", "alice")])
-    assert _operator(url, "SELECT count(*) FROM mailbox WHERE mail = 'stale'") == [(0,)]
-    assert _operator(url, "SELECT count(*) FROM sealed_journal") == journal
+    assert _operator(database_url, "SELECT count(*) FROM mailbox WHERE mail = 'stale'") == [(0,)]
+    assert _operator(database_url, "SELECT count(*) FROM sealed_journal") == journal
     _until(lambda: part.state == "stopped", timeout=10)
     # It takes the partition again once the stolen lease runs out, with a new token, and its
     # client's count goes on: nothing was applied twice or lost.
@@ -333,14 +304,14 @@ def test_a_host_whose_lease_was_stolen_stops_serving_and_cannot_commit(
 
 
 def test_bogus_lease_rows_do_not_take_a_real_partitions_place(
-    url: str, cluster: Callable[..., ClusterHost]
+    database_url: str, cluster: Callable[..., ClusterHost]
 ) -> None:
     # Found: PostgresDatabase.survey() returned every takeable row of `leases`, including
     # partitions outside 0..N-1 the operator added; lease_plan() takes the lowest first, so the
     # host serves phantom partition -1 and its fair share leaves real partition 3 unserved:
     # its clients get 504 for ever.
-    PostgresDatabase(url, partitions=4).close()
-    _operator(url, "INSERT INTO leases (partition) VALUES (-1), (4), (1000000000)")
+    PostgresDatabase(database_url, partitions=4).close()
+    _operator(database_url, "INSERT INTO leases (partition) VALUES (-1), (4), (1000000000)")
     host = cluster(partitions=4)
     time.sleep(1.5)  # a few lease rounds
     assert _held(host) == {0, 1, 2, 3}
@@ -349,25 +320,25 @@ def test_bogus_lease_rows_do_not_take_a_real_partitions_place(
 
 @pytest.mark.parametrize("count", ["0", "-1", "1000000000", "NULL"])
 def test_a_bad_partition_count_in_the_schema_is_refused_cleanly(
-    url: str, tmp_path: Path, count: str
+    database_url: str, tmp_path: Path, count: str
 ) -> None:
-    PostgresDatabase(url, partitions=4).close()
-    _operator(url, f"UPDATE sanctorum_schema SET partitions = {count}")
+    PostgresDatabase(database_url, partitions=4).close()
+    _operator(database_url, f"UPDATE sanctorum_schema SET partitions = {count}")
     with pytest.raises(EnclaveStateError, match="partitions"):
-        ClusterService(Counter, EnclaveMode.MOCK, tmp_path / "host", database=url)
+        ClusterService(Counter, EnclaveMode.MOCK, tmp_path / "host", database=database_url)
     # the state dir's lock was let go: a host with a good database starts there
-    _operator(url, "UPDATE sanctorum_schema SET partitions = 4")
-    service = ClusterService(Counter, EnclaveMode.MOCK, tmp_path / "host", database=url)
+    _operator(database_url, "UPDATE sanctorum_schema SET partitions = 4")
+    service = ClusterService(Counter, EnclaveMode.MOCK, tmp_path / "host", database=database_url)
     service.close()
 
 
 def test_a_hostile_holder_row_with_a_far_expiry_does_not_keep_a_partition(
-    cluster: Callable[..., ClusterHost], url: str
+    cluster: Callable[..., ClusterHost], database_url: str
 ) -> None:
     """An operator's row claims partition 0 for ever, for a host that does not exist."""
-    PostgresDatabase(url, partitions=2).close()
+    PostgresDatabase(database_url, partitions=2).close()
     _operator(
-        url,
+        database_url,
         "UPDATE leases SET holder = 'ghost', host_lock = 12345, token = 7, "
         "expires_at = 'infinity' WHERE partition = 0",
     )
@@ -397,7 +368,7 @@ def test_hostile_acknowledgements_through_the_inbox_are_answered(
 
 
 def test_a_huge_mail_through_the_inbox_is_answered(
-    cluster: Callable[..., ClusterHost], url: str
+    cluster: Callable[..., ClusterHost], database_url: str
 ) -> None:
     first, second = cluster(partitions=2), cluster(partitions=2)
     _until(lambda: len(_held(first)) == 1 and len(_held(second)) == 1)
@@ -406,6 +377,6 @@ def test_a_huge_mail_through_the_inbox_is_answered(
     assert answer.status_code == 400, answer.text
     answer = _post(second, hint, b"\x02" * ((16 << 20) + 1))
     assert answer.status_code == 413
-    assert _operator(url, "SELECT count(*) FROM inbox") == [(0,)]
+    assert _operator(database_url, "SELECT count(*) FROM inbox") == [(0,)]
     _assert_alive(first.service)
     _assert_alive(second.service)
