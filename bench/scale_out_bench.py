@@ -12,8 +12,8 @@ the other database's sessions, nginx for the three hosts; from /proc before and 
 round), and the cores kept busy (CPU per mail times mails/s); each beside the one host's as a
 ratio. On a 2-core machine three hosts cannot scale out: the figure is the CPU per mail, the
 cost of distribution (the nginx hop, and the inbox + NOTIFY round trip of the two thirds of the
-mail that reaches a host that does not hold its partition). Neither set-up fills the two
-cores: their mails/s are bound by waiting, not by CPU, and come out close.
+mail that reaches a host that does not hold its partition); "cores busy" says how near each
+set-up came to using both cores.
 
 Failover: three hosts on one database; in each round a partition's holder (found by /health)
 has its process group SIGKILLed while a client of that partition waits, and the client sends
@@ -332,8 +332,7 @@ def _throughput(ports: dict[str, int], serving: dict[str, _Serving], work: Path)
     print(
         f"    (on {os.cpu_count()} cores three hosts cannot scale out: CPU/mail is the figure, the "
         "cost of distribution per mail: nginx, and the inbox + NOTIFY of the mail that reaches "
-        "a host not holding its partition. Neither set-up fills the cores (cores busy): their "
-        "mails/s are bound by waiting, not by CPU)"
+        "a host not holding its partition)"
     )
     name = f"{HOSTS}-hosts-vs-1/{CONNECTIONS}-connections"
     figures = [

@@ -172,7 +172,7 @@ class ClusterService:
         while not self._closed.wait(_ROUND):
             try:
                 patience = self._balance(patience)
-            except EnclaveStateError as error:  # the database is away: looked at next round
+            except Exception as error:  # the database is away, or answered nonsense: next round
                 if not failing:  # once an outage, not every round
                     log_event(
                         logging.WARNING,
@@ -213,7 +213,7 @@ class ClusterService:
         thread = threading.Thread(target=self._open, args=(part,), name=f"partition-{number}")
         thread.daemon = True
         thread.start()
-        self._threads.append(thread)
+        self._threads = [old for old in self._threads if old.is_alive()] + [thread]
 
     def _open(self, part: _Partition) -> None:
         """Start the partition's instance from its journal, then hand it the inbox's mail
@@ -264,7 +264,16 @@ class ClusterService:
             start_ms=round((time.monotonic() - began) * 1000),
         )
         while part.state == "serving" and not self._closed.is_set():
-            self._drain(part)
+            try:
+                self._drain(part)
+            except Exception as error:  # never the end of the thread: it tries again
+                log_event(
+                    logging.ERROR,
+                    "inbox_failed",
+                    f"partition {part.number}: the inbox could not be handed over: {error!r}",
+                    partition=part.number,
+                    error=repr(error),
+                )
             part.wake.wait(1.0)  # woken by NOTIFY; once a second anyway, for a lost one
             part.wake.clear()
 
@@ -324,7 +333,12 @@ class ClusterService:
             try:
                 self._listen_once()
             except Exception as error:  # never the end of the thread: polls stand in
-                log_event(logging.ERROR, "listener_failed", f"inbox listener: {error!r}")
+                log_event(
+                    logging.ERROR,
+                    "listener_failed",
+                    f"the inbox listener failed: {error!r}; listening again",
+                    error=repr(error),
+                )
                 time.sleep(1.0)
 
     def _listen_once(self) -> None:
