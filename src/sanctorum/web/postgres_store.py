@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sanctorum.common.commands import MailCommand
+from sanctorum.common.commands import MailCommand, PostMail
 from sanctorum.common.errors import (
     EnclaveStateError,
     LeaseLostError,
@@ -239,6 +239,38 @@ _FENCE_AND_ACKNOWLEDGE = f"""
 WITH dropped AS ({_ACKNOWLEDGE})
 {_FENCE}
 """
+# A call whose only command is one reply (the common call), in one statement, so one round
+# trip and one transaction: the lease checked and locked, the delivery's acknowledgement, the
+# reply inserted (only under the lease, and only if the id sequence was not set back below the
+# ids handed out), and the reader's oldest mail read, which the statement's own changes hide:
+# hence the union with what it inserts and the exclusion of what it dropped.
+_REPLY = f"""
+WITH fence AS ({_FENCE}),
+dropped AS (
+    DELETE FROM mailbox
+    WHERE EXISTS (SELECT 1 FROM fence)
+    AND routing_hint COLLATE "C" = %(hint)s AND id <= %(acknowledged)s
+    AND EXISTS (
+        SELECT 1 FROM mailbox kept WHERE kept.routing_hint COLLATE "C" = %(hint)s
+        AND kept.id = %(acknowledged)s
+    )
+    RETURNING id
+),
+posted AS (
+    INSERT INTO mailbox (routing_hint, mail)
+    SELECT %(to)s, %(mail)s FROM fence
+    WHERE (SELECT last_value FROM mailbox_id_seq) >= %(high_water)s
+    RETURNING id, routing_hint, mail
+)
+SELECT (SELECT count(*) FROM fence), (SELECT id FROM posted), oldest.id, oldest.mail
+FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+    SELECT id, mail FROM mailbox
+    WHERE routing_hint COLLATE "C" = %(hint)s AND id NOT IN (SELECT id FROM dropped)
+    UNION ALL
+    SELECT id, mail FROM posted WHERE routing_hint COLLATE "C" = %(hint)s
+    ORDER BY id LIMIT 1
+) AS oldest ON TRUE
+"""  # noqa: S608 (built from this module's constants only)
 _HOLDING = """EXISTS (
     SELECT 1 FROM leases WHERE partition = %(partition)s AND token = %(token)s
     AND expires_at > clock_timestamp()
@@ -1014,8 +1046,18 @@ class PostgresMailboxStore:
     ) -> None:
         """See :meth:`MailboxStore.apply <sanctorum.web.store.MailboxStore.apply>`; refused
         with :class:`LeaseLostError` (nothing stored) once the lease is gone."""
+        commands = list(commands)
         inbox_id = getattr(self._consuming, "inbox_id", None)
         delivery: tuple[str, int | None] | None = getattr(self._consuming, "delivery", None)
+        if (
+            inbox_id is None
+            and len(commands) == 1
+            and isinstance(commands[0], PostMail)
+            and "\0" not in (commands[0].routing_hint or "")
+            and (instance is None or instance[0] == self._recorded_instance)
+        ):
+            self._apply_reply(commands[0], delivery)
+            return
         lease: dict[str, object] = {"partition": self.partition, "token": self.token}
         if delivery is None or delivery[1] is None:
             fence: tuple[str, dict[str, object]] = (_FENCE, lease)
@@ -1066,6 +1108,47 @@ class PostgresMailboxStore:
         self.high_water = high_water
         if instance is not None:
             self._recorded_instance = instance[0]
+
+    def _apply_reply(self, reply: PostMail, delivery: tuple[str, int | None] | None) -> None:
+        """:meth:`apply` of a call that made one reply and nothing else (see ``_REPLY``)."""
+        hint, acknowledged = delivery if delivery is not None else (None, None)
+        with self._database.use(self._writer) as connection, connection.cursor() as cursor:
+            self.execute(
+                cursor,
+                _REPLY,
+                {
+                    "partition": self.partition,
+                    "token": self.token,
+                    "hint": hint,
+                    "acknowledged": acknowledged,
+                    "to": reply.routing_hint,
+                    "mail": reply.mail,
+                    "high_water": self.high_water,
+                },
+            )
+            held, posted, oldest_id, oldest_mail = _one_row(cursor)
+        if not held:
+            self._database.lost(self.partition, self.token)
+            raise LeaseLostError(
+                f"this host's lease of partition {self.partition} ran out or was taken over by "
+                "another host: the call's commands were not stored, and this instance stops "
+                "serving the partition"
+            )
+        if posted is None:
+            raise EnclaveStateError(
+                f"the database's mail id sequence was set back below the {self.high_water} "
+                "ids already handed out, and an acknowledgement could drop mail its reader "
+                "never saw: the call's commands were not stored. Restore the database from a "
+                "backup"
+            )
+        self.high_water = _integer(posted, "a new mail's id")
+        if delivery is not None:
+            self._consuming.delivered = (
+                True,
+                None
+                if oldest_id is None
+                else (_integer(oldest_id, "a mail id"), _bytes(oldest_mail, "a mail")),
+            )
 
     def attestation_of(self, encryption_key: bytes) -> bytes | None:
         """See :meth:`MailboxStore.attestation_of <sanctorum.web.store.MailboxStore>`."""
