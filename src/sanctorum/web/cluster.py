@@ -133,7 +133,6 @@ class ClusterService:
             self._lock_file.close()
             raise
         self.partitions = self._database.partitions
-        self.store = self._database  # what the web app reads mail and attestations from
         log_event(
             logging.INFO,
             "store_opened",
