@@ -345,3 +345,17 @@ def test_a_reply_is_refused_when_the_id_sequence_was_set_back(database_url: str)
         store.apply([PostMail(b"refused", "alice")])
     assert _operator(database_url, "SELECT mail FROM mailbox") == [(b"kept",)]
     store.close()
+
+
+def test_any_host_hands_out_any_instances_attestation_by_its_key(
+    cluster: Callable[..., ClusterHost],
+) -> None:
+    first, second = cluster(partitions=2), cluster(partitions=2)
+    _until(lambda: len(_held(first)) == 1 and len(_held(second)) == 1)
+    for holder, other in ((first, second), (second, first)):
+        own = httpx.get(f"{holder.url}/attestation").content
+        key = EnclaveInstanceInfo.deserialize(own).encryption_key.encoded.hex()
+        assert httpx.get(f"{holder.url}/attestation", params={"instance": key}).content == own
+        assert httpx.get(f"{other.url}/attestation", params={"instance": key}).content == own
+    unknown = httpx.get(f"{first.url}/attestation", params={"instance": "ab" * 32})
+    assert unknown.status_code == 404

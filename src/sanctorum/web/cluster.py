@@ -35,6 +35,7 @@ from sanctorum.common.errors import (
     MailReplayError,
     SanctorumError,
 )
+from sanctorum.common.keys import Curve25519PublicKey
 from sanctorum.common.mode import EnclaveMode
 from sanctorum.host.importing import EnclaveClass
 from sanctorum.host.kds import KdsConfiguration
@@ -492,11 +493,14 @@ class ClusterService:
         with self._parts_lock:
             parts = list(self._parts.values())
         if instance is not None:
+            # The instances running here know their own; the database, every other (one
+            # query, not one per partition).
+            key = Curve25519PublicKey(instance)
             for part in parts:
                 if part.service is not None:
-                    found = part.service.attestation(instance)
-                    if found is not None:
-                        return found
+                    info = part.service.host.instance_info_of(key)
+                    if info is not None:
+                        return info.serialize()
             return self._database.attestation_of(instance)
         number = None if routing_hint is None else partition_of(routing_hint, self.partitions)
         for part in sorted(parts, key=lambda part: part.number):

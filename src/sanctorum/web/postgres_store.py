@@ -764,7 +764,7 @@ class PostgresDatabase:
             rows = self._query(self._reader, _FETCH, (routing_hint,))
         if not rows:
             return None
-        return _integer(rows[0][0], "a mail id"), _bytes(rows[0][1], "a mail")
+        return _mail(rows[0])
 
     def acknowledge(self, routing_hint: str, acknowledged: int) -> None:
         """Drop the mail of ``routing_hint`` up to ``acknowledged`` (while that very mail is
@@ -1088,26 +1088,25 @@ class PostgresMailboxStore:
             if delivery is not None:
                 self.execute(oldest, _FETCH, (delivery[0],))
             if held.fetchone() is None:  # checked before COMMIT is sent
-                self._database.lost(self.partition, self.token)
-                raise LeaseLostError(
-                    f"this host's lease of partition {self.partition} ran out or was taken "
-                    "over by another host: the call's commands were not stored, and this "
-                    "instance stops serving the partition"
-                )
+                raise self._lease_lost()
             answer = oldest.fetchone() if delivery is not None else None
             self.execute(cursor, "COMMIT")
         if inbox_id is not None:
             self._consuming.done = True
         if delivery is not None:
-            self._consuming.delivered = (
-                True,
-                None
-                if answer is None
-                else (_integer(answer[0], "a mail id"), _bytes(answer[1], "a mail")),
-            )
+            self._consuming.delivered = (True, None if answer is None else _mail(answer))
         self.high_water = high_water
         if instance is not None:
             self._recorded_instance = instance[0]
+
+    def _lease_lost(self) -> LeaseLostError:
+        """A commit found the lease gone: forget it (the host stops the partition)."""
+        self._database.lost(self.partition, self.token)
+        return LeaseLostError(
+            f"this host's lease of partition {self.partition} ran out or was taken over by "
+            "another host: the call's commands were not stored, and this instance stops "
+            "serving the partition"
+        )
 
     def _apply_reply(self, reply: PostMail, delivery: tuple[str, int | None] | None) -> None:
         """:meth:`apply` of a call that made one reply and nothing else (see ``_REPLY``)."""
@@ -1128,12 +1127,7 @@ class PostgresMailboxStore:
             )
             held, posted, oldest_id, oldest_mail = _one_row(cursor)
         if not held:
-            self._database.lost(self.partition, self.token)
-            raise LeaseLostError(
-                f"this host's lease of partition {self.partition} ran out or was taken over by "
-                "another host: the call's commands were not stored, and this instance stops "
-                "serving the partition"
-            )
+            raise self._lease_lost()
         if posted is None:
             raise EnclaveStateError(
                 f"the database's mail id sequence was set back below the {self.high_water} "
@@ -1145,9 +1139,7 @@ class PostgresMailboxStore:
         if delivery is not None:
             self._consuming.delivered = (
                 True,
-                None
-                if oldest_id is None
-                else (_integer(oldest_id, "a mail id"), _bytes(oldest_mail, "a mail")),
+                None if oldest_id is None else _mail((oldest_id, oldest_mail)),
             )
 
     def attestation_of(self, encryption_key: bytes) -> bytes | None:
@@ -1206,13 +1198,9 @@ def _bytes(value: object, what: str) -> bytes:
     return value
 
 
-def _text(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise EnclaveStateError(
-            f"the database holds {what} that is not text ({type(value).__name__}): its tables "
-            "were altered; restore the database from a backup"
-        )
-    return value
+def _mail(row: tuple[Any, ...]) -> tuple[int, bytes]:
+    """A mailbox row's (id, mail), checked."""
+    return _integer(row[0], "a mail id"), _bytes(row[1], "a mail")
 
 
 def _integer(value: object, what: str) -> int:
